@@ -1,0 +1,105 @@
+"""The `parcours` command: one entry point for every service and tool. Wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from parcours.errors import ParcoursError
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from parcours.devbroker.broker import fetch_jars
+    from parcours.runtime import embedded_broker
+    from parcours.settings import get_settings
+
+    s = get_settings()
+    broker = embedded_broker(s)
+    if args.action == "fetch":
+        lib, size, secs = fetch_jars(s.cache_dir)
+        print(f"Kafka jars in {lib}: {size / 1e6:.1f} MB ({secs:.1f}s)")
+    elif args.action == "start":
+        t0 = time.monotonic()
+        info = broker.start()
+        print(f"Kafka broker running: bootstrap {info.bootstrap}, pid {info.pid}, data in {info.folder} ({time.monotonic() - t0:.1f}s)")
+    elif args.action == "stop":
+        print("Kafka broker stopped" if broker.stop() else f"no Kafka broker running in {broker.folder}")
+    else:
+        info = broker.status()
+        if info is None:
+            print(f"no Kafka broker running in {broker.folder}")
+            return 3
+        print(f"Kafka broker running: bootstrap {info.bootstrap}, pid {info.pid}, data in {info.folder}")
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology import admin
+    from parcours.topology.catalogue import default_catalogue
+
+    cat = default_catalogue()
+    if args.action == "acls":
+        for acl in cat.acls():
+            print(acl)
+        return 0
+    bootstrap = resolve_bootstrap()
+    run = admin.plan if args.action == "plan" else admin.apply
+    changes = asyncio.run(run(cat, bootstrap))
+    verb = "to do" if args.action == "plan" else "done"
+    if not changes:
+        print(f"no changes: {len(cat.topics)} topics match the catalogue ({cat.profile} profile)")
+    for c in changes:
+        print(f"{verb}: {c}")
+    return 1 if any(c.action == "drift" for c in changes) else 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from parcours.contract.schemas import SchemaSet
+    from parcours.paths import schemas_dir
+
+    folder = Path(args.dir) if args.dir else schemas_dir()
+    ss = SchemaSet.load(folder)
+    ss.check_backward_transitive()
+    for et in ss.event_types():
+        vs = ss.versions[et]
+        print(f"{et:<24} v{vs[-1].version} fingerprint {vs[-1].fingerprint} ({len(vs)} version(s))")
+    print("all schemas backward-transitive compatible")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parcours", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="the embedded Apache Kafka broker")
+    b.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    b.set_defaults(func=_broker)
+
+    t = sub.add_parser("topics", help="the topic catalogue against the cluster")
+    t.add_argument("action", choices=["plan", "apply", "acls"])
+    t.set_defaults(func=_topics)
+
+    sc = sub.add_parser("schemas", help="the Avro schema set")
+    sc.add_argument("action", choices=["check"])
+    sc.add_argument("--dir", help="schema folder (default: schemas/)")
+    sc.set_defaults(func=_schemas)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ParcoursError as exc:
+        print(f"parcours: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Pydantic models of the events: the validated, typed mirror of `schemas/*.avsc`.
+
+A unit test proves that every model agrees with the newest schema of its type, field by field.
+Enumerations are `Literal`s so that dumped values are the plain strings Avro expects.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from datetime import date as Date
+from typing import Annotated, ClassVar, Literal, Union
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from parcours.contract.errors import EventValidationError
+
+Category = Literal["administrative", "social", "medical", "functional", "discussion"]
+CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+Kind = Literal["dac", "cpts", "crt"]
+KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+
+SLUG_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$"
+Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+Text = Annotated[str, Field(min_length=1, max_length=20_000)]
+
+
+def utc_ms(value: datetime) -> datetime:
+    """Aware UTC datetime truncated to milliseconds, as Avro timestamp-millis stores it."""
+    if value.tzinfo is None:
+        raise ValueError("must carry a timezone (UTC)")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Person(_Model):
+    """Pseudonymous: a pseudonym (no spaces, so no plain names), the birth year and the postcode."""
+
+    pseudonym: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
+    birth_year: Annotated[int, Field(ge=1900, le=2100)]
+    postcode: Annotated[str, Field(pattern=r"^([0-9]{5}|2[AB][0-9]{3})$")]
+
+
+class ReferralContext(_Model):
+    type: Literal["home", "hospital_discharge", "emergency_visit", "other"]
+    date: Date | None = None
+
+
+class Event(_Model):
+    """Fields every event carries. Subclasses set `event_type` and `item_field`."""
+
+    event_type: ClassVar[str]
+    #: the field naming the item this event creates or changes (what views show)
+    item_field: ClassVar[str]
+
+    event_id: UUID
+    case_id: Identifier
+    occurred_at: datetime
+    source: Slug
+    category: Category
+
+    _utc = field_validator("occurred_at")(classmethod(lambda cls, v: utc_ms(v)))
+
+    @property
+    def item_id(self) -> str:
+        return str(getattr(self, self.item_field))
+
+    @property
+    def key(self) -> str:
+        """The Kafka key: the case id (ruptures without a case use their territory)."""
+        return self.case_id
+
+
+class ReferralSubmitted(Event):
+    event_type: ClassVar[str] = "ReferralSubmitted"
+    item_field: ClassVar[str] = "referral_id"
+    category: Literal["administrative"] = "administrative"
+
+    referral_id: Identifier
+    to_structure: Slug
+    person: Person
+    reasons: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=20)]
+    urgency: Literal["routine", "soon", "urgent"]
+    context: ReferralContext | None = None
+    summary: Text
+
+    @model_validator(mode="after")
+    def _not_to_self(self) -> ReferralSubmitted:
+        if self.to_structure == self.source:
+            raise ValueError("to_structure: a structure cannot refer to itself")
+        return self
+
+
+class ReferralStatusChanged(Event):
+    event_type: ClassVar[str] = "ReferralStatusChanged"
+    item_field: ClassVar[str] = "referral_id"
+    category: Literal["administrative"] = "administrative"
+
+    referral_id: Identifier
+    status: Literal["acknowledged", "accepted", "declined", "redirected", "withdrawn", "completed"]
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+    redirect_to: Slug | None = None
+
+    @model_validator(mode="after")
+    def _redirect(self) -> ReferralStatusChanged:
+        if (self.status == "redirected") != (self.redirect_to is not None):
+            raise ValueError("redirect_to: required when status is redirected, and only then")
+        return self
+
+
+class EvaluationRecorded(Event):
+    event_type: ClassVar[str] = "EvaluationRecorded"
+    item_field: ClassVar[str] = "evaluation_id"
+    category: Category = "functional"
+
+    evaluation_id: Identifier
+    type: Literal["aggir", "icope_step1", "multidimensional"]
+    results: dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=2000)]]
+    gir: Annotated[int, Field(ge=1, le=6)] | None = None
+
+    @model_validator(mode="after")
+    def _gir(self) -> EvaluationRecorded:
+        if (self.type == "aggir") != (self.gir is not None):
+            raise ValueError("gir: required for an aggir evaluation, and only then")
+        return self
+
+
+class AdmissionDecided(Event):
+    event_type: ClassVar[str] = "AdmissionDecided"
+    item_field: ClassVar[str] = "referral_id"
+    category: Literal["administrative"] = "administrative"
+
+    referral_id: Identifier
+    decision: Literal["admitted", "refused", "waitlisted"]
+    volet: Literal[1, 2]
+    start_date: Date | None = None
+    reasons: list[Annotated[str, Field(min_length=1, max_length=500)]] = []
+
+    @model_validator(mode="after")
+    def _refusal_reasons(self) -> AdmissionDecided:
+        if self.decision == "refused" and not self.reasons:
+            raise ValueError("reasons: a refusal must give at least one reason")
+        return self
+
+
+class ConsentRecorded(Event):
+    event_type: ClassVar[str] = "ConsentRecorded"
+    item_field: ClassVar[str] = "consent_id"
+    category: Literal["administrative"] = "administrative"
+
+    consent_id: Identifier
+    grantee: Annotated[str, Field(pattern=r"^(dac|cpts|crt)$|" + SLUG_PATTERN[1:-1] + "$")]
+    categories: Annotated[list[Category], Field(min_length=1)]
+    decision: Literal["permit", "deny"]
+    valid_until: datetime | None = None
+    method: Literal["oral", "written", "digital"]
+
+    _utc_until = field_validator("valid_until")(
+        classmethod(lambda cls, v: None if v is None else utc_ms(v))
+    )
+
+
+class MessagePosted(Event):
+    event_type: ClassVar[str] = "MessagePosted"
+    item_field: ClassVar[str] = "message_id"
+    category: Category = "discussion"
+
+    message_id: Identifier
+    body: Text
+    reply_to: Identifier | None = None
+
+
+class RuptureReported(Event):
+    event_type: ClassVar[str] = "RuptureReported"
+    item_field: ClassVar[str] = "rupture_id"
+    category: Literal["administrative"] = "administrative"
+
+    case_id: Identifier | None = None  # type: ignore[assignment]
+    rupture_id: Identifier
+    territory: Annotated[str, Field(pattern=r"^([0-9]{2,3}|2[AB])$")]
+    type: Literal["no_gp", "unanswered_referral", "readmission", "refused_admission_without_alternative", "other"]
+    description: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @property
+    def key(self) -> str:
+        return self.case_id or f"territory-{self.territory}"
+
+
+AnyEvent = Union[
+    ReferralSubmitted,
+    ReferralStatusChanged,
+    EvaluationRecorded,
+    AdmissionDecided,
+    ConsentRecorded,
+    MessagePosted,
+    RuptureReported,
+]
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (
+        ReferralSubmitted,
+        ReferralStatusChanged,
+        EvaluationRecorded,
+        AdmissionDecided,
+        ConsentRecorded,
+        MessagePosted,
+        RuptureReported,
+    )
+}
+
+_FIELD_IN_MESSAGE = re.compile(r"^(?P<field>[a-z_]+): ")
+
+
+def build_event(event_type: str, data: dict[str, object]) -> Event:
+    """Validate `data` as an `event_type`; raise EventValidationError naming each field and rule."""
+    try:
+        cls = EVENT_TYPES[event_type]
+    except KeyError:
+        raise EventValidationError(event_type, [("type", f"unknown event type {event_type!r}")]) from None
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise EventValidationError(event_type, validation_errors(exc)) from None
+
+
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field path, rule) pairs from a pydantic error, with model-level rules mapped to their field."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        m = _FIELD_IN_MESSAGE.match(msg)
+        if m and not loc:
+            loc, msg = m["field"], msg[m.end():]
+        out.append((loc or "<event>", msg))
+    return out

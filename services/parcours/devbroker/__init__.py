@@ -1,0 +1,1 @@
+"""The embedded development broker: a real Apache Kafka from Maven Central jars."""

@@ -1,0 +1,32 @@
+"""Runtime settings, read once from PARCOURS_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARCOURS_", extra="ignore")
+
+    #: an external cluster; when empty the embedded broker's state file is used
+    kafka_bootstrap: str = ""
+    profile: Literal["dev", "production"] = "dev"
+    #: folder of the embedded broker (data, logs, state file)
+    broker_dir: Path = Path(".parcours/broker")
+    #: cache of the broker jars, outside the repository
+    cache_dir: Path = Path.home() / ".cache" / "parcours"
+    #: prefix of every topic name, so tests can run side by side on one cluster
+    topic_prefix: str = "parcours"
+
+    def masked(self) -> dict[str, str]:
+        """What is safe to log at start-up."""
+        return {k: str(v) for k, v in self.model_dump().items()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,45 @@
+"""Session fixtures: one real Apache Kafka broker per test session (or PARCOURS_KAFKA_BOOTSTRAP)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath)
+        if "/integration/" in path:
+            item.add_marker(pytest.mark.integration)
+        elif "/e2e/" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real broker: the configured cluster, or an embedded one started with the project's code."""
+    configured = os.environ.get("PARCOURS_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    from parcours.devbroker.broker import EmbeddedBroker
+    from parcours.settings import Settings
+
+    broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka"), Settings().cache_dir)
+    info = broker.start()
+    try:
+        yield info.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of this test's own, so tests never share topics."""
+    return f"t{uuid.uuid4().hex[:10]}"

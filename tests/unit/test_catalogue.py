@@ -1,0 +1,107 @@
+"""The topic catalogue, the registry and the kind policy: loading, refusals with line numbers, ACLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from parcours.paths import topics_dir
+from parcours.topology.catalogue import Catalogue
+from parcours.topology.errors import CatalogueError
+from parcours.topology.registry import KindPolicy, Registry, dev_token
+
+CATALOGUE = (topics_dir() / "catalogue.yaml").read_text()
+
+
+def _load_with(tmp_path: Path, text: str, **kw) -> Catalogue:  # type: ignore[no-untyped-def]
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(text)
+    return Catalogue.load(path, **kw)
+
+
+def test_shipped_catalogue_has_every_family_co_partitioned() -> None:
+    cat = Catalogue.load()
+    canonical = cat.canonical()
+    assert {t.name for t in canonical} == {
+        f"parcours.{n}" for n in ("referrals", "evaluations", "admissions", "consents", "messages", "ruptures")
+    }
+    assert len({t.partitions for t in canonical}) == 1
+    assert all(t.key == "case_id" for t in canonical)
+    assert cat.topic("case-views").config["cleanup.policy"] == "compact"
+    assert cat.topic("deadletter").role == "deadletter"
+
+
+def test_per_structure_topics_exist_for_every_registered_structure() -> None:
+    cat = Catalogue.load()
+    for slug in cat.registry.structures:
+        assert cat.per_structure("inbox", slug).partitions == 1
+        assert cat.per_structure("ingress", slug).owner == slug
+
+
+def test_prefix_and_profiles() -> None:
+    prod = Catalogue.load(prefix="t1", profile="production")
+    assert all(t.name.startswith("t1.") for t in prod.topics.values())
+    assert {t.replication_factor for t in prod.topics.values()} == {3}
+    assert {t.config["min.insync.replicas"] for t in prod.topics.values()} == {"2"}
+    dev = Catalogue.load(profile="dev")
+    assert {t.replication_factor for t in dev.topics.values()} == {1}
+
+
+def test_kind_rights_come_from_the_catalogue() -> None:
+    cat = Catalogue.load()
+    assert cat.may_publish("crt", "AdmissionDecided")
+    assert not cat.may_publish("cpts", "AdmissionDecided")
+    assert not cat.may_publish("dac", "AdmissionDecided")
+    assert not cat.may_publish("crt", "ReferralSubmitted")
+    assert cat.publishable("cpts") == ["MessagePosted", "ReferralStatusChanged", "ReferralSubmitted", "RuptureReported"]
+
+
+def test_acls_are_derived_from_producers_and_consumers() -> None:
+    acls = {str(a) for a in Catalogue.load().acls()}
+    assert "User:cpts-31-nord WRITE topic:parcours.ingress.cpts-31-nord" in acls
+    assert "User:cpts-31-nord READ topic:parcours.inbox.cpts-31-nord" in acls
+    assert "User:cpts-31-nord WRITE topic:parcours.ingress.dac-31" not in acls
+    assert "User:processor READ topic:parcours.consents" in acls
+    assert "User:adapter WRITE topic:parcours.consents" in acls
+
+
+def test_unknown_schema_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = CATALOGUE.replace("MessagePosted: [dac, cpts, crt]", "MessagePostd: [dac, cpts, crt]")
+    with pytest.raises(CatalogueError, match=r"catalogue.yaml:\d+: topic messages: unknown schema 'MessagePostd'") as err:
+        _load_with(tmp_path, text)
+    assert text.splitlines()[err.value.line - 1].strip() == "MessagePostd: [dac, cpts, crt]"
+
+
+def test_bad_setting_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = CATALOGUE.replace("cleanup.policy: compact}", "cleanup.policy: compakt}")
+    with pytest.raises(CatalogueError, match="bad value 'compakt' for cleanup.policy") as err:
+        _load_with(tmp_path, text)
+    assert "compakt" in text.splitlines()[err.value.line - 1]
+
+
+def test_unknown_config_key_and_broken_copartitioning_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CatalogueError, match="unknown config 'retention.hours'"):
+        _load_with(tmp_path, CATALOGUE.replace("retention.ms: 604800000", "retention.hours: 168"))
+    text = CATALOGUE.replace("  evaluations:\n    role: canonical\n", "  evaluations:\n    role: canonical\n    partitions: 3\n")
+    with pytest.raises(CatalogueError, match="must all have 6 partitions"):
+        _load_with(tmp_path, text)
+
+
+def test_registry_and_dev_tokens(tmp_path: Path) -> None:
+    reg = Registry.load(topics_dir() / "structures.yaml")
+    assert set(reg.structures) == {"dac-31", "cpts-31-nord", "cpts-31-sud", "crt-31-muret", "crt-31-nord"}
+    assert reg.by_token(dev_token("crt-31-muret")).slug == "crt-31-muret"
+    assert reg.by_token("dev-nobody") is None
+    assert reg.with_dev_tokens() == list(reg.structures)
+    assert [s.slug for s in reg.covered_by("cpts")] == ["cpts-31-nord", "cpts-31-sud"]
+    bad = tmp_path / "s.yaml"
+    bad.write_text("structures:\n  - slug: dac-31\n    kind: hospital\n    territory: '31'\n    name: x\n    token_sha256: " + "0" * 64 + "\n")
+    with pytest.raises(CatalogueError, match=r"s.yaml:2: kind 'hospital'"):
+        Registry.load(bad)
+
+
+def test_kind_policy_ceiling() -> None:
+    policy = KindPolicy.load(topics_dir() / "policy.yaml")
+    assert policy.hidden["cpts"] == {"social", "medical", "functional"}
+    assert policy.hidden["dac"] == frozenset() and policy.hidden["crt"] == frozenset()
