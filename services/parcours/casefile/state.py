@@ -1,0 +1,51 @@
+"""A case's state: the set of its events by `event_id`. Folding is commutative and idempotent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from parcours.contract.models import Event
+
+
+def order_key(e: Event) -> tuple[datetime, str]:
+    """The one total order used everywhere: occurrence time, then event id."""
+    return (e.occurred_at, str(e.event_id))
+
+
+@dataclass(frozen=True)
+class CaseState:
+    case_id: str
+    events: dict[str, Event] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        """How many distinct events the case holds: grows with the case, independent of order."""
+        return len(self.events)
+
+    def ordered(self) -> list[Event]:
+        return sorted(self.events.values(), key=order_key)
+
+    def has(self, event_id: str) -> bool:
+        return event_id in self.events
+
+
+def fold(state: CaseState, event: Event) -> CaseState:
+    """Add `event` to the state. A duplicate `event_id` changes nothing; if two different payloads
+    share an id (a bad producer), the same one wins whatever the arrival order."""
+    eid = str(event.event_id)
+    known = state.events.get(eid)
+    if known is not None and (known == event or _canonical(known) <= _canonical(event)):
+        return state
+    return CaseState(state.case_id, {**state.events, eid: event})
+
+
+def fold_all(case_id: str, events: list[Event]) -> CaseState:
+    state = CaseState(case_id)
+    for e in events:
+        state = fold(state, e)
+    return state
+
+
+def _canonical(e: Event) -> str:
+    return e.event_type + e.model_dump_json()

@@ -1,0 +1,156 @@
+"""DESIGN.md section 3, rule by rule, on the pure case file."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from parcours.casefile.policy import Policy, Viewer, concerned, next_change
+from parcours.casefile.state import fold, fold_all
+from parcours.casefile.view import change, project
+from tests.factories import T0, ev
+
+DAC, CPTS, CPTS2, CRT, CRT2 = (
+    Viewer("dac-31", "dac"), Viewer("cpts-31-nord", "cpts"), Viewer("cpts-31-sud", "cpts"),
+    Viewer("crt-31-muret", "crt"), Viewer("crt-31-nord", "crt"),
+)
+POLICY = Policy({"cpts": frozenset({"social", "medical", "functional"})})
+KINDS = {v.slug: v.kind for v in (DAC, CPTS, CPTS2, CRT, CRT2)}
+NOW = T0 + timedelta(days=1)
+
+
+def items(events, viewer, now=NOW, policy=POLICY):  # type: ignore[no-untyped-def]
+    view = project(fold_all("case-1", events), viewer, policy, now)
+    return set(view["items"]) if view else set()
+
+
+def msg(mid: str, source: str, category: str = "discussion", at: int = 0):  # type: ignore[no-untyped-def]
+    return ev("MessagePosted", message_id=mid, source=source, category=category, at=at)
+
+
+def consent(cid: str, grantee: str, cats: list[str], decision: str = "permit", source: str = "dac-31", at: int = 0, **kw):  # type: ignore[no-untyped-def]
+    return ev("ConsentRecorded", consent_id=cid, grantee=grantee, categories=cats, decision=decision, source=source, at=at, **kw)
+
+
+def test_rule1_author_always_sees_its_items_even_hidden_categories() -> None:
+    own = msg("m1", "cpts-31-nord", category="medical")
+    assert items([own], CPTS) == {"message:m1"}
+
+
+def test_rule2_referral_parties_see_referral_status_and_admission() -> None:
+    events = [
+        ev("ReferralSubmitted", source="dac-31", to_structure="crt-31-muret"),
+        ev("ReferralStatusChanged", source="crt-31-muret", status="acknowledged", at=1),
+        ev("AdmissionDecided", source="crt-31-muret", decision="admitted", volet=2, at=2),
+    ]
+    for party in (DAC, CRT):
+        got = items(events, party)
+        assert "referral:ref-1" in got and len(got) == 3
+    assert items(events, CRT2) == set()
+    assert items(events, CPTS) == set()
+
+
+def test_rule2_redirect_target_becomes_a_party() -> None:
+    events = [
+        ev("ReferralSubmitted", source="dac-31", to_structure="crt-31-muret"),
+        ev("ReferralStatusChanged", source="crt-31-muret", status="redirected", redirect_to="crt-31-nord", at=1),
+    ]
+    assert "referral:ref-1" in items(events, CRT2)
+
+
+def test_rule3_permit_by_slug_and_by_kind() -> None:
+    m = msg("m1", "dac-31")
+    assert items([m], CRT) == set()
+    assert "message:m1" in items([m, consent("c1", "crt-31-muret", ["discussion"])], CRT)
+    assert items([m, consent("c1", "crt-31-muret", ["discussion"])], CRT2) == set()
+    by_kind = [m, consent("c1", "crt", ["discussion"])]
+    assert "message:m1" in items(by_kind, CRT) and "message:m1" in items(by_kind, CRT2)
+
+
+def test_rule3_permit_is_per_category() -> None:
+    events = [msg("m1", "dac-31", "social"), consent("c1", "crt-31-muret", ["discussion"])]
+    assert "message:m1" not in items(events, CRT)
+
+
+def test_rule3_deny_wins_whatever_the_order() -> None:
+    m = msg("m1", "dac-31")
+    permit = consent("c1", "crt", ["discussion"], at=0)
+    deny_before = consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=-5)
+    deny_after = consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=5)
+    for deny in (deny_before, deny_after):
+        assert "message:m1" not in items([m, permit, deny], CRT)
+        assert "message:m1" in items([m, permit, deny], CRT2)  # the deny names crt-31-muret only
+
+
+def test_rule3_expired_consent_is_inactive() -> None:
+    m = msg("m1", "dac-31")
+    c = consent("c1", "crt-31-muret", ["discussion"], valid_until=T0 + timedelta(hours=2))
+    assert "message:m1" in items([m, c], CRT, now=T0 + timedelta(hours=1))
+    assert "message:m1" not in items([m, c], CRT, now=T0 + timedelta(hours=2))
+    assert next_change(fold_all("case-1", [m, c]), T0) == T0 + timedelta(hours=2)
+
+
+def test_rule3_expired_deny_stops_blocking() -> None:
+    m = msg("m1", "dac-31")
+    events = [m, consent("c1", "crt", ["discussion"]),
+              consent("c2", "crt-31-muret", ["discussion"], decision="deny", valid_until=T0 + timedelta(hours=1))]
+    assert "message:m1" not in items(events, CRT, now=T0)
+    assert "message:m1" in items(events, CRT, now=T0 + timedelta(hours=1))
+
+
+def test_rule3_recorder_holds_the_permits_it_records() -> None:
+    """A CRT records the person's consent for the DAC: the CRT sees the DAC's social items too."""
+    events = [msg("m1", "dac-31", "social"), consent("c1", "dac-31", ["social"], source="crt-31-muret")]
+    assert "message:m1" in items(events, CRT)
+    assert "message:m1" not in items(events, CRT2)
+
+
+def test_rule3_a_consent_is_visible_to_the_structures_it_names() -> None:
+    c = consent("c1", "crt", ["discussion"])
+    assert items([c], CRT) == {"consent:c1"} == items([c], CRT2)
+    assert items([c], CPTS) == set()
+
+
+def test_rule4_kind_ceiling_beats_consent() -> None:
+    events = [msg("m1", "dac-31", "medical"), msg("m2", "dac-31", "discussion"),
+              consent("c1", "cpts", ["medical", "discussion"])]
+    assert items(events, CPTS) == {"consent:c1", "message:m2"}
+    assert "message:m1" in items(events, CPTS, policy=Policy({}))  # the ceiling is configuration
+
+
+def test_rule5_a_later_deny_redacts_and_the_change_names_ids_only() -> None:
+    m = ev("EvaluationRecorded", source="dac-31", category="functional")
+    permit = consent("c1", "crt-31-muret", ["functional"])
+    before = project(fold_all("case-1", [m, permit]), CRT, POLICY, NOW)
+    assert "evaluation:eval-1" in before["items"]
+    state = fold(fold_all("case-1", [m, permit]), consent("c2", "crt-31-muret", ["functional"], decision="deny", at=10))
+    after = project(state, CRT, POLICY, NOW)
+    diff = change("crt-31-muret", set(before["items"]), after)
+    assert diff.vanished == ["evaluation:eval-1"]
+    assert diff.appeared == ["consent:c2"]
+
+
+def test_rule6_nothing_visible_means_no_view() -> None:
+    assert project(fold_all("case-1", [msg("m1", "dac-31", "medical")]), CRT, POLICY, NOW) is None
+    diff = change("crt-31-muret", {"message:m1"}, None)
+    assert diff.view is None and diff.vanished == ["message:m1"]
+
+
+def test_duplicates_and_order_do_not_change_the_view() -> None:
+    events = [ev("ReferralSubmitted"), ev("ReferralStatusChanged", source="crt-31-muret", at=1),
+              msg("m1", "dac-31", at=2), consent("c1", "crt", ["discussion"], at=3)]
+    a = project(fold_all("case-1", events), CRT, POLICY, NOW)
+    b = project(fold_all("case-1", list(reversed(events)) + events), CRT, POLICY, NOW)
+    assert a == b and a["version"] == 4
+
+
+def test_a_later_status_is_the_current_one_whatever_the_arrival() -> None:
+    events = [ev("ReferralSubmitted"), ev("ReferralStatusChanged", source="crt-31-muret", status="acknowledged", at=1),
+              ev("ReferralStatusChanged", source="crt-31-muret", status="accepted", at=2)]
+    view = project(fold_all("case-1", [events[2], events[0], events[1]]), DAC, POLICY, NOW)
+    assert view["referrals"][0]["status"] == "accepted"
+    assert [s["status"] for s in view["referrals"][0]["status_history"]] == ["acknowledged", "accepted"]
+
+
+def test_concerned_structures() -> None:
+    events = [ev("ReferralSubmitted", source="cpts-31-nord", to_structure="dac-31"), consent("c1", "crt", ["discussion"])]
+    assert concerned(fold_all("case-1", events), KINDS) == {"cpts-31-nord", "dac-31", "crt-31-muret", "crt-31-nord"}
