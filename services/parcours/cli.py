@@ -71,6 +71,25 @@ def _schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _processor(args: argparse.Namespace) -> int:
+    import faust
+
+    from parcours.ops.logs import setup_logging
+    from parcours.ops.metrics import ProcessorMetrics, serve
+    from parcours.processors.app import create_app
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology.catalogue import default_catalogue
+    from parcours.topology.registry import default_policy
+
+    setup_logging("processor")
+    metrics = ProcessorMetrics()
+    serve(metrics.registry, args.metrics_port)
+    app = create_app(default_catalogue(), resolve_bootstrap(), default_policy(), metrics, tick_interval=args.tick_interval)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parcours", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -87,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=["check"])
     sc.add_argument("--dir", help="schema folder (default: schemas/)")
     sc.set_defaults(func=_schemas)
+    pr = sub.add_parser("processor", help="the case-file processor (faust worker)")
+    pr.add_argument("--metrics-port", type=int, default=8104)
+    pr.add_argument("--tick-interval", type=float, default=5.0, help="seconds between consent-expiry scans")
+    pr.set_defaults(func=_processor)
     return p
 
 

@@ -140,7 +140,7 @@ def test_duplicates_and_order_do_not_change_the_view() -> None:
               msg("m1", "dac-31", at=2), consent("c1", "crt", ["discussion"], at=3)]
     a = project(fold_all("case-1", events), CRT, POLICY, NOW)
     b = project(fold_all("case-1", list(reversed(events)) + events), CRT, POLICY, NOW)
-    assert a == b and a["version"] == 4
+    assert a == b and a["version"] == 4  # every event here is visible to the CRT
 
 
 def test_a_later_status_is_the_current_one_whatever_the_arrival() -> None:

@@ -98,7 +98,8 @@ def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime) -> 
     return {
         "case_id": state.case_id,
         "structure": viewer.slug,
-        "version": state.version,
+        # events visible to this structure: the whole case's count would reveal hidden activity
+        "version": len(visible),
         "updated_at": _iso(max(order_key(e) for e in visible)[0]),
         "referrals": list(referrals.values()),
         "evaluations": evaluations,

@@ -19,7 +19,7 @@ from parcours.topology.errors import CatalogueError
 from parcours.topology.registry import Registry, default_registry
 from parcours.topology.yamlfile import fields, line, load
 
-ROLES = {"canonical", "deadletter", "views", "inbox", "ingress"}
+ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress"}
 SERVICES = {"processor", "validator", "adapter", "ops", "owner"}
 KINDS = {"dac", "cpts", "crt"}
 
@@ -137,6 +137,8 @@ class Catalogue:
                 partitions = spec.get("partitions")
                 if not isinstance(partitions, int) or partitions < 1:
                     raise CatalogueError(path, ln, f"topic {lname}: partitions must be a positive integer")
+                if role == "internal" and partitions != canon_parts:
+                    raise CatalogueError(path, ln, f"topic {lname}: internal topics are co-partitioned: {canon_parts} partitions")
             producers = frozenset(spec.get("producers") or [])
             consumers = frozenset(spec.get("consumers") or [])
             bad = (producers | consumers) - SERVICES - KINDS

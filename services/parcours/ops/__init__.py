@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics and structured logging shared by every service."""

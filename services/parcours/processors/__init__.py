@@ -1,0 +1,1 @@
+"""Stream processors: the case-file processor (faust), the ingress validator, views rebuild."""
