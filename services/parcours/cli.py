@@ -90,6 +90,62 @@ def _processor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _views(args: argparse.Namespace) -> int:
+    from parcours.processors import rebuild as rb
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology.catalogue import default_catalogue
+    from parcours.topology.registry import default_policy
+
+    cat, bootstrap = default_catalogue(), resolve_bootstrap()
+
+    async def run() -> int:
+        t0 = time.monotonic()
+        result = await rb.rebuild(cat, bootstrap, default_policy())
+        live = await rb.live_views(cat, bootstrap)
+        diffs = rb.differences(live, result.views)
+        print(f"rebuilt {len(result.views)} views of {result.cases} cases from {result.events} events "
+              f"({result.undecodable} undecodable skipped) in {time.monotonic() - t0:.1f}s")
+        if args.write:
+            print(f"wrote {await rb.write(cat, bootstrap, live, result.views)} view records")
+            return 0
+        for d in diffs:
+            print(f"  {d}")
+        print("live views are identical to the rebuild" if not diffs else f"{len(diffs)} views differ (use --write)")
+        return 1 if diffs else 0
+
+    return asyncio.run(run())
+
+
+def _adapter(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from parcours.adapters.app import DEFAULT_PORTS, create_app
+    from parcours.ops.logs import setup_logging
+    from parcours.runtime import resolve_bootstrap
+    from parcours.settings import get_settings
+    from parcours.topology.catalogue import default_catalogue
+
+    setup_logging(f"adapter-{args.kind}")
+    cat = default_catalogue()
+    if get_settings().profile == "production" and (dev := cat.registry.with_dev_tokens()):
+        raise ParcoursError(f"production profile refuses dev tokens (structures {dev}): set real token hashes in the registry")
+    port = args.port or DEFAULT_PORTS[args.kind]
+    _check_port(args.host, port)
+    app = create_app(args.kind, cat, resolve_bootstrap())
+    uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
+    return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ParcoursError(f"port {host}:{port} is already taken ({exc.strerror}); pass --port") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parcours", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -106,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=["check"])
     sc.add_argument("--dir", help="schema folder (default: schemas/)")
     sc.set_defaults(func=_schemas)
+    a = sub.add_parser("adapter", help="the HTTP edge for one structure kind")
+    a.add_argument("kind", choices=["dac", "cpts", "crt"])
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=0, help="default 8101 dac, 8102 cpts, 8103 crt")
+    a.set_defaults(func=_adapter)
+
+    v = sub.add_parser("views", help="case views")
+    v.add_argument("action", choices=["rebuild"])
+    v.add_argument("--write", action="store_true", help="publish the rebuilt views where they differ")
+    v.set_defaults(func=_views)
+
     pr = sub.add_parser("processor", help="the case-file processor (faust worker)")
     pr.add_argument("--metrics-port", type=int, default=8104)
     pr.add_argument("--tick-interval", type=float, default=5.0, help="seconds between consent-expiry scans")

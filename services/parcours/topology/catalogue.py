@@ -51,6 +51,7 @@ class TopicSpec:
     producers: frozenset[str] = frozenset()
     consumers: frozenset[str] = frozenset()
     owner: str | None = None  # the structure of a per-structure topic
+    readers: frozenset[str] = frozenset()  # structure kinds that may read it through the API
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Catalogue:
             if not isinstance(spec, dict):
                 raise CatalogueError(path, line(raw_topics), f"topic {lname}: must be a mapping")
             ln = line(spec)
-            unknown = set(fields(spec)) - {"role", "key", "value", "events", "partitions", "producers", "consumers", "config", "per_structure"}
+            unknown = set(fields(spec)) - {"role", "key", "value", "events", "partitions", "producers", "consumers", "config", "per_structure", "readers"}
             if unknown:
                 raise CatalogueError(path, ln, f"topic {lname}: unknown settings {sorted(unknown)}")
             role = spec.get("role")
@@ -144,12 +145,15 @@ class Catalogue:
             bad = (producers | consumers) - SERVICES - KINDS
             if bad:
                 raise CatalogueError(path, ln, f"topic {lname}: unknown producers/consumers {sorted(bad)}")
+            readers = frozenset(spec.get("readers") or [])
+            if not readers <= KINDS:
+                raise CatalogueError(path, ln, f"topic {lname}: readers must be structure kinds {sorted(KINDS)}")
             value = spec.get("value") or "avro: " + ", ".join(events)
             owners = list(registry.structures) if spec.get("per_structure") else [None]
             for owner in owners:
                 name = f"{prefix}.{lname}" + (f".{owner}" if owner else "")
                 t = TopicSpec(name, role, partitions, rf, dict(config), str(spec["key"]), value,
-                              events, producers, consumers, owner)
+                              events, producers, consumers, owner, readers)
                 topics[name] = t
                 if owner is None:
                     logical[lname] = t

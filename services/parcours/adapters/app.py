@@ -1,0 +1,343 @@
+"""The adapter service for one structure kind: the composition root and the HTTP handlers.
+
+Handlers are thin: authenticate, check the kind's rights (from the topic catalogue), build the
+event (validated by the contract), publish it, and answer 202 once Kafka acknowledged it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from parcours.adapters import requests as rq
+from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized
+from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
+from parcours.adapters.publisher import Publisher
+from parcours.adapters.store import EdgeStore
+from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
+from parcours.contract.errors import EventValidationError
+from parcours.contract.models import Event, build_event
+from parcours.topology.catalogue import Catalogue
+from parcours.topology.registry import Structure
+
+DEFAULT_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103}
+
+
+class AdapterMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.accepted = Counter("parcours_events_accepted_total", "Events accepted onto canonical topics", ["type", "kind", "channel"], registry=r)
+        self.refused = Counter("parcours_events_refused_total", "Requests refused", ["type", "kind", "reason", "channel"], registry=r)
+        self.request_seconds = Histogram("parcours_http_request_seconds", "HTTP request duration", ["route", "method"],
+                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.inbox_backlog = Gauge("parcours_inbox_notifications", "Notifications held in each structure's inbox", ["structure"], registry=r)
+        self.webhook_backlog = Gauge("parcours_webhook_backlog_notifications", "Notifications not yet delivered by webhook", ["structure"], registry=r)
+        self.webhook_deliveries = Counter("parcours_webhook_deliveries_total", "Webhook deliveries that succeeded", ["structure"], registry=r)
+        self.webhook_retries = Counter("parcours_webhook_retries_total", "Webhook delivery retries", ["structure"], registry=r)
+        self.webhook_failures = Counter("parcours_webhook_failures_total", "Notifications dead-lettered after the last attempt", ["structure"], registry=r)
+        self.up = Gauge("parcours_adapter_up", "1 while the adapter runs", ["kind"], registry=r)
+
+
+@dataclass
+class Adapter:
+    kind: str
+    catalogue: Catalogue
+    publisher: Publisher
+    store: EdgeStore
+    metrics: AdapterMetrics
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
+
+
+def create_app(kind: str, catalogue: Catalogue, bootstrap: str, retry: RetryPolicy | None = None) -> FastAPI:
+    slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
+    metrics = AdapterMetrics()
+    publisher = Publisher(bootstrap, catalogue)
+    adapter = Adapter(kind, catalogue, publisher, EdgeStore(bootstrap, catalogue, slugs), metrics, retry or RetryPolicy())
+    delivery = WebhookDelivery(adapter.store, publisher, catalogue, metrics, adapter.retry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        adapter.store.start()
+        delivery.start()
+        metrics.up.labels(kind).set(1)
+        yield
+        await delivery.stop()
+        await adapter.store.stop()
+        await publisher.close()
+
+    app = FastAPI(
+        title=f"Parcours {kind.upper()} adapter",
+        version="1",
+        description=f"The Parcours partner edge for {kind.upper()} structures. Authenticate with `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+    )
+    app.state.adapter = adapter
+    _install_errors(app, adapter)
+    _routes(app, adapter)
+    return app
+
+
+# --- errors -> precise statuses ----------------------------------------------------------
+
+def _install_errors(app: FastAPI, adapter: Adapter) -> None:
+    @app.exception_handler(AdapterError)
+    async def adapter_error(request: Request, exc: AdapterError) -> JSONResponse:
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, exc.code, "http").inc()
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "rule": e["msg"]} for e in exc.errors()]
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, "invalid", "http").inc()
+        return JSONResponse(Invalid("the request body is invalid", fields=fields).body(), status_code=422)
+
+
+def _route_type(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "name", None) or "unknown"
+
+
+# --- dependencies --------------------------------------------------------------------------
+
+def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Structure:
+    adapter: Adapter = request.app.state.adapter
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    structure = adapter.catalogue.registry.by_token(authorization[7:].strip())
+    if structure is None:
+        raise Unauthorized("unknown or revoked token")
+    if structure.kind != adapter.kind:
+        raise Forbidden(f"this adapter serves {adapter.kind} structures; {structure.slug} is a {structure.kind}",
+                        rule="one adapter per structure kind")
+    return structure
+
+
+Caller = Annotated[Structure, Depends(_caller)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place for every route
+    cat, store = adapter.catalogue, adapter.store
+
+    def may(caller: Structure, event_type: str) -> None:
+        if not cat.may_publish(caller.kind, event_type):
+            raise Forbidden(f"a {caller.kind} may not publish {event_type}",
+                            rule=f"topics/catalogue.yaml: {event_type} may be published by {sorted(cat.for_event(event_type).events[event_type])}")
+
+    def visible_case(caller: Structure, case_id: str) -> dict[str, Any]:
+        view = store.view(caller.slug, case_id)
+        if view is None:
+            raise NotFound(f"no case {case_id} visible to {caller.slug}")
+        return view
+
+    async def submit(request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
+                     build: Any) -> dict[str, Any]:
+        """Common path: rights, idempotency, event build + validation, publish, answer."""
+        may(caller, event_type)
+        digest = body_hash(request.url.path, body.model_dump(mode="json"))
+        if key:
+            cached = adapter.idempotency.lookup(caller.slug, key, digest)
+            if cached is not None:
+                return cached
+        event_id = derived_event_id(caller.slug, key)
+        short = event_id.hex[:16]
+        fields, answer = build(short)
+        data = {"event_id": str(event_id), "occurred_at": datetime.now(UTC), "source": caller.slug, **fields}
+        try:
+            event = build_event(event_type, data)
+        except EventValidationError as exc:
+            raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
+        await adapter.publisher.publish(event)
+        adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
+        response = {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
+        if key:
+            adapter.idempotency.store(caller.slug, key, digest, response)
+        return response
+
+    @app.post("/v1/referrals", status_code=202, name="ReferralSubmitted", tags=["events"])
+    async def post_referral(request: Request, body: rq.ReferralIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        if body.to_structure not in cat.registry.structures:
+            raise Invalid("unknown recipient", fields=[{"field": "to_structure", "rule": f"{body.to_structure} is not a registered structure"}])
+        if body.case_id is not None:
+            visible_case(caller, body.case_id)
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            referral_id = f"ref-{short}"
+            fields = body.model_dump(exclude={"case_id"})
+            fields |= {"case_id": body.case_id or f"case-{short}", "referral_id": referral_id}
+            return fields, {"referral_id": referral_id}
+
+        return await submit(request, caller, key, body, "ReferralSubmitted", build)
+
+    @app.post("/v1/referrals/{referral_id}/status", status_code=202, name="ReferralStatusChanged", tags=["events"])
+    async def post_status(request: Request, referral_id: str, body: rq.StatusIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        found = store.referral(caller.slug, referral_id)
+        if found is None:
+            raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
+        case_id, ref = found
+        recipient = _current_recipient(ref)
+        if body.status == "withdrawn":
+            if caller.slug != ref["from"]:
+                raise Forbidden("only the sender may withdraw a referral", rule="withdrawn: sender only")
+        elif caller.slug != recipient:
+            raise Forbidden(f"only the recipient ({recipient}) may set a referral's status to {body.status}",
+                            rule="status changes: recipient only (sender may withdraw)")
+        if body.redirect_to and body.redirect_to not in cat.registry.structures:
+            raise Invalid("unknown redirect target", fields=[{"field": "redirect_to", "rule": "must be a registered structure"}])
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            return {"case_id": case_id, "referral_id": referral_id, **body.model_dump()}, {"referral_id": referral_id}
+
+        return await submit(request, caller, key, body, "ReferralStatusChanged", build)
+
+    @app.post("/v1/cases/{case_id}/evaluations", status_code=202, name="EvaluationRecorded", tags=["events"])
+    async def post_evaluation(request: Request, case_id: str, body: rq.EvaluationIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        may(caller, "EvaluationRecorded")
+        visible_case(caller, case_id)
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            eid = f"eval-{short}"
+            return {"case_id": case_id, "evaluation_id": eid, **body.model_dump()}, {"evaluation_id": eid}
+
+        return await submit(request, caller, key, body, "EvaluationRecorded", build)
+
+    @app.post("/v1/cases/{case_id}/admission-decisions", status_code=202, name="AdmissionDecided", tags=["events"])
+    async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        may(caller, "AdmissionDecided")
+        visible_case(caller, case_id)
+        found = store.referral(caller.slug, body.referral_id)
+        if found is None or found[0] != case_id:
+            raise NotFound(f"no referral {body.referral_id} in case {case_id} visible to {caller.slug}")
+        if _current_recipient(found[1]) != caller.slug:
+            raise Forbidden("only the structure the referral is addressed to may decide on admission",
+                            rule="admission decisions: recipient CRT only")
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            fields = body.model_dump()
+            fields["start_date"] = date.fromisoformat(body.start_date) if body.start_date else None
+            return {"case_id": case_id, **fields}, {"referral_id": body.referral_id}
+
+        return await submit(request, caller, key, body, "AdmissionDecided", build)
+
+    @app.post("/v1/cases/{case_id}/consents", status_code=202, name="ConsentRecorded", tags=["events"])
+    async def post_consent(request: Request, case_id: str, body: rq.ConsentIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        may(caller, "ConsentRecorded")
+        visible_case(caller, case_id)
+        if body.grantee not in ("dac", "cpts", "crt") and body.grantee not in cat.registry.structures:
+            raise Invalid("unknown grantee", fields=[{"field": "grantee", "rule": "a registered structure slug or a kind (dac, cpts, crt)"}])
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            cid = f"consent-{short}"
+            return {"case_id": case_id, "consent_id": cid, **body.model_dump()}, {"consent_id": cid}
+
+        return await submit(request, caller, key, body, "ConsentRecorded", build)
+
+    @app.post("/v1/cases/{case_id}/messages", status_code=202, name="MessagePosted", tags=["events"])
+    async def post_message(request: Request, case_id: str, body: rq.MessageIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        may(caller, "MessagePosted")
+        visible_case(caller, case_id)
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            mid = f"msg-{short}"
+            return {"case_id": case_id, "message_id": mid, **body.model_dump()}, {"message_id": mid}
+
+        return await submit(request, caller, key, body, "MessagePosted", build)
+
+    @app.post("/v1/ruptures", status_code=202, name="RuptureReported", tags=["events"])
+    async def post_rupture(request: Request, body: rq.RuptureIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        may(caller, "RuptureReported")
+        if body.territory != caller.territory:
+            raise Forbidden(f"{caller.slug} reports ruptures for territory {caller.territory} only", rule="ruptures: own territory")
+        if body.case_id is not None:
+            visible_case(caller, body.case_id)
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            rid = f"rupture-{short}"
+            return {"rupture_id": rid, **body.model_dump()}, {"rupture_id": rid}
+
+        return await submit(request, caller, key, body, "RuptureReported", build)
+
+    # --- reads ---
+    @app.get("/v1/cases/{case_id}", tags=["views"])
+    async def get_case(case_id: str, caller: Caller) -> dict[str, Any]:
+        return visible_case(caller, case_id)
+
+    @app.get("/v1/cases", tags=["views"])
+    async def list_cases(caller: Caller) -> dict[str, Any]:
+        views = store.views.get(caller.slug, {})
+        return {"structure": caller.slug, "cases": [
+            {"case_id": cid, "version": v["version"], "updated_at": v["updated_at"], "referrals": len(v["referrals"])}
+            for cid, v in sorted(views.items())
+        ]}
+
+    @app.get("/v1/inbox", tags=["views"])
+    async def inbox(caller: Caller, after: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    wait: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
+        notes = await store.wait_notifications(caller.slug, after, limit, wait)
+        adapter.metrics.inbox_backlog.labels(caller.slug).set(len(store.inbox.get(caller.slug, [])))
+        return {"structure": caller.slug, "notifications": notes,
+                "next_after": notes[-1]["sequence"] if notes else after}
+
+    @app.get("/v1/observatory", tags=["views"])
+    async def observatory(caller: Caller) -> dict[str, Any]:
+        spec = cat.topic("observatory")
+        if caller.kind not in spec.readers:
+            raise Forbidden(f"a {caller.kind} may not read the observatory", rule=f"topics/catalogue.yaml: observatory readers {sorted(spec.readers)}")
+        counts: dict[tuple[str, str, str], int] = {}
+        for mark in store.observatory.values():
+            k = (mark["territory"], mark["week"], mark["type"])
+            counts[k] = counts.get(k, 0) + 1
+        return {"ruptures": [{"territory": t, "week": w, "type": ty, "count": n} for (t, w, ty), n in sorted(counts.items())]}
+
+    @app.put("/v1/webhook", tags=["webhooks"])
+    async def put_webhook(body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
+        import json
+
+        secret = body.secret or secrets.token_urlsafe(32)
+        registration = {"url": body.url, "secret": secret,
+                        "from_sequence": len(store.inbox.get(caller.slug, [])) and store.inbox[caller.slug][-1]["sequence"]}
+        await adapter.publisher.send(cat.topic("webhooks").name, f"endpoint/{caller.slug}".encode(), json.dumps(registration).encode())
+        store.webhooks[f"endpoint/{caller.slug}"] = registration
+        return {"url": body.url, "secret": secret, "signature_header": "X-Parcours-Signature",
+                "from_sequence": registration["from_sequence"]}
+
+    # --- operations ---
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "kind": adapter.kind}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> dict[str, Any]:
+        if not await adapter.publisher.ping():
+            raise NotReady("Kafka is unreachable")
+        if not store.caught_up.is_set():
+            raise NotReady("views are still loading")
+        return {"status": "ready", "kind": adapter.kind}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(adapter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _current_recipient(ref: dict[str, Any]) -> str:
+    """The referral's recipient, following redirections."""
+    recipient = ref.get("to")
+    for s in ref.get("status_history", []):
+        if s["status"] == "redirected" and s.get("redirect_to"):
+            recipient = s["redirect_to"]
+    return str(recipient)
+
+

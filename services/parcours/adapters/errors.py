@@ -1,0 +1,50 @@
+"""Errors of the adapters; each carries its HTTP status and a stable code for clients."""
+
+from __future__ import annotations
+
+from parcours.errors import ParcoursError
+
+
+class AdapterError(ParcoursError):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, rule: str | None = None, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.rule, self.fields = message, rule, fields
+
+    def body(self) -> dict[str, object]:
+        out: dict[str, object] = {"error": self.code, "message": self.message}
+        if self.rule:
+            out["rule"] = self.rule
+        if self.fields:
+            out["fields"] = self.fields
+        return out
+
+
+class Unauthorized(AdapterError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(AdapterError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(AdapterError):
+    status, code = 404, "not_found"
+
+
+class Conflict(AdapterError):
+    status, code = 409, "conflict"
+
+
+class Invalid(AdapterError):
+    status, code = 422, "invalid"
+
+
+class KafkaUnavailable(AdapterError):
+    status, code = 503, "kafka_unavailable"
+
+
+class NotReady(AdapterError):
+    status, code = 503, "not_ready"

@@ -1,0 +1,154 @@
+"""What an adapter reads from Kafka and serves: its structures' case views, inboxes, the rupture
+observatory and webhook registrations. One consumer tails those topics from the beginning
+(views and registrations are compacted; inboxes are the structures' notification logs).
+
+Inbox sequences are Kafka offsets + 1 on the single-partition `inbox.<slug>` topic: gap-free,
+per structure, stable across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from parcours.kafkaio import partition_counts
+from parcours.topology.catalogue import Catalogue
+
+log = logging.getLogger("parcours.adapter.store")
+
+
+class EdgeStore:
+    def __init__(self, bootstrap: str, catalogue: Catalogue, slugs: list[str]) -> None:
+        self.bootstrap, self.catalogue, self.slugs = bootstrap, catalogue, list(slugs)
+        self.views: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in slugs}
+        self.inbox: dict[str, list[dict[str, Any]]] = {s: [] for s in slugs}
+        self.observatory: dict[str, dict[str, Any]] = {}
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.caught_up = asyncio.Event()
+        self.changed = asyncio.Condition()
+        self._inbox_topics = {catalogue.per_structure("inbox", s).name: s for s in slugs}
+        self._views_topic = catalogue.topic("case-views").name
+        self._obs_topic = catalogue.topic("observatory").name
+        self._hooks_topic = catalogue.topic("webhooks").name
+        self._task: asyncio.Task[None] | None = None
+
+    # --- queries ----------------------------------------------------------------------
+    def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
+        return self.views.get(slug, {}).get(case_id)
+
+    def referral(self, slug: str, referral_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(case_id, referral entry) of a referral visible to `slug`."""
+        for case_id, view in self.views.get(slug, {}).items():
+            for ref in view["referrals"]:
+                if ref["referral_id"] == referral_id and "to" in ref:
+                    return case_id, ref
+        return None
+
+    def notifications(self, slug: str, after: int, limit: int) -> list[dict[str, Any]]:
+        items = self.inbox.get(slug, [])
+        # sequences are offsets + 1 and the list starts at the log start: index by difference
+        if not items:
+            return []
+        start = max(0, after - items[0]["sequence"] + 1)
+        return items[start:start + limit]
+
+    async def wait_notifications(self, slug: str, after: int, limit: int, wait: float) -> list[dict[str, Any]]:
+        got = self.notifications(slug, after, limit)
+        if got or wait <= 0:
+            return got
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(lambda: bool(self.notifications(slug, after, 1))), wait)
+            except asyncio.TimeoutError:
+                return []
+        return self.notifications(slug, after, limit)
+
+    # --- the tail ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="edge-store")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._tail()
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("store tail interrupted; retrying", extra={"error": type(exc).__name__})
+                await asyncio.sleep(1)
+
+    async def _tail(self) -> None:
+        topics = [self._views_topic, self._obs_topic, self._hooks_topic, *self._inbox_topics]
+        counts = await partition_counts(self.bootstrap, topics)
+        parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(parts)
+            # rebuild from scratch on every (re)start: forget what a previous tail loaded
+            for s in self.slugs:
+                self.views[s].clear()
+                self.inbox[s].clear()
+            self.observatory.clear()
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            pending = {tp for tp in parts if end[tp] > 0}
+            if not pending:
+                self.caught_up.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                appended = False
+                for tp, records in batch.items():
+                    for r in records:
+                        appended |= self._apply(tp.topic, r)
+                if pending:
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= end[tp]:
+                            pending.discard(tp)
+                    if not pending:
+                        self.caught_up.set()
+                if appended:
+                    async with self.changed:
+                        self.changed.notify_all()
+        finally:
+            await consumer.stop()
+
+    def _apply(self, topic: str, r: Any) -> bool:
+        key = r.key.decode() if r.key else ""
+        if topic == self._views_topic:
+            slug, _, case_id = key.partition("/")
+            if slug in self.views:
+                if r.value is None:
+                    self.views[slug].pop(case_id, None)
+                else:
+                    self.views[slug][case_id] = json.loads(r.value)
+        elif topic == self._obs_topic:
+            if r.value is None:
+                self.observatory.pop(key, None)
+            else:
+                self.observatory[key] = json.loads(r.value)
+        elif topic == self._hooks_topic:
+            if r.value is None:
+                self.webhooks.pop(key, None)
+            else:
+                self.webhooks[key] = json.loads(r.value)
+        else:
+            slug = self._inbox_topics[topic]
+            note = json.loads(r.value)
+            note["sequence"] = r.offset + 1
+            self.inbox[slug].append(note)
+            return True
+        return False
