@@ -43,3 +43,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def prefix() -> str:
     """A topic prefix of this test's own, so tests never share topics."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The processor, the three adapters and the validator as subprocesses, on topics of their own."""
+    from tests.stack import Stack
+
+    s = Stack(kafka_bootstrap, f"s{uuid.uuid4().hex[:10]}", tmp_path_factory.mktemp("stack"))
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -131,9 +131,46 @@ def _adapter(args: argparse.Namespace) -> int:
         raise ParcoursError(f"production profile refuses dev tokens (structures {dev}): set real token hashes in the registry")
     port = args.port or DEFAULT_PORTS[args.kind]
     _check_port(args.host, port)
-    app = create_app(args.kind, cat, resolve_bootstrap())
+    from parcours.adapters.webhooks import RetryPolicy
+
+    s = get_settings()
+    app = create_app(args.kind, cat, resolve_bootstrap(), RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s))
     uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0
+
+
+def _validator(args: argparse.Namespace) -> int:
+    import signal
+
+    from parcours.ops.logs import setup_logging
+    from parcours.ops.metrics import ValidatorMetrics, serve
+    from parcours.processors.validator import Validator
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology.catalogue import default_catalogue
+
+    setup_logging("validator")
+    metrics = ValidatorMetrics()
+    serve(metrics.registry, args.metrics_port)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Validator(default_catalogue(), resolve_bootstrap(), metrics).run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from parcours.adapters.webhooks import RetryPolicy, redeliver
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology.catalogue import default_catalogue
+
+    sent, failed = asyncio.run(redeliver(default_catalogue(), resolve_bootstrap(), RetryPolicy(), args.structure))
+    print(f"redelivered {sent} notification(s); {failed} still failing")
+    return 1 if failed else 0
 
 
 def _check_port(host: str, port: int) -> None:
@@ -167,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=0, help="default 8101 dac, 8102 cpts, 8103 crt")
     a.set_defaults(func=_adapter)
+
+    w = sub.add_parser("webhooks", help="webhook dead letters")
+    w.add_argument("action", choices=["redeliver"])
+    w.add_argument("--structure", help="only this structure's dead letters")
+    w.set_defaults(func=_webhooks)
+
+    va = sub.add_parser("validator", help="move valid ingress events to the canonical topics")
+    va.add_argument("--metrics-port", type=int, default=8105)
+    va.set_defaults(func=_validator)
 
     v = sub.add_parser("views", help="case views")
     v.add_argument("action", choices=["rebuild"])

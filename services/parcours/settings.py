@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "parcours"
     #: prefix of every topic name, so tests can run side by side on one cluster
     topic_prefix: str = "parcours"
+    #: webhook delivery: attempts per notification and the first backoff delay (doubling)
+    webhook_attempts: int = 5
+    webhook_first_delay_s: float = 0.5
 
     def masked(self) -> dict[str, str]:
         """What is safe to log at start-up."""

@@ -21,6 +21,7 @@ from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized
 from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
 from parcours.adapters.publisher import Publisher
+from parcours.adapters.rules import check_kind, check_stateful, check_stateless
 from parcours.adapters.store import EdgeStore
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.contract.errors import EventValidationError
@@ -131,11 +132,6 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place for every route
     cat, store = adapter.catalogue, adapter.store
 
-    def may(caller: Structure, event_type: str) -> None:
-        if not cat.may_publish(caller.kind, event_type):
-            raise Forbidden(f"a {caller.kind} may not publish {event_type}",
-                            rule=f"topics/catalogue.yaml: {event_type} may be published by {sorted(cat.for_event(event_type).events[event_type])}")
-
     def visible_case(caller: Structure, case_id: str) -> dict[str, Any]:
         view = store.view(caller.slug, case_id)
         if view is None:
@@ -144,21 +140,22 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
 
     async def submit(request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
                      build: Any) -> dict[str, Any]:
-        """Common path: rights, idempotency, event build + validation, publish, answer."""
-        may(caller, event_type)
+        """Common path: rights, idempotency, event build + validation, rules, publish, answer."""
+        check_kind(cat, caller, event_type)  # 403 before anything else
         digest = body_hash(request.url.path, body.model_dump(mode="json"))
         if key:
             cached = adapter.idempotency.lookup(caller.slug, key, digest)
             if cached is not None:
                 return cached
         event_id = derived_event_id(caller.slug, key)
-        short = event_id.hex[:16]
-        fields, answer = build(short)
+        fields, answer = build(event_id.hex[:16])
         data = {"event_id": str(event_id), "occurred_at": datetime.now(UTC), "source": caller.slug, **fields}
         try:
             event = build_event(event_type, data)
         except EventValidationError as exc:
             raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
+        check_stateless(cat, caller, event)
+        await check_stateful(store, caller, event)
         await adapter.publisher.publish(event)
         adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
         response = {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
@@ -166,10 +163,20 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
             adapter.idempotency.store(caller.slug, key, digest, response)
         return response
 
+    def on_case(case_id: str, id_field: str | None, prefix: str, body: Any) -> Any:
+        """Build function for an event on an existing case that creates an item `prefix-<id>`."""
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            fields = {"case_id": case_id, **body.model_dump()}
+            if id_field is None:
+                return fields, {}
+            fields[id_field] = f"{prefix}-{short}"
+            return fields, {id_field: fields[id_field]}
+        return build
+
     @app.post("/v1/referrals", status_code=202, name="ReferralSubmitted", tags=["events"])
     async def post_referral(request: Request, body: rq.ReferralIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        if body.to_structure not in cat.registry.structures:
-            raise Invalid("unknown recipient", fields=[{"field": "to_structure", "rule": f"{body.to_structure} is not a registered structure"}])
+        """Refer a person to another structure; opens a new case unless `case_id` names one of yours."""
+        check_kind(cat, caller, "ReferralSubmitted")
         if body.case_id is not None:
             visible_case(caller, body.case_id)
 
@@ -183,86 +190,43 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
 
     @app.post("/v1/referrals/{referral_id}/status", status_code=202, name="ReferralStatusChanged", tags=["events"])
     async def post_status(request: Request, referral_id: str, body: rq.StatusIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+        """Acknowledge, accept, decline, redirect, complete (recipient) or withdraw (sender) a referral."""
         found = store.referral(caller.slug, referral_id)
         if found is None:
             raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
-        case_id, ref = found
-        recipient = _current_recipient(ref)
-        if body.status == "withdrawn":
-            if caller.slug != ref["from"]:
-                raise Forbidden("only the sender may withdraw a referral", rule="withdrawn: sender only")
-        elif caller.slug != recipient:
-            raise Forbidden(f"only the recipient ({recipient}) may set a referral's status to {body.status}",
-                            rule="status changes: recipient only (sender may withdraw)")
-        if body.redirect_to and body.redirect_to not in cat.registry.structures:
-            raise Invalid("unknown redirect target", fields=[{"field": "redirect_to", "rule": "must be a registered structure"}])
+        build = on_case(found[0], None, "", body)
 
-        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            return {"case_id": case_id, "referral_id": referral_id, **body.model_dump()}, {"referral_id": referral_id}
+        def with_ref(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            fields, _ = build(short)
+            return {**fields, "referral_id": referral_id}, {"referral_id": referral_id}
 
-        return await submit(request, caller, key, body, "ReferralStatusChanged", build)
+        return await submit(request, caller, key, body, "ReferralStatusChanged", with_ref)
 
     @app.post("/v1/cases/{case_id}/evaluations", status_code=202, name="EvaluationRecorded", tags=["events"])
     async def post_evaluation(request: Request, case_id: str, body: rq.EvaluationIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        may(caller, "EvaluationRecorded")
-        visible_case(caller, case_id)
-
-        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            eid = f"eval-{short}"
-            return {"case_id": case_id, "evaluation_id": eid, **body.model_dump()}, {"evaluation_id": eid}
-
-        return await submit(request, caller, key, body, "EvaluationRecorded", build)
+        return await submit(request, caller, key, body, "EvaluationRecorded", on_case(case_id, "evaluation_id", "eval", body))
 
     @app.post("/v1/cases/{case_id}/admission-decisions", status_code=202, name="AdmissionDecided", tags=["events"])
     async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        may(caller, "AdmissionDecided")
-        visible_case(caller, case_id)
-        found = store.referral(caller.slug, body.referral_id)
-        if found is None or found[0] != case_id:
-            raise NotFound(f"no referral {body.referral_id} in case {case_id} visible to {caller.slug}")
-        if _current_recipient(found[1]) != caller.slug:
-            raise Forbidden("only the structure the referral is addressed to may decide on admission",
-                            rule="admission decisions: recipient CRT only")
+        build = on_case(case_id, None, "", body)
 
-        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            fields = body.model_dump()
+        def with_date(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            fields, _ = build(short)
             fields["start_date"] = date.fromisoformat(body.start_date) if body.start_date else None
-            return {"case_id": case_id, **fields}, {"referral_id": body.referral_id}
+            return fields, {"referral_id": body.referral_id}
 
-        return await submit(request, caller, key, body, "AdmissionDecided", build)
+        return await submit(request, caller, key, body, "AdmissionDecided", with_date)
 
     @app.post("/v1/cases/{case_id}/consents", status_code=202, name="ConsentRecorded", tags=["events"])
     async def post_consent(request: Request, case_id: str, body: rq.ConsentIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        may(caller, "ConsentRecorded")
-        visible_case(caller, case_id)
-        if body.grantee not in ("dac", "cpts", "crt") and body.grantee not in cat.registry.structures:
-            raise Invalid("unknown grantee", fields=[{"field": "grantee", "rule": "a registered structure slug or a kind (dac, cpts, crt)"}])
-
-        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            cid = f"consent-{short}"
-            return {"case_id": case_id, "consent_id": cid, **body.model_dump()}, {"consent_id": cid}
-
-        return await submit(request, caller, key, body, "ConsentRecorded", build)
+        return await submit(request, caller, key, body, "ConsentRecorded", on_case(case_id, "consent_id", "consent", body))
 
     @app.post("/v1/cases/{case_id}/messages", status_code=202, name="MessagePosted", tags=["events"])
     async def post_message(request: Request, case_id: str, body: rq.MessageIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        may(caller, "MessagePosted")
-        visible_case(caller, case_id)
-
-        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            mid = f"msg-{short}"
-            return {"case_id": case_id, "message_id": mid, **body.model_dump()}, {"message_id": mid}
-
-        return await submit(request, caller, key, body, "MessagePosted", build)
+        return await submit(request, caller, key, body, "MessagePosted", on_case(case_id, "message_id", "msg", body))
 
     @app.post("/v1/ruptures", status_code=202, name="RuptureReported", tags=["events"])
     async def post_rupture(request: Request, body: rq.RuptureIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        may(caller, "RuptureReported")
-        if body.territory != caller.territory:
-            raise Forbidden(f"{caller.slug} reports ruptures for territory {caller.territory} only", rule="ruptures: own territory")
-        if body.case_id is not None:
-            visible_case(caller, body.case_id)
-
         def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             rid = f"rupture-{short}"
             return {"rupture_id": rid, **body.model_dump()}, {"rupture_id": rid}
@@ -330,14 +294,3 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(adapter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _current_recipient(ref: dict[str, Any]) -> str:
-    """The referral's recipient, following redirections."""
-    recipient = ref.get("to")
-    for s in ref.get("status_history", []):
-        if s["status"] == "redirected" and s.get("redirect_to"):
-            recipient = s["redirect_to"]
-    return str(recipient)
-
-

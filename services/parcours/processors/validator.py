@@ -1,0 +1,95 @@
+"""The ingress validator: partners on Kafka publish to `ingress.<slug>`; valid events move to the
+canonical topics, invalid ones to the dead-letter topic with the reason, and the offsets are
+committed only once every output of a batch is acknowledged (at-least-once; the processor
+folds duplicates away by event id).
+
+It applies the very rules of the HTTP edge (`parcours.adapters.rules`), with the publisher being
+the ingress topic's owner, whatever the event's `source` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from parcours.adapters.errors import AdapterError, NotFound
+from parcours.adapters.rules import check_stateful, check_stateless
+from parcours.adapters.store import EdgeStore
+from parcours.contract.codec import Codec
+from parcours.contract.errors import DecodeError
+from parcours.contract.models import Event, ReferralSubmitted
+from parcours.ops.metrics import ValidatorMetrics
+from parcours.processors.deadletter import dead_letter_headers
+from parcours.topology.catalogue import Catalogue
+
+log = logging.getLogger("parcours.validator")
+
+
+class Validator:
+    def __init__(self, catalogue: Catalogue, bootstrap: str, metrics: ValidatorMetrics, view_wait: float = 5.0) -> None:
+        self.catalogue, self.bootstrap, self.metrics, self.view_wait = catalogue, bootstrap, metrics, view_wait
+        self.codec = Codec()
+        self.owners = {t.name: catalogue.registry.structures[t.owner] for t in catalogue.topics.values()
+                       if t.role == "ingress" and t.owner}
+        self.store = EdgeStore(bootstrap, catalogue, list(catalogue.registry.structures))
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self.store.start()
+        consumer = AIOKafkaConsumer(
+            *self.owners, bootstrap_servers=self.bootstrap, group_id=f"{self.catalogue.prefix}-validator",
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+        await asyncio.gather(consumer.start(), producer.start())
+        try:
+            await self.store.caught_up.wait()
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                if not batch:
+                    continue
+                pending = []
+                for tp, records in batch.items():
+                    for r in records:
+                        pending.append(await self._route(producer, r))
+                await asyncio.gather(*pending)  # every output acknowledged...
+                await consumer.commit()  # ...before the inputs are marked done
+        finally:
+            await asyncio.gather(consumer.stop(), producer.stop(), self.store.stop(), return_exceptions=True)
+
+    async def _route(self, producer: AIOKafkaProducer, r: Any) -> Any:
+        owner = self.owners[r.topic]
+        try:
+            event = self.codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
+        except DecodeError as exc:
+            return await self._dead(producer, r, "undecodable", str(exc), "unknown", owner.kind)
+        try:
+            if r.key != event.key.encode():
+                raise AdapterError(f"record key {r.key!r} differs from the event's key {event.key!r}")
+            check_stateless(self.catalogue, owner, event)
+            await self._check_case(owner, event)
+        except AdapterError as exc:
+            self.metrics.refused.labels(event.event_type, owner.kind, exc.code, "kafka").inc()
+            return await self._dead(producer, r, exc.code, str(exc) + (f" ({exc.rule})" if exc.rule else ""), event.event_type, owner.kind)
+        self.metrics.accepted.labels(event.event_type, owner.kind, "kafka").inc()
+        topic = self.catalogue.for_event(event.event_type).name
+        return await producer.send(topic, r.value, key=r.key, headers=list(r.headers or []))
+
+    async def _check_case(self, owner: Any, event: Event) -> None:
+        if isinstance(event, ReferralSubmitted):
+            # a referral may open a case, but not slip into someone else's
+            exists = any(event.case_id in views for views in self.store.views.values())
+            if exists and self.store.view(owner.slug, event.case_id) is None:
+                raise NotFound(f"no case {event.case_id} visible to {owner.slug}")
+            return
+        await check_stateful(self.store, owner, event, wait=self.view_wait)
+
+    async def _dead(self, producer: AIOKafkaProducer, r: Any, reason: str, detail: str, event_type: str, kind: str) -> Any:
+        self.metrics.dead_letters.labels("validator", reason).inc()
+        log.warning("dead letter", extra={"reason": reason, "topic": r.topic, "partition": r.partition, "offset": r.offset})
+        headers = dead_letter_headers(list(r.headers or []), reason=reason, detail=detail, service="validator",
+                                      topic=r.topic, partition=r.partition, offset=r.offset)
+        return await producer.send(self.catalogue.topic("deadletter").name, r.value, key=r.key, headers=headers)

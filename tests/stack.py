@@ -1,0 +1,108 @@
+"""Run Parcours services as real subprocesses for integration and e2e tests, and await conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from parcours.devbroker.broker import free_port
+
+T = TypeVar("T")
+KINDS = ("dac", "cpts", "crt")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "condition") -> T:
+    """Await until `probe` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = await probe()
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc  # not up yet: keep waiting
+        else:
+            if result:
+                return result
+            last = result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    prefix: str
+    logdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.env = {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": self.bootstrap, "PARCOURS_TOPIC_PREFIX": self.prefix,
+                    "PARCOURS_WEBHOOK_ATTEMPTS": "3", "PARCOURS_WEBHOOK_FIRST_DELAY_S": "0.2", **self.env}
+
+    def url(self, kind: str) -> str:
+        return f"http://127.0.0.1:{self.ports[kind]}"
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_processor(self) -> None:
+        self.spawn("processor", "processor", "--metrics-port", str(self.ports.setdefault("processor", free_port())),
+                   "--tick-interval", "1")
+
+    def start(self, validator: bool = True) -> None:
+        subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=self.env, check=True, capture_output=True)
+        self.start_processor()
+        for kind in KINDS:
+            self.ports[kind] = free_port()
+            self.spawn(f"adapter-{kind}", "adapter", kind, "--port", str(self.ports[kind]))
+        if validator:
+            self.spawn("validator", "validator", "--metrics-port", str(self.ports.setdefault("validator", free_port())))
+
+    async def ready(self, timeout: float = 60) -> None:
+        async with httpx.AsyncClient() as client:
+            for kind in KINDS:
+                async def probe(kind: str = kind) -> bool:
+                    self.check_alive()
+                    return (await client.get(f"{self.url(kind)}/readyz")).status_code == 200
+                await eventually(probe, timeout, f"adapter {kind} ready")
+
+    def check_alive(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                tail = (self.logdir / f"{name}.log").read_text()[-3000:]
+                raise AssertionError(f"{name} exited with {p.returncode}:\n{tail}")
+
+    def kill(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        p = self.procs.pop(name)
+        if p.poll() is None:
+            os.killpg(p.pid, sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self.kill(name)
+
+
+def token(slug: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer dev-{slug}"}
