@@ -21,7 +21,7 @@ from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized
 from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
 from parcours.adapters.publisher import Publisher
-from parcours.adapters.rules import check_kind, check_stateful, check_stateless
+from parcours.adapters.rules import check_kind, check_stateful, check_stateless, eventually_referral, eventually_view
 from parcours.adapters.store import EdgeStore
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.contract.errors import EventValidationError
@@ -30,6 +30,8 @@ from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
 DEFAULT_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103}
+#: how long a write waits for the caller's view of its case before answering 404
+VIEW_WAIT_S = 3.0
 
 
 class AdapterMetrics:
@@ -132,8 +134,8 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place for every route
     cat, store = adapter.catalogue, adapter.store
 
-    def visible_case(caller: Structure, case_id: str) -> dict[str, Any]:
-        view = store.view(caller.slug, case_id)
+    async def visible_case(caller: Structure, case_id: str, wait: float = 0.0) -> dict[str, Any]:
+        view = await eventually_view(store, caller.slug, case_id, wait)
         if view is None:
             raise NotFound(f"no case {case_id} visible to {caller.slug}")
         return view
@@ -155,7 +157,8 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
         except EventValidationError as exc:
             raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
         check_stateless(cat, caller, event)
-        await check_stateful(store, caller, event)
+        # a partner often writes right after opening a case: give the processor a moment
+        await check_stateful(store, caller, event, wait=VIEW_WAIT_S)
         await adapter.publisher.publish(event)
         adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
         response = {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
@@ -178,7 +181,7 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
         """Refer a person to another structure; opens a new case unless `case_id` names one of yours."""
         check_kind(cat, caller, "ReferralSubmitted")
         if body.case_id is not None:
-            visible_case(caller, body.case_id)
+            await visible_case(caller, body.case_id, VIEW_WAIT_S)
 
         def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             referral_id = f"ref-{short}"
@@ -191,7 +194,7 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
     @app.post("/v1/referrals/{referral_id}/status", status_code=202, name="ReferralStatusChanged", tags=["events"])
     async def post_status(request: Request, referral_id: str, body: rq.StatusIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
         """Acknowledge, accept, decline, redirect, complete (recipient) or withdraw (sender) a referral."""
-        found = store.referral(caller.slug, referral_id)
+        found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
         if found is None:
             raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
         build = on_case(found[0], None, "", body)
@@ -236,7 +239,7 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
     # --- reads ---
     @app.get("/v1/cases/{case_id}", tags=["views"])
     async def get_case(case_id: str, caller: Caller) -> dict[str, Any]:
-        return visible_case(caller, case_id)
+        return await visible_case(caller, case_id)
 
     @app.get("/v1/cases", tags=["views"])
     async def list_cases(caller: Caller) -> dict[str, Any]:

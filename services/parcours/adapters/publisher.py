@@ -1,8 +1,11 @@
 """Publishing accepted events: acks=all, idempotent producer, answer only once Kafka has it.
 
-A send either completes (the event is durably on Kafka) or fails within aiokafka's own
-delivery timeout, after which the record is dropped from the buffer: a 503 is then truthful,
-and nothing half-written appears later.
+A send either completes (the event is durably on Kafka) or fails within `timeout_ms`. aiokafka
+never expires a batch whose partition leader is still known (a dead broker keeps its leadership
+in the cached metadata), so on timeout the producer is aborted, its sender task cancelled: the
+record cannot leave later, a 503 is truthful, and a new producer is made on the next request.
+(A broker that wrote the record and died before acknowledging it is the one case left; the
+Idempotency-Key makes the retry converge on the same event.)
 """
 
 from __future__ import annotations
@@ -48,10 +51,25 @@ class Publisher:
     async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> Any:
         producer = await self._get()
         try:
-            future = await producer.send(topic, value, key=key, headers=headers)
-            return await future
-        except (KafkaError, OSError) as exc:
-            raise KafkaUnavailable(f"Kafka did not acknowledge the event: {type(exc).__name__}") from exc
+            future = await asyncio.wait_for(producer.send(topic, value, key=key, headers=headers), self.timeout_ms / 1000)
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_ms / 1000)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            await self._abort(producer)
+            raise KafkaUnavailable(f"Kafka did not acknowledge the event within {self.timeout_ms} ms ({type(exc).__name__})") from exc
+
+    async def _abort(self, producer: AIOKafkaProducer) -> None:
+        async with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        sender = getattr(producer, "_sender", None)  # aiokafka has no public way to drop queued records
+        task = getattr(sender, "sender_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        try:
+            await asyncio.wait_for(producer.client.close(), 2)
+        except (KafkaError, OSError, asyncio.TimeoutError):
+            pass
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:

@@ -80,6 +80,14 @@ async def check_stateful(store: EdgeStore, caller: Structure, event: Event, wait
         raise NotFound(f"no case {event.case_id} visible to {caller.slug}")
 
 
+async def eventually_view(store: EdgeStore, slug: str, case_id: str, wait: float) -> dict[str, Any] | None:
+    return await _eventually(lambda: store.view(slug, case_id), wait)
+
+
+async def eventually_referral(store: EdgeStore, slug: str, referral_id: str, wait: float) -> tuple[str, dict[str, Any]] | None:
+    return await _eventually(lambda: store.referral(slug, referral_id), wait)
+
+
 async def _eventually(probe: Any, wait: float) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait

@@ -1,0 +1,297 @@
+"""Every endpoint of every adapter against the real broker, including every refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from parcours.contract.codec import Codec
+from parcours.devbroker.broker import EmbeddedBroker, free_port
+from parcours.settings import Settings
+from parcours.topology.catalogue import Catalogue
+from tests.api import Api, referral_body
+from tests.factories import ev
+from tests.stack import Stack, eventually
+
+
+@pytest.fixture
+async def api(stack: Stack):  # type: ignore[no-untyped-def]
+    await stack.ready()
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield Api(stack, client)
+
+
+async def _case_for(api: Api, sender: str = "dac-31", to: str = "crt-31-muret") -> tuple[str, str]:
+    r = (await api.post(sender, "/v1/referrals", referral_body(to))).json()
+    await api.view_with(to, r["case_id"], f"referral:{r['referral_id']}")
+    await api.view_with(sender, r["case_id"], f"referral:{r['referral_id']}")
+    return r["case_id"], r["referral_id"]
+
+
+async def test_authentication_refusals(api: Api) -> None:
+    url = api.stack.url("dac") + "/v1/cases"
+    missing = await api.client.get(url)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    wrong = await api.client.get(url, headers={"Authorization": "Bearer dev-nobody"})
+    assert wrong.status_code == 401 and wrong.json()["message"] == "unknown or revoked token"
+    other_kind = await api.client.get(url, headers={"Authorization": "Bearer dev-crt-31-muret"})
+    assert other_kind.status_code == 403 and other_kind.json()["rule"] == "one adapter per structure kind"
+
+
+async def test_kind_rights_and_recipient_rules(api: Api) -> None:
+    case, ref = await _case_for(api)
+    cpts = await api.post("cpts-31-nord", f"/v1/cases/{case}/admission-decisions",
+                          {"referral_id": ref, "decision": "admitted", "volet": 2}, expect=403)
+    assert "AdmissionDecided may be published by ['crt']" in cpts.json()["rule"]
+    crt_ref = await api.post("crt-31-muret", "/v1/referrals", referral_body("dac-31"), expect=403)
+    assert crt_ref.json()["message"] == "a crt may not publish ReferralSubmitted"
+    # the DAC sent the referral: it may withdraw it, not accept it
+    sender = await api.post("dac-31", f"/v1/referrals/{ref}/status", {"status": "accepted"}, expect=403)
+    assert sender.json()["rule"].startswith("referral status and admission: recipient only")
+    other_crt = await api.post("crt-31-nord", f"/v1/referrals/{ref}/status", {"status": "accepted"}, expect=404)
+    assert other_crt.json()["error"] == "not_found"
+    withdraw = await api.post("crt-31-muret", f"/v1/referrals/{ref}/status", {"status": "withdrawn"}, expect=403)
+    assert withdraw.json()["rule"] == "withdrawn: sender only"
+    await api.post("crt-31-muret", f"/v1/referrals/{ref}/status", {"status": "acknowledged"})
+    rupture = await api.post("dac-31", "/v1/ruptures", {"territory": "75", "type": "no_gp", "description": "x"}, expect=403)
+    assert rupture.json()["rule"] == "ruptures: own territory"
+
+
+async def test_unknown_cases_are_404_for_reads_and_writes(api: Api) -> None:
+    assert (await api.get("dac-31", "/v1/cases/case-nope")).status_code == 404
+    for path, body in [("/v1/cases/case-nope/messages", {"body": "x"}),
+                       ("/v1/cases/case-nope/evaluations", {"type": "icope_step1", "results": {}}),
+                       ("/v1/cases/case-nope/consents", {"grantee": "crt", "categories": ["social"], "decision": "permit", "method": "oral"})]:
+        await api.post("dac-31", path, body, expect=404)
+    await api.post("dac-31", "/v1/referrals/ref-nope/status", {"status": "accepted"}, expect=404)
+
+
+async def test_malformed_bodies_name_each_field(api: Api) -> None:
+    bad = await api.post("cpts-31-nord", "/v1/referrals", {
+        "to_structure": "dac-31", "person": {"pseudonym": "Jeanne Martin", "birth_year": 1850, "postcode": "31"},
+        "reasons": [], "urgency": "tomorrow", "summary": "", "source": "dac-31"}, expect=422)
+    fields = {f["field"] for f in bad.json()["fields"]}
+    assert fields == {"person.pseudonym", "person.birth_year", "person.postcode", "reasons", "urgency", "summary", "source"}
+    unknown = await api.post("cpts-31-nord", "/v1/referrals", referral_body("dac-99"), expect=422)
+    assert unknown.json()["fields"] == [{"field": "to_structure", "rule": "dac-99 is not a registered structure"}]
+    case, ref = await _case_for(api)
+    rule = await api.post("crt-31-muret", f"/v1/referrals/{ref}/status", {"status": "redirected"}, expect=422)
+    assert rule.json()["fields"][0]["field"] == "redirect_to"
+    gir = await api.post("dac-31", f"/v1/cases/{case}/evaluations", {"type": "aggir", "results": {}}, expect=422)
+    assert gir.json()["fields"] == [{"field": "gir", "rule": "required for an aggir evaluation, and only then"}]
+
+
+async def test_idempotency_key_yields_one_event(api: Api) -> None:
+    case, _ = await _case_for(api)
+    key = str(uuid.uuid4())
+    first = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Une seule fois."}, key=key)).json()
+    again = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Une seule fois."}, key=key)).json()
+    assert first == again
+    conflict = await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Autre chose."}, key=key, expect=409)
+    assert conflict.json()["error"] == "conflict"
+    view = await api.view_with("dac-31", case, f"message:{first['message_id']}")
+    assert [m["message_id"] for m in view["messages"]] == [first["message_id"]]
+
+
+async def test_inbox_sequences_and_long_poll(api: Api) -> None:
+    start = (await api.get("crt-31-nord", "/v1/inbox")).json()["next_after"]
+    poll = asyncio.create_task(api.get("crt-31-nord", f"/v1/inbox?after={start}&wait=20"))
+    await asyncio.sleep(0)  # the poll is parked; the referral below wakes it
+    r = (await api.post("dac-31", "/v1/referrals", referral_body("crt-31-nord"))).json()
+    woke = (await poll).json()["notifications"]
+    assert woke and woke[0]["item"] == f"referral:{r['referral_id']}" and woke[0]["sequence"] == start + 1
+    await api.post("dac-31", f"/v1/cases/{r['case_id']}/consents",
+                   {"grantee": "crt-31-nord", "categories": ["discussion"], "decision": "permit", "method": "digital"})
+    await api.post("dac-31", f"/v1/cases/{r['case_id']}/messages", {"body": "Bonjour."})
+
+    async def three() -> list:
+        notes = (await api.get("crt-31-nord", f"/v1/inbox?after={start}")).json()["notifications"]
+        return notes if len(notes) >= 3 else []
+    notes = await eventually(three, 20, "three notifications")
+    assert [n["sequence"] for n in notes] == list(range(start + 1, start + 1 + len(notes)))  # gap-free
+    page = (await api.get("crt-31-nord", f"/v1/inbox?after={start + 1}&limit=1")).json()
+    assert [n["sequence"] for n in page["notifications"]] == [start + 2] and page["next_after"] == start + 2
+    bad = await api.get("crt-31-nord", "/v1/inbox?after=-1")
+    assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "after"
+
+
+async def test_observatory_counts_ruptures_for_dacs_only(api: Api) -> None:
+    for kind in ("no_gp", "no_gp", "readmission"):
+        await api.post("dac-31", "/v1/ruptures", {"territory": "31", "type": kind, "description": "Synthétique."})
+    await api.post("cpts-31-sud", "/v1/ruptures", {"territory": "31", "type": "no_gp", "description": "Synthétique."})
+
+    async def counted() -> dict:
+        rows = (await api.get("dac-31", "/v1/observatory")).json()["ruptures"]
+        totals = {r["type"]: r["count"] for r in rows}
+        return totals if totals.get("no_gp", 0) >= 3 and totals.get("readmission", 0) >= 1 else {}
+    totals = await eventually(counted, 20, "observatory counts")
+    assert totals["no_gp"] == 3 and totals["readmission"] == 1
+    forbidden = await api.get("crt-31-muret", "/v1/observatory")
+    assert forbidden.status_code == 403 and "observatory readers ['dac']" in forbidden.json()["rule"]
+
+
+async def test_health_metrics_and_openapi(api: Api) -> None:
+    for kind in ("dac", "cpts", "crt"):
+        base = api.stack.url(kind)
+        assert (await api.client.get(base + "/healthz")).json() == {"status": "ok", "kind": kind}
+        assert (await api.client.get(base + "/readyz")).status_code == 200
+        spec = (await api.client.get(base + "/openapi.json")).json()
+        assert "/v1/referrals" in spec["paths"] and "/v1/inbox" in spec["paths"]
+        assert (await api.client.get(base + "/docs")).status_code == 200
+    metrics = (await api.client.get(api.stack.url("dac") + "/metrics")).text
+    assert "parcours_events_accepted_total" in metrics and "pseudonym" not in metrics
+
+
+class _Receiver:
+    """A real local HTTP endpoint that fails the first `fail_first` calls, then records."""
+
+    def __init__(self, fail_first: int = 0, always_fail_item: str | None = None) -> None:
+        self.fail_first, self.always_fail_item = fail_first, always_fail_item
+        self.calls, self.received = 0, []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.calls += 1
+                note = json.loads(body)
+                failing = receiver.calls <= receiver.fail_first or note["item"] == receiver.always_fail_item
+                if not failing:
+                    receiver.received.append((body, self.headers["X-Parcours-Signature"]))
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+async def test_webhooks_signed_retried_ordered_and_redelivered(api: Api) -> None:
+    receiver = _Receiver(fail_first=2)
+    reg = (await api.client.put(api.stack.url("crt") + "/v1/webhook", json={"url": receiver.url},
+                                headers={"Authorization": "Bearer dev-crt-31-muret"})).json()
+    secret = reg["secret"]
+    case, _ = await _case_for(api)
+    await api.post("dac-31", f"/v1/cases/{case}/consents",
+                   {"grantee": "crt-31-muret", "categories": ["discussion"], "decision": "permit", "method": "oral"})
+    msgs = [(await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": f"Message {i}."})).json()["message_id"] for i in range(3)]
+
+    async def all_in() -> bool:
+        return len([b for b, _ in receiver.received if json.loads(b)["case_id"] == case]) >= 5
+    await eventually(all_in, 40, "5 webhook deliveries")
+    assert receiver.calls >= len(receiver.received) + 2  # the two first attempts failed and were retried
+    mine = []
+    for body, signature in receiver.received:
+        assert signature == "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        note = json.loads(body)
+        if note["case_id"] == case:
+            mine.append(note)
+    seqs = [n["sequence"] for n in mine]
+    assert seqs == sorted(seqs)  # in order
+    assert [n["item"] for n in mine][-3:] == [f"message:{m}" for m in msgs]
+
+    # a notification the endpoint always refuses ends as a dead letter, then is redelivered
+    receiver.always_fail_item = "message:"  # matches nothing yet
+    poison = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Refusé."})).json()["message_id"]
+    receiver.always_fail_item = f"message:{poison}"
+    after = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Suivant."})).json()["message_id"]
+
+    async def next_delivered() -> bool:
+        return any(json.loads(b)["item"] == f"message:{after}" for b, _ in receiver.received)
+    await eventually(next_delivered, 40, "delivery after the dead-lettered one")
+    assert not any(json.loads(b)["item"] == f"message:{poison}" for b, _ in receiver.received)
+    receiver.always_fail_item = None
+    out = subprocess.run([sys.executable, "-m", "parcours.cli", "webhooks", "redeliver", "--structure", "crt-31-muret"],
+                         env=api.stack.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "redelivered 1 notification(s)" in out.stdout
+    assert any(json.loads(b)["item"] == f"message:{poison}" for b, _ in receiver.received)
+
+
+async def test_ingress_path(api: Api) -> None:
+    cat = Catalogue.load(prefix=api.stack.prefix)
+    codec = Codec()
+    case = f"case-ing-{uuid.uuid4().hex[:8]}"
+    good = ev("ReferralSubmitted", case_id=case, source="cpts-31-nord", to_structure="dac-31", referral_id=f"ref-{case}")
+    spoofed = ev("MessagePosted", case_id=case, source="dac-31")  # on the CPTS's ingress
+    forbidden = ev("AdmissionDecided", case_id=case, source="cpts-31-nord", referral_id=f"ref-{case}")
+    producer = AIOKafkaProducer(bootstrap_servers=api.stack.bootstrap, acks="all")
+    await producer.start()
+    ingress = cat.per_structure("ingress", "cpts-31-nord").name
+    try:
+        for e in (good, spoofed, forbidden):
+            enc = codec.encode(e)
+            await producer.send_and_wait(ingress, enc.value, key=enc.key, headers=enc.headers)
+        await producer.send_and_wait(ingress, b"not avro", key=case.encode())
+    finally:
+        await producer.stop()
+    view = await api.view_with("dac-31", case, f"referral:ref-{case}")
+    assert view["referrals"][0]["from"] == "cpts-31-nord"
+
+    consumer = AIOKafkaConsumer(cat.topic("deadletter").name, bootstrap_servers=api.stack.bootstrap,
+                                group_id=f"{api.stack.prefix}-dl-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest")
+    await consumer.start()
+    reasons: dict[str, str] = {}
+    try:
+        async def three() -> bool:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    h = dict(r.headers)
+                    if r.key == case.encode() and h.get("dl_service") == b"validator":
+                        reasons[h.get("ce_id", b"garbage").decode()] = h["dl_reason"].decode() + " " + h["dl_detail"].decode()
+            return len(reasons) >= 3
+        await eventually(three, 30, "three dead letters from the validator")
+    finally:
+        await consumer.stop()
+    assert reasons[str(spoofed.event_id)].startswith("forbidden source dac-31 is not the publisher cpts-31-nord")
+    assert reasons[str(forbidden.event_id)].startswith("forbidden a cpts may not publish AdmissionDecided")
+    assert reasons["garbage"].startswith("undecodable")
+
+
+async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> None:
+    """A broker of its own, stopped under a running adapter."""
+    broker = EmbeddedBroker(tmp_path / "kafka", Settings().cache_dir)
+    info = await asyncio.to_thread(broker.start)
+    stack = Stack(info.bootstrap, f"d{uuid.uuid4().hex[:8]}", tmp_path)
+    try:
+        subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
+        stack.ports["cpts"] = free_port()
+        stack.spawn("adapter-cpts", "adapter", "cpts", "--port", str(stack.ports["cpts"]))
+        async with httpx.AsyncClient(timeout=60) as client:
+            async def ready() -> bool:
+                return (await client.get(stack.url("cpts") + "/readyz")).status_code == 200
+            await eventually(ready, 30, "cpts adapter ready")
+            api = Api(stack, client)
+            await api.post("cpts-31-nord", "/v1/referrals", referral_body("dac-31"))
+            await asyncio.to_thread(broker.stop)
+            down = await api.post("cpts-31-nord", "/v1/referrals", referral_body("dac-31", summary="Pendant la panne."), expect=503)
+            assert down.json()["error"] == "kafka_unavailable"
+            assert (await client.get(stack.url("cpts") + "/readyz")).status_code == 503
+        stack.stop()
+        again = await asyncio.to_thread(broker.start)
+        counted = [r async for batch in _read(again.bootstrap, f"{stack.prefix}.referrals") for r in batch]
+        assert len(counted) == 1  # the refused event never reached Kafka
+    finally:
+        stack.stop()
+        await asyncio.to_thread(broker.stop)
+
+
+def _read(bootstrap: str, topic: str):  # type: ignore[no-untyped-def]
+    from parcours.kafkaio import read_to_end
+
+    return read_to_end(bootstrap, [topic])
