@@ -154,3 +154,13 @@ def test_a_later_status_is_the_current_one_whatever_the_arrival() -> None:
 def test_concerned_structures() -> None:
     events = [ev("ReferralSubmitted", source="cpts-31-nord", to_structure="dac-31"), consent("c1", "crt", ["discussion"])]
     assert concerned(fold_all("case-1", events), KINDS) == {"cpts-31-nord", "dac-31", "crt-31-muret", "crt-31-nord"}
+
+
+def test_stored_case_round_trips_through_json_for_every_event_type() -> None:
+    """The processor's changelog format: every event type, including those with a `type` field."""
+    from parcours.processors.core import StoredCase
+    from tests.factories import one_of_each
+
+    stored = StoredCase(fold_all("case-1", one_of_each()), {"dac-31": {"items": ["referral:ref-1"], "digest": "x"}})
+    again = StoredCase.from_json(stored.to_json())
+    assert again.state == stored.state and again.shown == stored.shown

@@ -64,6 +64,9 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=100,
+        # a dead worker leaves the group after 15 s (faust default 60 s): faster failover
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
     )
     kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
     core = CaseProcessor(kinds, Policy(policy.hidden))
@@ -135,8 +138,8 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
         result = core.step(table.get(case_id), event, now, case_id=case_id)
         if result.duplicate:
             metrics.duplicates.labels(event.event_type if event else "tick").inc()
-            return
-        table[case_id] = result.stored
+        else:
+            table[case_id] = result.stored
         for v in result.views:
             await views.send(key=v.key.encode(), value=v.value)
             metrics.view_writes.labels(v.key.split("/", 1)[0]).inc()
@@ -145,7 +148,7 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
             metrics.notifications.labels(n.structure, n.body["type"]).inc()
             if n.body["type"] == "redaction":
                 metrics.redactions.labels(n.structure).inc()
-        if event is not None:
+        if event is not None and not result.duplicate:
             metrics.events.labels(event.event_type).inc()
             metrics.latency.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
 

@@ -33,7 +33,8 @@ class StoredCase:
         return json.dumps(
             {
                 "case_id": self.state.case_id,
-                "events": [{"type": e.event_type, **e.model_dump(mode="json")} for e in self.state.ordered()],
+                # the type beside the data: some events have a field named `type` of their own
+                "events": [{"event_type": e.event_type, "data": e.model_dump(mode="json")} for e in self.state.ordered()],
                 "shown": self.shown,
             },
             separators=(",", ":"),
@@ -44,7 +45,7 @@ class StoredCase:
         data = json.loads(raw)
         events = {}
         for item in data["events"]:
-            e = build_event(item.pop("type"), item)
+            e = build_event(item["event_type"], item["data"])
             events[str(e.event_id)] = e
         return cls(CaseState(data["case_id"], events), data["shown"])
 
@@ -93,7 +94,10 @@ class CaseProcessor:
         if event is not None:
             new_state = fold(stored.state, event)
             if new_state is stored.state:
-                return StepResult(stored, [], [], duplicate=True)
+                # Already applied. After a crash the table may hold an event whose view writes
+                # never left: rewrite the current views (idempotent), notify nothing.
+                views, _, _ = self.render(new_state, {}, now)
+                return StepResult(stored, views, [], duplicate=True)
         else:
             new_state = stored.state
         views, notes, shown = self.render(new_state, stored.shown, now)
