@@ -64,9 +64,6 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=100,
-        # a dead worker leaves the group after 15 s (faust default 60 s): faster failover
-        broker_session_timeout=15.0,
-        broker_heartbeat_interval=3.0,
     )
     kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
     core = CaseProcessor(kinds, Policy(policy.hidden))
