@@ -173,6 +173,126 @@ def _webhooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+SERVICE_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103, "processor": 8104, "validator": 8105}
+
+
+def _up(args: argparse.Namespace) -> int:
+    """`parcours up` and `parcours demo`: the whole backbone, seeded with the demo story."""
+    import os
+    import signal
+
+    import httpx
+
+    from parcours import demo
+    from parcours.settings import get_settings
+    from parcours.supervisor import Supervisor
+    from parcours.topology import admin
+    from parcours.topology.catalogue import default_catalogue
+
+    s = get_settings()
+    for name, port in SERVICE_PORTS.items():
+        _check_port("127.0.0.1", port)
+    broker = None
+    if s.kafka_bootstrap:
+        bootstrap = s.kafka_bootstrap
+    else:
+        from parcours.runtime import embedded_broker
+
+        broker = embedded_broker(s)
+        info = broker.status()
+        if info is None:
+            print(f"starting the embedded Apache Kafka broker in {broker.folder} ...", flush=True)
+            info = broker.start()
+        else:
+            broker = None  # someone else's: leave it running
+        bootstrap = info.bootstrap
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    cat = default_catalogue()
+    changes = asyncio.run(admin.apply(cat, bootstrap))
+    print(f"Kafka at {bootstrap}; topics: {len(cat.topics)} in the catalogue, {len(changes)} changed", flush=True)
+    logdir = s.broker_dir.parent / "logs"
+    sup = Supervisor({**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": bootstrap}, logdir)
+    sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
+    sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
+    for kind in ("dac", "cpts", "crt"):
+        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]))
+    urls = {k: f"http://127.0.0.1:{SERVICE_PORTS[k]}" for k in ("dac", "cpts", "crt")}
+    sup.start()
+    try:
+        _await_ready(urls, sup)
+        print("seeding the demo territory (Haute-Garonne) ...", flush=True)
+        cases = asyncio.run(demo.seed(urls))
+        if args.command == "demo":
+            views = asyncio.run(_settled_views(urls, cases))
+            for label, case_id in cases.items():
+                print(f"\n== case {case_id}: {label}")
+                for slug in demo.KIND_OF:
+                    print(demo.render(slug, views[(slug, case_id)]))
+            print("\ndemo finished: every structure's view printed above")
+            return 0
+        _print_endpoints(urls, logdir)
+        while True:
+            sup.check()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        sup.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def _await_ready(urls: dict[str, str], sup: "object", timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    for kind, url in urls.items():
+        while True:
+            sup.check()  # type: ignore[attr-defined]
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise ParcoursError(f"adapter {kind} not ready after {timeout:.0f}s")
+            time.sleep(0.3)
+
+
+async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tuple[str, str], object]:
+    """Every structure's view of every demo case, once two reads a second apart agree."""
+    import httpx
+
+    from parcours import demo
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        d = demo.DemoClient(urls, client)
+        previous: dict[tuple[str, str], object] = {}
+        for _ in range(60):
+            current = {(slug, c): await d.view(slug, c) for c in cases.values() for slug in demo.KIND_OF}
+            if current == previous:
+                return current
+            previous = current
+            await asyncio.sleep(1)
+        return previous
+
+
+def _print_endpoints(urls: dict[str, str], logdir: Path) -> None:
+    from parcours.topology.catalogue import default_catalogue
+
+    print("\nParcours is running. Ctrl-C stops everything.\n")
+    for kind, url in urls.items():
+        print(f"  {kind.upper():<5} adapter  api {url}/v1/cases   docs {url}/docs   metrics {url}/metrics")
+    print(f"  processor metrics  http://127.0.0.1:{SERVICE_PORTS['processor']}/metrics")
+    print(f"  validator metrics  http://127.0.0.1:{SERVICE_PORTS['validator']}/metrics")
+    print(f"  service logs       {logdir}/")
+    print("\n  demo tokens (dev profile only):")
+    for st in default_catalogue().registry.structures.values():
+        print(f"    {st.slug:<14} Authorization: Bearer dev-{st.slug}")
+    print(f"\n  try: curl -s -H 'Authorization: Bearer dev-dac-31' {urls['dac']}/v1/cases\n", flush=True)
+
+
 def _check_port(host: str, port: int) -> None:
     import socket
 
@@ -199,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=["check"])
     sc.add_argument("--dir", help="schema folder (default: schemas/)")
     sc.set_defaults(func=_schemas)
+    for name, text in (("up", "the whole backbone on the embedded broker, seeded with the demo (Ctrl-C stops)"),
+                       ("demo", "run the demo scenario, print each structure's view of each case, exit")):
+        u = sub.add_parser(name, help=text)
+        u.set_defaults(func=_up)
+
     a = sub.add_parser("adapter", help="the HTTP edge for one structure kind")
     a.add_argument("kind", choices=["dac", "cpts", "crt"])
     a.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,67 @@
+"""The README's main job as a user runs it: `parcours demo` and `parcours up`, whole stack as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+
+
+def _env(kafka_bootstrap: str) -> dict[str, str]:
+    return {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": kafka_bootstrap, "PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"}
+
+
+def test_demo_prints_every_view_and_exits_0(kafka_bootstrap: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = _env(kafka_bootstrap) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+    out = subprocess.run([sys.executable, "-m", "parcours.cli", "demo"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    assert text.count("== case ") == 3
+    assert "demo finished" in text
+    # consent filtering shows: the CRT sees the functional evaluation, never the medical one
+    crt_block = text.split("crt-31-muret  version")[1].split("crt-31-nord")[0]
+    assert "aggir (functional)" in crt_block and "multidimensional (medical)" not in crt_block
+    assert "cpts-31-sud   (nothing visible" in text
+
+
+def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_bootstrap: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = _env(kafka_bootstrap) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+    proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", "up"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            if line.startswith("  try: curl"):
+                break
+        text = "".join(lines)
+        assert "Parcours is running" in text, text
+        urls = [w for line in lines for w in line.split() if w.startswith("http://127.0.0.1:")]
+        assert len(urls) >= 11
+        headers = {"Authorization": "Bearer dev-dac-31"}
+        token = {":8101": "dac-31", ":8102": "cpts-31-nord", ":8103": "crt-31-muret"}
+        for url in urls:
+            slug = next((v for k, v in token.items() if k in url), "dac-31")
+            resp = httpx.get(url, headers={"Authorization": f"Bearer dev-{slug}"}, timeout=10)
+            assert resp.status_code == 200, (url, resp.status_code, resp.text[:200])
+        cases = httpx.get("http://127.0.0.1:8101/v1/cases", headers=headers, timeout=10).json()["cases"]
+        assert len(cases) == 3
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "stopping" in rest
+    for port in (8101, 8102, 8103, 8104, 8105):  # everything is down again
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            raise AssertionError(f"port {port} still answers")
+        except httpx.ConnectError:
+            pass
