@@ -173,6 +173,35 @@ def _webhooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from parcours import bench
+    from parcours.settings import get_settings
+
+    s = get_settings()
+    broker = None
+    if s.kafka_bootstrap:
+        bootstrap = s.kafka_bootstrap
+    else:
+        from parcours.runtime import embedded_broker
+
+        broker = embedded_broker(s)
+        info = broker.status()
+        if info is None:
+            info = broker.start()
+        else:
+            broker = None
+        bootstrap = info.bootstrap
+    try:
+        figures = asyncio.run(bench.run(bootstrap, events=args.events, cases=args.cases, post_seconds=args.post_seconds,
+                                        concurrency=args.concurrency, latency_samples=args.latency_samples,
+                                        logdir=s.broker_dir.parent / "bench-logs"))
+    finally:
+        if broker is not None:
+            broker.stop()
+    print(bench.report(figures))
+    return 0
+
+
 SERVICE_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103, "processor": 8104, "validator": 8105}
 
 
@@ -323,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
                        ("demo", "run the demo scenario, print each structure's view of each case, exit")):
         u = sub.add_parser(name, help=text)
         u.set_defaults(func=_up)
+
+    b2 = sub.add_parser("bench", help="print throughput and latency figures (processor, adapter, raw aiokafka)")
+    b2.add_argument("--events", type=int, default=20000)
+    b2.add_argument("--cases", type=int, default=500)
+    b2.add_argument("--post-seconds", type=float, default=15.0)
+    b2.add_argument("--concurrency", type=int, default=32)
+    b2.add_argument("--latency-samples", type=int, default=200)
+    b2.set_defaults(func=_bench)
 
     a = sub.add_parser("adapter", help="the HTTP edge for one structure kind")
     a.add_argument("kind", choices=["dac", "cpts", "crt"])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
 from parcours.contract.models import Event
 
 
-def order_key(e: Event) -> tuple[datetime, str]:
-    """The one total order used everywhere: occurrence time, then event id."""
-    return (e.occurred_at, str(e.event_id))
+def order_key(e: Event) -> tuple[datetime, UUID]:
+    """The one total order used everywhere: occurrence time, then event id (UUIDs compare by value)."""
+    return (e.occurred_at, e.event_id)
 
 
 @dataclass(frozen=True)

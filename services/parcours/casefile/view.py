@@ -52,10 +52,32 @@ def _meta(e: Event) -> dict[str, Any]:
     return {"event_id": str(e.event_id), "by": e.source, "at": _iso(e.occurred_at), "category": e.category}
 
 
-def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime) -> View | None:
+def _entry(p: Prepared, e: Event, build: Any) -> dict[str, Any]:
+    """An item's rendered entry, shared by every structure that sees it (copied: views mutate referrals)."""
+    key = id(e)
+    if key not in p.entries:
+        p.entries[key] = build(e)
+    return p.entries[key]
+
+
+@dataclass
+class Prepared:
+    """What every structure's projection of one state shares: computed once per state."""
+
+    ordered: list[Event]
+    index: CaseIndex
+    entries: dict[int, dict[str, Any]]  # id(event) -> rendered entry, filled lazily
+
+    @classmethod
+    def of(cls, state: CaseState) -> Prepared:
+        return cls(state.ordered(), CaseIndex.of(state), {})
+
+
+def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime, prepared: Prepared | None = None) -> View | None:
     """The view of `viewer`, or None when nothing of the case is visible to it (rule 6)."""
-    index = CaseIndex.of(state)
-    visible = [e for e in state.ordered() if may_see(e, viewer, index, policy, now)]
+    p = prepared or Prepared.of(state)
+    index = p.index
+    visible = [e for e in p.ordered if may_see(e, viewer, index, policy, now)]
     if not visible:
         return None
     # one entry per item id: a later event with the same item id corrects the earlier one
@@ -85,9 +107,10 @@ def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime) -> 
             ref["admission_history"].append(decision)
             ref["admission"] = decision
         elif isinstance(e, EvaluationRecorded):
-            evaluations.append({"evaluation_id": e.evaluation_id, "type": e.type, "results": dict(e.results), "gir": e.gir, **_meta(e)})
+            evaluations.append(_entry(p, e, lambda e: {"evaluation_id": e.evaluation_id, "type": e.type,
+                                                       "results": dict(e.results), "gir": e.gir, **_meta(e)}))
         elif isinstance(e, MessagePosted):
-            messages.append({"message_id": e.message_id, "body": e.body, "reply_to": e.reply_to, **_meta(e)})
+            messages.append(_entry(p, e, lambda e: {"message_id": e.message_id, "body": e.body, "reply_to": e.reply_to, **_meta(e)}))
         elif isinstance(e, ConsentRecorded):
             consents.append({"consent_id": e.consent_id, "grantee": e.grantee, "categories": list(e.categories),
                              "decision": e.decision, "valid_until": _iso(e.valid_until), "method": e.method,

@@ -31,6 +31,10 @@ from parcours.topology.registry import KindPolicy
 
 log = logging.getLogger("parcours.processor")
 
+#: at most this many records per batch, waiting at most this long to fill one
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.01
+
 
 class _StoredCaseCodec(codecs.Codec):
     def _dumps(self, obj: Any) -> bytes:
@@ -103,40 +107,66 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
-        async for ev in stream.events():
+        # Batches: every event of a case in a batch is folded, then the case is rendered and
+        # written once. `within` bounds the latency a quiet stream pays for batching.
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            await handle_batch(batch)
+
+    async def handle_batch(batch: list[Any]) -> None:
+        now = datetime.now(UTC)
+        groups: dict[str, tuple[int, list[Event | None], list[Any]]] = {}
+        for ev in batch:
             msg = ev.message
             try:
-                await handle(msg)
+                decoded = await decode(msg)
             except Exception as exc:  # one bad record must not stall the partition
-                log.exception("processing failed")
+                log.exception("decoding failed")
                 await to_deadletter(msg, "processing_failed", f"{type(exc).__name__}: {exc}")
-
-    async def handle(msg: Any) -> None:
-        now = datetime.now(UTC)
-        event: Event | None = None
-        if msg.topic == ticks_name:
-            case_id = msg.key.decode()
-        else:
+                continue
+            if decoded is None:
+                continue
+            case_id, event = decoded
+            group = groups.setdefault(case_id, (msg.partition, [], []))
+            group[1].append(event)
+            group[2].append(msg)
+        for case_id, (partition, events, msgs) in groups.items():
             try:
-                event = codec.decode(msg.value, msg.headers, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-            except DecodeError as exc:
-                await to_deadletter(msg, "undecodable", str(exc))
-                return
-            if msg.key != event.key.encode():
-                await to_deadletter(msg, "key_mismatch", f"record key differs from the event's key {event.key!r}")
-                return
-            case_id = event.key
-            if isinstance(event, RuptureReported):
-                key, value = rupture_mark(event)
-                await observatory.send(key=key, value=value)
-                if event.case_id is None:
-                    metrics.events.labels(event.event_type).inc()
-                    return
-        result = core.step(table.get(case_id), event, now, case_id=case_id)
+                await apply_case(case_id, partition, events, now)
+            except Exception as exc:
+                log.exception("processing failed")
+                for msg in msgs:
+                    await to_deadletter(msg, "processing_failed", f"{type(exc).__name__}: {exc}")
+
+    async def decode(msg: Any) -> tuple[str, Event | None] | None:
+        """(case id, event) of a record; None when it was dead-lettered or needs no case."""
+        if msg.topic == ticks_name:
+            return msg.key.decode(), None
+        try:
+            event = codec.decode(msg.value, msg.headers, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        except DecodeError as exc:
+            await to_deadletter(msg, "undecodable", str(exc))
+            return None
+        if msg.key != event.key.encode():
+            await to_deadletter(msg, "key_mismatch", f"record key differs from the event's key {event.key!r}")
+            return None
+        if isinstance(event, RuptureReported):
+            key, value = rupture_mark(event)
+            await observatory.send(key=key, value=value)
+            if event.case_id is None:
+                metrics.events.labels(event.event_type).inc()
+                return None
+        return event.key, event
+
+    async def apply_case(case_id: str, partition: int, events: list[Event | None], now: datetime) -> None:
+        result = core.step_many(table.get(case_id), events, now, case_id)
         if result.duplicate:
-            metrics.duplicates.labels(event.event_type if event else "tick").inc()
+            for e in events:
+                metrics.duplicates.labels(e.event_type if e else "tick").inc()
         else:
-            table[case_id] = result.stored
+            # the changelog record goes to the case's own partition (faust would use the
+            # partition of the batch's current event, which may be another case's)
+            table.data[case_id] = result.stored
+            table.send_changelog(partition, case_id, result.stored)
         for v in result.views:
             await views.send(key=v.key.encode(), value=v.value)
             metrics.view_writes.labels(v.key.split("/", 1)[0]).inc()
@@ -145,9 +175,12 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
             metrics.notifications.labels(n.structure, n.body["type"]).inc()
             if n.body["type"] == "redaction":
                 metrics.redactions.labels(n.structure).inc()
-        if event is not None and not result.duplicate:
-            metrics.events.labels(event.event_type).inc()
-            metrics.latency.observe(max(0.0, time.time() - event.occurred_at.timestamp()))
+        if not result.duplicate:
+            done = time.time()
+            for e in events:
+                if e is not None:
+                    metrics.events.labels(e.event_type).inc()
+                    metrics.latency.observe(max(0.0, done - e.occurred_at.timestamp()))
 
     @app.timer(interval=tick_interval)
     async def expire_consents() -> None:

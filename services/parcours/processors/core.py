@@ -17,7 +17,7 @@ from typing import Any
 
 from parcours.casefile.policy import Policy, Viewer, concerned, next_change
 from parcours.casefile.state import CaseState, fold
-from parcours.casefile.view import View, change, project
+from parcours.casefile.view import Prepared, View, change, project
 from parcours.contract.models import Event, build_event
 
 
@@ -28,17 +28,20 @@ class StoredCase:
 
     state: CaseState
     shown: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: event id -> its serialised form, carried from version to version (events never change)
+    fragments: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "case_id": self.state.case_id,
+        parts = []
+        for eid, e in sorted(self.state.events.items()):
+            frag = self.fragments.get(eid)
+            if frag is None:
                 # the type beside the data: some events have a field named `type` of their own
-                "events": [{"event_type": e.event_type, "data": e.model_dump(mode="json")} for e in self.state.ordered()],
-                "shown": self.shown,
-            },
-            separators=(",", ":"),
-        ).encode()
+                frag = self.fragments[eid] = json.dumps(
+                    {"event_type": e.event_type, "data": e.model_dump(mode="json")}, separators=(",", ":"))
+            parts.append(frag)
+        head = json.dumps({"case_id": self.state.case_id, "shown": self.shown}, separators=(",", ":"))
+        return (head[:-1] + ',"events":[' + ",".join(parts) + "]}").encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredCase:
@@ -89,19 +92,23 @@ class CaseProcessor:
 
     def step(self, stored: StoredCase | None, event: Event | None, now: datetime, case_id: str | None = None) -> StepResult:
         """Apply `event` (None: a clock tick re-evaluating expiries) and compute what to write."""
+        return self.step_many(stored, [event], now, case_id or (event.case_id if event else None))
+
+    def step_many(self, stored: StoredCase | None, events: list[Event | None], now: datetime, case_id: str | None) -> StepResult:
+        """Apply a batch of one case's events (None entries: clock ticks), render once."""
         if stored is None:
-            stored = StoredCase(CaseState(case_id or (event.case_id if event else "")))
-        if event is not None:
-            new_state = fold(stored.state, event)
-            if new_state is stored.state:
-                # Already applied. After a crash the table may hold an event whose view writes
-                # never left: rewrite the current views (idempotent), notify nothing.
-                views, _, _ = self.render(new_state, {}, now)
-                return StepResult(stored, views, [], duplicate=True)
-        else:
-            new_state = stored.state
+            stored = StoredCase(CaseState(case_id or ""))
+        new_state = stored.state
+        for event in events:
+            if event is not None:
+                new_state = fold(new_state, event)
+        if new_state is stored.state and None not in events:
+            # Only events already applied. After a crash the table may hold events whose view
+            # writes never left: rewrite the current views (idempotent), notify nothing.
+            views, _, _ = self.render(new_state, {}, now)
+            return StepResult(stored, views, [], duplicate=True)
         views, notes, shown = self.render(new_state, stored.shown, now)
-        return StepResult(StoredCase(new_state, shown), views, notes)
+        return StepResult(StoredCase(new_state, shown, stored.fragments), views, notes)
 
     def render(
         self, state: CaseState, previously: Mapping[str, dict[str, Any]], now: datetime
@@ -109,10 +116,11 @@ class CaseProcessor:
         views: list[ViewRecord] = []
         notes: list[Notification] = []
         shown: dict[str, dict[str, Any]] = {}
+        prepared = Prepared.of(state)
         for slug in sorted(concerned(state, self.kinds) | set(previously)):
             if slug not in self.kinds:
                 continue
-            view = project(state, Viewer(slug, self.kinds[slug]), self.policy, now)
+            view = project(state, Viewer(slug, self.kinds[slug]), self.policy, now, prepared)
             before = previously.get(slug, {})
             diff = change(slug, set(before.get("items", [])), view)
             encoded = encode_view(view) if view is not None else None
