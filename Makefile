@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit test-integration test-e2e demo bench broker-jars clean
+.PHONY: system-deps help run test test-unit test-integration test-e2e demo bench broker-jars clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,16 +16,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+system-deps: ## Debian packages: Java and Maven (the broker), prometheus (promtool and the scrape test)
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing from Debian:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
 broker-jars: $(STAMP) ## fetch the Apache Kafka jars from Maven Central (cached under ~/.cache/parcours)
 	$(BIN)/parcours broker fetch
 
-run: $(STAMP) broker-jars ## the main job: the whole backbone on the embedded broker, seeded with the demo
+run: system-deps $(STAMP) broker-jars ## the main job: the whole backbone on the embedded broker, seeded with the demo
 	$(BIN)/parcours up
 
 demo: $(STAMP) broker-jars ## run the demo scenario, print every structure's view, exit
 	$(BIN)/parcours demo
 
-test: $(STAMP) broker-jars ## every test tier (unit, integration on a real broker, e2e)
+test: system-deps $(STAMP) broker-jars ## every test tier (unit, integration on a real broker, e2e)
 	$(BIN)/pytest -q tests
 
 test-unit: $(STAMP) ## the fast pure tests only

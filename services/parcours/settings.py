@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     cache_dir: Path = Path.home() / ".cache" / "parcours"
     #: prefix of every topic name, so tests can run side by side on one cluster
     topic_prefix: str = "parcours"
+    #: where the processor and validator expose /metrics (0.0.0.0 in containers)
+    metrics_host: str = "127.0.0.1"
     #: webhook delivery: attempts per notification and the first backoff delay (doubling)
     webhook_attempts: int = 5
     webhook_first_delay_s: float = 0.5

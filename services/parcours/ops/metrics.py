@@ -38,6 +38,18 @@ class ValidatorMetrics:
 
 
 def serve(registry: CollectorRegistry, port: int) -> None:
-    """Expose /metrics on 127.0.0.1:port (0 disables)."""
+    """Expose /metrics on PARCOURS_METRICS_HOST:port (0 disables)."""
+    from parcours.settings import get_settings
+
     if port:
-        start_http_server(port, addr="127.0.0.1", registry=registry)
+        start_http_server(port, addr=get_settings().metrics_host, registry=registry)
+
+
+def exposed_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name a registry can expose (counters as *_total, histograms as *_bucket...)."""
+    suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_sum", "_count", "_created"],
+                "gauge": [""], "summary": ["", "_sum", "_count"]}
+    names: set[str] = set()
+    for metric in registry.collect():
+        names.update(metric.name + s for s in suffixes.get(metric.type, [""]))
+    return names

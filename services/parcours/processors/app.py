@@ -34,6 +34,7 @@ log = logging.getLogger("parcours.processor")
 #: at most this many records per batch, waiting at most this long to fill one
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01
+LAG_INTERVAL_S = 10.0
 
 
 class _StoredCaseCodec(codecs.Codec):
@@ -202,6 +203,30 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
         if not passed:
             return None
         return max(passed)
+
+    lag_clients: dict[str, Any] = {}
+
+    @app.timer(interval=LAG_INTERVAL_S)
+    async def report_lag() -> None:
+        """Consumer lag per canonical partition: the end offset minus the group's committed one."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.errors import KafkaError
+
+        try:
+            if not lag_clients:
+                lag_clients["admin"] = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+                lag_clients["consumer"] = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+                await lag_clients["admin"].start()
+                await lag_clients["consumer"].start()
+            parts = [TopicPartition(t.name, p) for t in catalogue.canonical() for p in range(t.partitions)]
+            committed = await lag_clients["admin"].list_consumer_group_offsets(app.conf.id)
+            end = await lag_clients["consumer"].end_offsets(parts)
+            for tp in parts:
+                done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end[tp] - done))
+        except KafkaError as exc:
+            log.warning("lag report failed", extra={"error": type(exc).__name__})
 
     metrics.up.set(1)
     return app
