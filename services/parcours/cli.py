@@ -202,6 +202,28 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    from parcours import recording
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology.catalogue import default_catalogue
+
+    cat = default_catalogue()
+    topics = args.topics.split(",") if args.topics else [t.name for t in cat.canonical()]
+    n = asyncio.run(recording.record(cat, resolve_bootstrap(), topics, Path(args.out)))
+    print(f"recorded {n} records of {len(topics)} topics into {args.out}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from parcours import recording
+    from parcours.runtime import resolve_bootstrap
+    from parcours.topology.catalogue import default_catalogue
+
+    n = asyncio.run(recording.replay(default_catalogue(), resolve_bootstrap(), Path(args.file), progress=not args.quiet))
+    print(f"replayed {n} records from {args.file}")
+    return 0
+
+
 SERVICE_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103, "processor": 8104, "validator": 8105}
 
 
@@ -352,6 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
                        ("demo", "run the demo scenario, print each structure's view of each case, exit")):
         u = sub.add_parser(name, help=text)
         u.set_defaults(func=_up)
+
+    rec = sub.add_parser("record", help="capture topics into an Avro container file")
+    rec.add_argument("--topics", help="comma-separated catalogue names (default: the canonical topics)")
+    rec.add_argument("--out", required=True)
+    rec.set_defaults(func=_record)
+    rep = sub.add_parser("replay", help="write a recording into the cluster (under this prefix)")
+    rep.add_argument("file")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(func=_replay)
 
     b2 = sub.add_parser("bench", help="print throughput and latency figures (processor, adapter, raw aiokafka)")
     b2.add_argument("--events", type=int, default=20000)

@@ -114,11 +114,13 @@ async def _await_metadata(admin: AIOKafkaAdminClient, catalogue: Catalogue, time
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        pending = [c for c in await _plan(admin, catalogue) if c.action != "drift"]
+        pending = [c.topic for c in await _plan(admin, catalogue) if c.action != "drift"]
+        described = await admin.describe_topics(list(catalogue.topics))
+        pending += [t["topic"] for t in described if any(p["leader"] < 0 for p in t["partitions"]) or t["error_code"]]
         if not pending:
             return
         if loop.time() > deadline:
-            raise ClusterError(f"cluster metadata still lacks {[c.topic for c in pending]} after {timeout:.0f}s")
+            raise ClusterError(f"cluster metadata still lacks {sorted(set(pending))} (or their leaders) after {timeout:.0f}s")
         await asyncio.sleep(0.1)
 
 
