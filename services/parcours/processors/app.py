@@ -108,35 +108,18 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
-        # Batches: every event of a case in a batch is folded, then the case is rendered and
-        # written once. `within` bounds the latency a quiet stream pays for batching.
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await handle_batch(batch)
-
-    async def handle_batch(batch: list[Any]) -> None:
-        now = datetime.now(UTC)
-        groups: dict[str, tuple[int, list[Event | None], list[Any]]] = {}
-        for ev in batch:
+        # one event at a time: batching with take_events + hand-written changelog records made a
+        # worker restarted after SIGKILL hang in recovery (see the closing note); kept simple
+        async for ev in stream.events():
             msg = ev.message
             try:
                 decoded = await decode(msg)
+                if decoded is not None:
+                    case_id, event = decoded
+                    await apply_case(case_id, msg.partition, [event], datetime.now(UTC))
             except Exception as exc:  # one bad record must not stall the partition
-                log.exception("decoding failed")
-                await to_deadletter(msg, "processing_failed", f"{type(exc).__name__}: {exc}")
-                continue
-            if decoded is None:
-                continue
-            case_id, event = decoded
-            group = groups.setdefault(case_id, (msg.partition, [], []))
-            group[1].append(event)
-            group[2].append(msg)
-        for case_id, (partition, events, msgs) in groups.items():
-            try:
-                await apply_case(case_id, partition, events, now)
-            except Exception as exc:
                 log.exception("processing failed")
-                for msg in msgs:
-                    await to_deadletter(msg, "processing_failed", f"{type(exc).__name__}: {exc}")
+                await to_deadletter(msg, "processing_failed", f"{type(exc).__name__}: {exc}")
 
     async def decode(msg: Any) -> tuple[str, Event | None] | None:
         """(case id, event) of a record; None when it was dead-lettered or needs no case."""
@@ -164,10 +147,7 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
             for e in events:
                 metrics.duplicates.labels(e.event_type if e else "tick").inc()
         else:
-            # the changelog record goes to the case's own partition (faust would use the
-            # partition of the batch's current event, which may be another case's)
-            table.data[case_id] = result.stored
-            table.send_changelog(partition, case_id, result.stored)
+            table[case_id] = result.stored
         for v in result.views:
             await views.send(key=v.key.encode(), value=v.value)
             metrics.view_writes.labels(v.key.split("/", 1)[0]).inc()
