@@ -177,20 +177,10 @@ def _bench(args: argparse.Namespace) -> int:
     from parcours import bench
     from parcours.settings import get_settings
 
-    s = get_settings()
-    broker = None
-    if s.kafka_bootstrap:
-        bootstrap = s.kafka_bootstrap
-    else:
-        from parcours.runtime import embedded_broker
+    from parcours.runtime import bootstrap_or_start
 
-        broker = embedded_broker(s)
-        info = broker.status()
-        if info is None:
-            info = broker.start()
-        else:
-            broker = None
-        bootstrap = info.bootstrap
+    s = get_settings()
+    bootstrap, broker = bootstrap_or_start(s)
     try:
         figures = asyncio.run(bench.run(bootstrap, events=args.events, cases=args.cases, post_seconds=args.post_seconds,
                                         concurrency=args.concurrency, latency_samples=args.latency_samples,
@@ -243,20 +233,9 @@ def _up(args: argparse.Namespace) -> int:
     s = get_settings()
     for name, port in SERVICE_PORTS.items():
         _check_port("127.0.0.1", port)
-    broker = None
-    if s.kafka_bootstrap:
-        bootstrap = s.kafka_bootstrap
-    else:
-        from parcours.runtime import embedded_broker
+    from parcours.runtime import bootstrap_or_start
 
-        broker = embedded_broker(s)
-        info = broker.status()
-        if info is None:
-            print(f"starting the embedded Apache Kafka broker in {broker.folder} ...", flush=True)
-            info = broker.start()
-        else:
-            broker = None  # someone else's: leave it running
-        bootstrap = info.bootstrap
+    bootstrap, broker = bootstrap_or_start(s)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     cat = default_catalogue()
     changes = asyncio.run(admin.apply(cat, bootstrap))

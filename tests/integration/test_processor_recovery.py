@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import TopicPartition
 
 from parcours.contract.codec import Codec
+from parcours.bench import _lag
 from parcours.processors import rebuild as rb
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -46,25 +46,6 @@ def random_history(rng: random.Random, cases: int, per_case: int) -> list:
                               evaluation_id=f"e{i}", category=rng.choice(["functional", "medical"]), at=i))
     rng.shuffle(out)
     return out
-
-
-async def _lag(bootstrap: str, cat: Catalogue) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(f"{cat.prefix}-processor")
-    finally:
-        await admin.close()
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
-        end = await consumer.end_offsets(parts)
-    finally:
-        await consumer.stop()
-    return sum(end[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0) for tp in parts)
 
 
 @pytest.mark.xfail(reason="known bug: a faust worker restarted after SIGKILL intermittently never rejoins "
