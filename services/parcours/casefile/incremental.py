@@ -1,0 +1,389 @@
+"""The case file, processed one event at a time at a cost that does not grow with the case.
+
+`project` (view.py) is the specification: the view of a structure is a pure function of the set
+of the case's events and the clock. This module reaches the same views incrementally, over a small
+key-value store per case (RocksDB in the processor, a dict in `views rebuild` and the tests):
+
+- `e:<event_id>`  -> the item key the event belongs to (duplicates are recognised in one lookup);
+- `k:<item key>`  -> the events of that item (usually one; more when an item is corrected) and
+                     what each structure was last shown of it (`[digest, visible events]`);
+- `ki:<n>`        -> the n-th item key of the case (enumerated only when the rules change);
+- `idx`           -> what the rules need: referral parties, consents, structures concerned,
+                     the next consent expiry;
+- `cnt`           -> per structure: visible events (the view's version) and notifications sent.
+
+An event that cannot change who sees what (a message, an evaluation, a status without
+redirection, an admission decision) touches its own item only: a constant number of lookups and
+one record per structure that sees it. An event that changes the rules (a referral and its
+parties, a redirection, a consent) and a clock tick (a consent expiring) re-evaluate every item
+of the case, which is what they may change.
+
+A view is written as one record per item (`ItemRecord`), never as a whole case: a record's size is
+bounded by its item's, and `assemble` turns a structure's item records back into the view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from parcours.casefile.policy import Policy
+from parcours.casefile.view import View, item_key
+from parcours.contract.models import (
+    CATEGORIES,
+    AdmissionDecided,
+    ConsentRecorded,
+    EvaluationRecorded,
+    Event,
+    MessagePosted,
+    ReferralStatusChanged,
+    ReferralSubmitted,
+    RuptureReported,
+)
+
+#: events whose item belongs to a referral (rule 2)
+_REFERRAL_TYPES = ("ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided")
+
+
+class CaseStore(Protocol):
+    """The state of one case: JSON-ready values under string keys."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+
+class DictStore:
+    """A case store in memory, holding values as JSON bytes (what the disk store holds)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> Any:
+        raw = self.data.get(key)
+        return None if raw is None else json.loads(raw)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = dumps(value)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(dt: datetime) -> int:
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
+
+
+# --- documents: what the store keeps of an event -----------------------------------------
+def document(e: Event) -> dict[str, Any]:
+    """The event as the rules and the views need it: metadata for the policy, the rendered entry."""
+    meta: dict[str, Any] = {"id": str(e.event_id), "t": e.event_type, "src": e.source, "cat": e.category,
+                            "ms": _ms(e.occurred_at)}
+    base = {"event_id": str(e.event_id), "by": e.source, "at": _iso(e.occurred_at), "category": e.category}
+    entry: dict[str, Any]
+    if isinstance(e, ReferralSubmitted):
+        meta.update(rid=e.referral_id, to=e.to_structure)
+        entry = {"referral_id": e.referral_id, "from": e.source, "to": e.to_structure,
+                 "person": e.person.model_dump(mode="json"), "reasons": list(e.reasons), "urgency": e.urgency,
+                 "context": e.context.model_dump(mode="json") if e.context else None, "summary": e.summary, **base}
+    elif isinstance(e, ReferralStatusChanged):
+        meta.update(rid=e.referral_id, redirect=e.redirect_to)
+        entry = {"referral_id": e.referral_id, "status": e.status, "reason": e.reason, "redirect_to": e.redirect_to, **base}
+    elif isinstance(e, AdmissionDecided):
+        meta.update(rid=e.referral_id)
+        entry = {"referral_id": e.referral_id, "decision": e.decision, "volet": e.volet,
+                 "start_date": e.start_date.isoformat() if e.start_date else None, "reasons": list(e.reasons), **base}
+    elif isinstance(e, EvaluationRecorded):
+        entry = {"evaluation_id": e.evaluation_id, "type": e.type, "results": dict(e.results), "gir": e.gir, **base}
+    elif isinstance(e, MessagePosted):
+        entry = {"message_id": e.message_id, "body": e.body, "reply_to": e.reply_to, **base}
+    elif isinstance(e, ConsentRecorded):
+        meta.update(grantee=e.grantee, cats=list(e.categories), dec=e.decision,
+                    until=_ms(e.valid_until) if e.valid_until else None)
+        entry = {"consent_id": e.consent_id, "grantee": e.grantee, "categories": list(e.categories),
+                 "decision": e.decision, "valid_until": _iso(e.valid_until), "method": e.method, **base}
+    elif isinstance(e, RuptureReported):
+        entry = {"rupture_id": e.rupture_id, "territory": e.territory, "type": e.type, "description": e.description, **base}
+    else:  # pragma: no cover - every event type is listed above
+        raise TypeError(f"no document for {type(e).__name__}")
+    # the canonical form decides between two payloads sharing an event id (a bad producer)
+    meta["canon"] = e.event_type + e.model_dump_json()
+    return {"m": meta, "entry": entry}
+
+
+def _order(doc: dict[str, Any]) -> tuple[int, str]:
+    m = doc["m"]
+    return (m["ms"], m["id"])  # UUID strings of one format sort as the UUIDs do
+
+
+def _entry(doc: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    if doc["m"]["t"] == "ConsentRecorded":
+        until = doc["m"]["until"]
+        return {**doc["entry"], "active": until is None or now_ms < until}
+    return doc["entry"]
+
+
+# --- outputs ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ItemRecord:
+    """One item of one structure's view of a case; `value` None: the item left the view."""
+
+    structure: str
+    case_id: str
+    item: str
+    value: bytes | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.case_id}/{self.item}"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notification: ids only, never content."""
+
+    structure: str
+    case_id: str
+    body: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass
+class Outcome:
+    items: list[ItemRecord] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    #: the case's next consent expiry changed: (case_id, due ms or None when there is none)
+    schedule: tuple[str, int | None] | None = None
+    duplicate: bool = False
+
+
+# --- the rules on documents (the same as policy.py, which works on events) --------------
+class _Rules:
+    def __init__(self, idx: dict[str, Any], kinds: Mapping[str, str], policy: Policy, now_ms: int) -> None:
+        self.parties: dict[str, list[str]] = idx["parties"]
+        self.kinds = kinds
+        self.allowed: dict[str, frozenset[str]] = {}
+        for slug in idx["structs"]:
+            kind = kinds[slug]
+            hidden = policy.hidden.get(kind, frozenset())
+            cats = set()
+            for cat in CATEGORIES:
+                if cat in hidden:
+                    continue
+                permitted = denied = False
+                for c in idx["consents"]:
+                    if cat not in c["cats"] or not (c["until"] is None or now_ms < c["until"]):
+                        continue
+                    covered = c["grantee"] in (slug, kind)
+                    if c["dec"] == "deny":
+                        denied = denied or covered
+                    elif covered or c["src"] == slug:
+                        permitted = True
+                if permitted and not denied:
+                    cats.add(cat)
+            self.allowed[slug] = frozenset(cats)
+
+    def may_see(self, m: dict[str, Any], slug: str) -> bool:
+        if m["src"] == slug:
+            return True  # rule 1
+        if m["t"] in _REFERRAL_TYPES and slug in self.parties.get(m["rid"], ()):
+            return True  # rule 2
+        if m["t"] == "ConsentRecorded" and m["grantee"] in (slug, self.kinds[slug]):
+            return True  # a consent is visible to the structures it names
+        return m["cat"] in self.allowed[slug]  # rules 3, 4 and 5
+
+
+def _new_index() -> dict[str, Any]:
+    return {"parties": {}, "consents": [], "structs": [], "next": None}
+
+
+class IncrementalCaseFile:
+    """Apply an event (or a clock tick) to a case's store; return what to write."""
+
+    def __init__(self, kinds: Mapping[str, str], policy: Policy) -> None:
+        self.kinds = dict(kinds)  # slug -> kind, from the registry
+        self.policy = policy
+
+    def apply(self, store: CaseStore, case_id: str, event: Event | None, now: datetime) -> Outcome:
+        now_ms = _ms(now)
+        idx = store.get("idx") or _new_index()
+        cnt = store.get("cnt") or {"keys": 0, "s": {}}
+        if event is None:  # a clock tick: every item may change
+            return self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {})
+        doc = document(event)
+        key = item_key(event)
+        eid = doc["m"]["id"]
+        known_key = store.get("e:" + eid)
+        loaded: dict[str, dict[str, Any]] = {}
+        rules_change = False
+        if known_key is not None:
+            rec = store.get("k:" + known_key)
+            old = next(d for d in rec["docs"] if d["m"]["id"] == eid)
+            if old["m"]["canon"] <= doc["m"]["canon"]:
+                return Outcome(duplicate=True)  # the same event again (or the losing twin)
+            # two payloads share an id: the smaller canonical form wins, whatever the order
+            rec["docs"] = [d for d in rec["docs"] if d["m"]["id"] != eid]
+            loaded[known_key] = rec
+            rules_change = True
+        store.set("e:" + eid, key)
+        rec = loaded.get(key) or store.get("k:" + key)
+        if rec is None:
+            rec = {"docs": [], "shown": {}}
+            store.set(f"ki:{cnt['keys']}", key)
+            cnt["keys"] += 1
+        rec["docs"].append(doc)
+        loaded[key] = rec
+        rules_change |= self._index(idx, doc)
+        keys = self._all_keys(store, cnt) if rules_change else [key]
+        if rules_change:
+            store.set("idx", idx)
+        return self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded)
+
+    # --- internals ------------------------------------------------------------------------
+    def _index(self, idx: dict[str, Any], doc: dict[str, Any]) -> bool:
+        """Record what the rules need from `doc`; True when who-sees-what may change."""
+        m = doc["m"]
+        changed = False
+        structs = idx["structs"]
+
+        def concern(slug: str | None) -> None:
+            nonlocal changed
+            if slug and slug in self.kinds and slug not in structs:
+                structs.append(slug)
+                changed = True
+
+        concern(m["src"])
+        if m["t"] == "ReferralSubmitted" or (m["t"] == "ReferralStatusChanged" and m.get("redirect")):
+            parties = idx["parties"].setdefault(m["rid"], [])
+            for slug in (m["src"], m["to"]) if m["t"] == "ReferralSubmitted" else (m["redirect"],):
+                concern(slug)
+                if slug not in parties:
+                    parties.append(slug)
+                    changed = True
+        elif m["t"] == "ConsentRecorded":
+            idx["consents"].append({"id": m["id"], "grantee": m["grantee"], "src": m["src"], "cats": m["cats"],
+                                    "dec": m["dec"], "until": m["until"]})
+            for slug, kind in self.kinds.items():
+                if m["grantee"] in (slug, kind):
+                    concern(slug)
+            changed = True
+        return changed
+
+    def _all_keys(self, store: CaseStore, cnt: dict[str, Any]) -> list[str]:
+        return [store.get(f"ki:{i}") for i in range(cnt["keys"])]
+
+    def _reevaluate(self, store: CaseStore, case_id: str, idx: dict[str, Any], cnt: dict[str, Any], now_ms: int,
+                    keys: Iterable[str], loaded: dict[str, dict[str, Any]]) -> Outcome:
+        out = Outcome()
+        rules = _Rules(idx, self.kinds, self.policy, now_ms)
+        structs = sorted(idx["structs"])
+        counters: dict[str, list[int]] = cnt["s"]
+        changes: list[tuple[str, str, str]] = []  # (structure, item, notice type)
+        for key in keys:
+            rec = loaded.get(key) or store.get("k:" + key)
+            if rec is None:
+                continue
+            docs = rec["docs"]
+            shown: dict[str, list[Any]] = rec["shown"]
+            dirty = key in loaded
+            for slug in structs:
+                visible = [d for d in docs if rules.may_see(d["m"], slug)]
+                before = shown.get(slug)
+                if visible:
+                    visible.sort(key=_order)
+                    value = dumps({"item": key, "n": len(visible), "first": list(_order(visible[0])),
+                                   "last": list(_order(visible[-1])), "entry": _entry(visible[-1], now_ms)})
+                    digest = hashlib.blake2b(value, digest_size=10).hexdigest()
+                    if before is not None and before[0] == digest:
+                        continue
+                    shown[slug] = [digest, len(visible)]
+                    out.items.append(ItemRecord(slug, case_id, key, value))
+                    delta = len(visible) - (before[1] if before else 0)
+                    if before is None:
+                        changes.append((slug, key, "item_visible"))
+                else:
+                    if before is None:
+                        continue
+                    del shown[slug]
+                    out.items.append(ItemRecord(slug, case_id, key, None))
+                    delta = -before[1]
+                    changes.append((slug, key, "redaction"))
+                counters.setdefault(slug, [0, 0])[0] += delta
+                dirty = True
+            if dirty:
+                store.set("k:" + key, rec)
+        for slug, key, kind in changes:
+            c = counters[slug]
+            c[1] += 1
+            out.notices.append(Notice(slug, case_id, {
+                "notification_id": f"{case_id}:{key}:{kind}:{c[1]}", "type": kind, "case_id": case_id,
+                "item": key, "view_version": c[0]}))
+        store.set("cnt", cnt)
+        due = min((c["until"] for c in idx["consents"] if c["until"] is not None and c["until"] > now_ms), default=None)
+        if due != idx["next"]:
+            idx["next"] = due
+            store.set("idx", idx)
+            out.schedule = (case_id, due)
+        return out
+
+
+# --- reading views back ----------------------------------------------------------------
+def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) -> View | None:
+    """A structure's view of a case from its item records: equal to `project` of the same events."""
+    recs = sorted(records, key=lambda r: (r["first"][0], r["first"][1]))
+    if not recs:
+        return None
+    referrals: dict[str, dict[str, Any]] = {}
+    lists: dict[str, list[dict[str, Any]]] = {"evaluation": [], "message": [], "consent": [], "rupture": []}
+    for r in recs:
+        if r["item"].startswith("referral:"):
+            e = r["entry"]
+            referrals[e["referral_id"]] = {**e, "status": "submitted", "status_history": [], "admission": None,
+                                           "admission_history": []}
+    for r in recs:
+        kind = r["item"].split(":", 1)[0]
+        e = dict(r["entry"])
+        if kind in ("status", "admission"):
+            ref = referrals.setdefault(e["referral_id"], _unknown_referral(e["referral_id"]))
+            del e["referral_id"]
+            if kind == "status":
+                ref["status_history"].append(e)
+                ref["status"] = e["status"]
+            else:
+                ref["admission_history"].append(e)
+                ref["admission"] = e
+        elif kind in lists:
+            lists[kind].append(e)
+    last = max(recs, key=lambda r: (r["last"][0], r["last"][1]))
+    return {
+        "case_id": case_id,
+        "structure": structure,
+        "version": sum(r["n"] for r in recs),
+        "updated_at": _iso(_EPOCH + timedelta(milliseconds=last["last"][0])),
+        "referrals": list(referrals.values()),
+        "evaluations": lists["evaluation"],
+        "messages": lists["message"],
+        "consents": lists["consent"],
+        "ruptures": lists["rupture"],
+        "items": sorted(r["item"] for r in recs),
+    }
+
+
+def _unknown_referral(referral_id: str) -> dict[str, Any]:
+    return {"referral_id": referral_id, "status": None, "status_history": [], "admission": None, "admission_history": []}

@@ -1,0 +1,113 @@
+"""The incremental case file reaches exactly the views of `project` (the specification), whatever
+the arrival order, duplicates and clock ticks, and its cost per ordinary event does not depend on
+the length of the case."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
+from parcours.casefile.state import fold_all
+from parcours.casefile.view import project
+from tests.factories import T0, ev
+from tests.unit.test_casefile_properties import POLICY, VIEWERS, events, minutes
+
+KINDS = {v.slug: v.kind for v in VIEWERS}
+
+
+class Views:
+    """What a reader of the view topics holds: the latest item record per (structure, key)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, dict]] = {v.slug: {} for v in VIEWERS}
+        self.notices: dict[str, list[dict]] = {v.slug: [] for v in VIEWERS}
+
+    def take(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        for r in outcome.items:
+            if r.value is None:
+                self.items[r.structure].pop(r.item, None)
+            else:
+                self.items[r.structure][r.item] = json.loads(r.value)
+        for n in outcome.notices:
+            self.notices[n.structure].append(n.body)
+
+    def view(self, slug: str):  # type: ignore[no-untyped-def]
+        return assemble("case-p", slug, self.items[slug].values())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=st.lists(events(), min_size=1, max_size=14), now_min=minutes, tick_min=minutes, data=st.data())
+def test_incremental_views_equal_the_projection(history, now_min, tick_min, data) -> None:  # type: ignore[no-untyped-def]
+    arrivals = data.draw(st.permutations(history + data.draw(st.lists(st.sampled_from(history), max_size=5))))
+    core, store, views = IncrementalCaseFile(KINDS, POLICY), DictStore(), Views()
+    early = T0 + timedelta(minutes=min(now_min, tick_min))
+    for e in arrivals:  # events arrive while the clock reads `early`
+        views.take(core.apply(store, "case-p", e, early))
+    now = T0 + timedelta(minutes=max(now_min, tick_min))
+    views.take(core.apply(store, "case-p", None, now))  # then a clock tick at `now`
+    state = fold_all("case-p", history)
+    for viewer in VIEWERS:
+        assert views.view(viewer.slug) == project(state, viewer, POLICY, now), viewer.slug
+        # one notification per change: appeared / vanished items alternate, ids never repeat
+        ids = [n["notification_id"] for n in views.notices[viewer.slug]]
+        assert len(ids) == len(set(ids))
+        shown: set[str] = set()
+        for n in views.notices[viewer.slug]:
+            if n["type"] == "item_visible":
+                assert n["item"] not in shown
+                shown.add(n["item"])
+            else:
+                assert n["item"] in shown
+                shown.discard(n["item"])
+        assert shown == set(views.items[viewer.slug])
+
+
+def test_duplicates_change_nothing_and_notify_nothing() -> None:
+    core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
+    e = ev("MessagePosted", case_id="case-p", source="dac-31")
+    first = core.apply(store, "case-p", e, T0)
+    assert [n.structure for n in first.notices] == ["dac-31"] and len(first.items) == 1
+    again = core.apply(store, "case-p", e, T0)
+    assert again.duplicate and not again.items and not again.notices
+
+
+def test_ordinary_event_cost_does_not_grow_with_the_case() -> None:
+    """Lookups per message are the same in a case of 10 events and in one of 2,000."""
+
+    class Counting(DictStore):
+        gets = 0
+
+        def get(self, key):  # type: ignore[no-untyped-def]
+            Counting.gets += 1
+            return super().get(key)
+
+    core = IncrementalCaseFile(KINDS, POLICY)
+    costs = []
+    for length in (10, 2000):
+        store = Counting()
+        core.apply(store, "case-p", ev("ReferralSubmitted", case_id="case-p", source="cpts-31-nord", to_structure="dac-31"), T0)
+        for i in range(length):
+            core.apply(store, "case-p", ev("MessagePosted", case_id="case-p", message_id=f"m{i}"), T0)
+        Counting.gets = 0
+        out = core.apply(store, "case-p", ev("MessagePosted", case_id="case-p", message_id="last"), T0)
+        costs.append(Counting.gets)
+        assert max(len(r.value or b"") for r in out.items) < 2000  # a record per item, not per case
+    assert costs[0] == costs[1]
+
+
+def test_consent_expiry_is_scheduled_and_a_tick_redacts() -> None:
+    core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
+    until = T0 + timedelta(days=1)
+    out = core.apply(store, "case-p", ev("ConsentRecorded", case_id="case-p", grantee="crt-31-muret",
+                                          categories=["discussion"], valid_until=until), T0)
+    assert out.schedule == ("case-p", int(until.timestamp() * 1000))
+    out = core.apply(store, "case-p", ev("MessagePosted", case_id="case-p"), T0)
+    assert {n.structure for n in out.notices} == {"dac-31", "crt-31-muret"}
+    out = core.apply(store, "case-p", None, until)
+    assert [(n.structure, n.body["type"]) for n in out.notices] == [("crt-31-muret", "redaction")]
+    assert out.schedule == ("case-p", None)
+    assert set(out.notices[0].body) == {"notification_id", "type", "case_id", "item", "view_version"}
