@@ -62,9 +62,10 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_processor(self) -> None:
-        self.spawn("processor", "processor", "--metrics-port", str(self.ports.setdefault("processor", free_port())),
-                   "--tick-interval", "1")
+    def start_processor(self, name: str = "processor") -> None:
+        self.ports[name] = free_port()
+        self.spawn(name, "processor", "--metrics-port", str(self.ports[name]),
+                   "--state-dir", str(self.logdir / f"state-{name}"))
 
     def start(self, validator: bool = True) -> None:
         subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=self.env, check=True, capture_output=True)

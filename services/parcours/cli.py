@@ -72,21 +72,25 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
-    import faust
-
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
     from parcours.processors.app import create_app
     from parcours.runtime import resolve_bootstrap
+    from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
 
     setup_logging("processor")
     metrics = ProcessorMetrics()
     serve(metrics.registry, args.metrics_port)
-    app = create_app(default_catalogue(), resolve_bootstrap(), default_policy(), metrics, tick_interval=args.tick_interval)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    cat = default_catalogue()
+    state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
+    app, threads = create_app(cat, resolve_bootstrap(), default_policy(), metrics, state_dir=state_dir,
+                              commit_interval=args.commit_interval)
+    for t in threads:
+        t.start()
+    metrics.up.set(1)
+    app.run()  # until SIGTERM or SIGINT; the open transaction is aborted, never half-committed
     return 0
 
 
@@ -100,13 +104,14 @@ def _views(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         t0 = time.monotonic()
-        result = await rb.rebuild(cat, bootstrap, default_policy())
+        result = await rb.rebuild(cat, bootstrap, default_policy(), progress=rb.print_progress())
+        print(file=sys.stderr)
         live = await rb.live_views(cat, bootstrap)
         diffs = rb.differences(live, result.views)
-        print(f"rebuilt {len(result.views)} views of {result.cases} cases from {result.events} events "
-              f"({result.undecodable} undecodable skipped) in {time.monotonic() - t0:.1f}s")
+        print(f"rebuilt {len(result.views)} view items of {result.cases} cases from {result.events} events "
+              f"({result.undecodable} dead letters skipped) in {time.monotonic() - t0:.1f}s")
         if args.write:
-            print(f"wrote {await rb.write(cat, bootstrap, live, result.views)} view records")
+            print(f"wrote {await rb.write(cat, bootstrap, live, result.views)} view item records")
             return 0
         for d in diffs:
             print(f"  {d}")
@@ -391,9 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--write", action="store_true", help="publish the rebuilt views where they differ")
     v.set_defaults(func=_views)
 
-    pr = sub.add_parser("processor", help="the case-file processor (faust worker)")
+    pr = sub.add_parser("processor", help="the case-file processor (Quix Streams, exactly-once)")
     pr.add_argument("--metrics-port", type=int, default=8104)
-    pr.add_argument("--tick-interval", type=float, default=5.0, help="seconds between consent-expiry scans")
+    pr.add_argument("--state-dir", help="RocksDB state folder (default: PARCOURS_STATE_DIR/<prefix>-processor)")
+    pr.add_argument("--commit-interval", type=float, default=0.5,
+                    help="seconds per checkpoint: one Kafka transaction; readers see outputs after it")
     pr.set_defaults(func=_processor)
     return p
 

@@ -13,8 +13,9 @@ from parcours.topology.errors import ClusterError
 
 async def read_to_end(bootstrap: str, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:
     """Yield batches of every record of `topics`, from the beginning to the end offsets seen at start."""
+    # read_committed: the processor writes in transactions; an aborted attempt is never read
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+                                max_partition_fetch_bytes=16 * 1024 * 1024, isolation_level="read_committed")
     try:
         topics = list(topics)
         counts = await partition_counts(bootstrap, topics)

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     profile: Literal["dev", "production"] = "dev"
     #: folder of the embedded broker (data, logs, state file)
     broker_dir: Path = Path(".parcours/broker")
+    #: local state of the processors (RocksDB); a cache: Kafka's changelog topics are the truth
+    state_dir: Path = Path(".parcours/state")
     #: cache of the broker jars, outside the repository
     cache_dir: Path = Path.home() / ".cache" / "parcours"
     #: prefix of every topic name, so tests can run side by side on one cluster

@@ -1,23 +1,31 @@
-"""The processor killed with SIGKILL mid-stream and restarted ends with the views of a rebuild."""
+"""The processor killed with SIGKILL at any instant and restarted, or one of two instances killed:
+views equal a rebuild from the canonical topics, every inbox holds exactly one notification per
+change, and nothing reaches the dead-letter topic."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
-
-import pytest
 import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from parcours.contract.codec import Codec
-from parcours.bench import _lag
+from parcours.kafkaio import read_to_end
+from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
+from parcours.processors.app import consumer_lag, group_id
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
-from parcours.paths import topics_dir
 from tests.factories import ev
 from tests.stack import Stack, eventually
 
@@ -33,10 +41,10 @@ def random_history(rng: random.Random, cases: int, per_case: int) -> list:
         for i in range(per_case):
             pick = rng.random()
             src = rng.choice(SLUGS)
-            if pick < 0.4:
+            if pick < 0.5:
                 out.append(ev("MessagePosted", case_id=case, source=src, message_id=f"m{i}",
                               category=rng.choice(["discussion", "social", "medical"]), at=i))
-            elif pick < 0.7:
+            elif pick < 0.65:
                 out.append(ev("ConsentRecorded", case_id=case, source="dac-31", consent_id=f"c{i}", at=i,
                               grantee=rng.choice(SLUGS[1:] + ["crt", "cpts"]), decision=rng.choice(["permit", "permit", "deny"]),
                               categories=rng.sample(["discussion", "social", "medical", "functional"], 2),
@@ -48,69 +56,145 @@ def random_history(rng: random.Random, cases: int, per_case: int) -> list:
     return out
 
 
-@pytest.mark.xfail(reason="known bug: a faust worker restarted after SIGKILL intermittently never rejoins "
-                   "(passed 3/3 before the ops commit, fails since); see the closing note", strict=False)
-async def test_sigkill_mid_stream_then_restart_equals_rebuild(kafka_bootstrap: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    stack = Stack(kafka_bootstrap, f"k{uuid.uuid4().hex[:8]}", tmp_path)
-    import subprocess
-    import sys
+class Load:
+    def __init__(self, bootstrap: str, stack: Stack) -> None:
+        self.bootstrap, self.stack = bootstrap, stack
+        subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
+        self.cat = Catalogue.load(prefix=stack.prefix)
+        self.policy = KindPolicy.load(topics_dir() / "policy.yaml")
+        self.codec = Codec()
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
 
-    subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
-    cat = Catalogue.load(prefix=stack.prefix)
-    policy = KindPolicy.load(topics_dir() / "policy.yaml")
-    codec = Codec()
-    history = random_history(random.Random(7), cases=60, per_case=25)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        stack.start_processor()
-        half = len(history) // 2
-        for e in history[:half]:
-            enc = codec.encode(e)
-            await producer.send(cat.for_event(e.event_type).name, enc.value, key=enc.key, headers=enc.headers)
-        await producer.flush()
-
-        async def some_views() -> bool:
-            stack.check_alive()
-            return len(await rb.live_views(cat, kafka_bootstrap)) > 20
-        await eventually(some_views, 60, "the processor to write views")
-        stack.kill("processor", signal.SIGKILL)  # mid-stream: the first half is not all processed
-        for e in history[half:] + history[:50]:  # the second half, and some duplicates
-            enc = codec.encode(e)
-            await producer.send(cat.for_event(e.event_type).name, enc.value, key=enc.key, headers=enc.headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    async def group_empty() -> bool:
-        """The killed worker's session expired: the group has no member left."""
-        admin_client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin_client.start()
+    async def send(self, events: list, pause_every: int = 0) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        await producer.start()
         try:
-            described = await admin_client.describe_consumer_groups([f"{cat.prefix}-processor"])
+            for i, e in enumerate(events):
+                enc = self.codec.encode(e)
+                await producer.send(self.cat.for_event(e.event_type).name, enc.value, key=enc.key, headers=enc.headers)
+                if pause_every and i % pause_every == 0:
+                    await producer.flush()
+                    await asyncio.sleep(0.01)  # spread the load so that kills land mid-stream
+            await producer.flush()
         finally:
-            await admin_client.close()
-        groups = [g for resp in described for g in resp.to_object()["groups"]]
-        return all(not g["members"] for g in groups)
-    await eventually(group_empty, 180, "the killed worker to leave the group")
-    stack.start_processor()
-    try:
-        async def caught_up() -> bool:
-            stack.check_alive()
-            return await _lag(kafka_bootstrap, cat) == 0
-        # the killed member leaves the group only after faust's 60 s session timeout, then a rebalance
-        await eventually(caught_up, 300, "the restarted processor to catch up")
+            await producer.stop()
 
+    async def caught_up(self, timeout: float = 180) -> None:
+        parts = [TopicPartition(t.name, p) for t in self.cat.canonical() for p in range(t.partitions)]
+
+        async def done() -> bool:
+            self.stack.check_alive()
+            lags = await asyncio.to_thread(consumer_lag, self.admin, group_id(self.cat), parts)
+            return sum(lags.values()) == 0
+        await eventually(done, timeout, "the processor to catch up")
+
+    async def check(self, cases: int) -> None:
+        """Views equal the rebuild; inboxes: one notification per change; no dead letter."""
         diffs: list[str] = []
 
         async def identical() -> bool:
-            rebuilt = await rb.rebuild(cat, kafka_bootstrap, policy)
-            diffs[:] = rb.differences(await rb.live_views(cat, kafka_bootstrap), rebuilt.views)
+            rebuilt = await rb.rebuild(self.cat, self.bootstrap, self.policy)
+            diffs[:] = rb.differences(await rb.live_views(self.cat, self.bootstrap), rebuilt.views)
             return not diffs
         try:
             await eventually(identical, 60, "live views identical to the rebuild")
         except AssertionError:
-            raise AssertionError(f"{len(diffs)} views differ, e.g. {diffs[:5]}") from None
-        rebuilt = await rb.rebuild(cat, kafka_bootstrap, policy)
-        assert rebuilt.cases == 60 and len(rebuilt.views) > 60
+            raise AssertionError(f"{len(diffs)} view items differ, e.g. {diffs[:5]}") from None
+        live = await rb.live_views(self.cat, self.bootstrap)
+        assert len({key.split(b"/")[0] for _, key in live}) == cases
+        for slug in SLUGS:
+            visible: set[tuple[str, str]] = set()
+            ids: set[str] = set()
+            async for records in read_to_end(self.bootstrap, [self.cat.per_structure("inbox", slug).name]):
+                for r in records:
+                    n = json.loads(r.value)
+                    assert n["notification_id"] not in ids, f"{slug}: duplicate notification {n['notification_id']}"
+                    ids.add(n["notification_id"])
+                    item = (n["case_id"], n["item"])
+                    if n["type"] == "item_visible":
+                        assert item not in visible, f"{slug}: {item} notified visible twice"
+                        visible.add(item)
+                    else:
+                        assert item in visible, f"{slug}: redaction of {item} never notified visible"
+                        visible.discard(item)
+            shown = {tuple(key.decode().split("/", 1)) for s, key in live if s == slug}
+            assert visible == shown, f"{slug}: notifications and views disagree on {visible ^ shown}"
+        dead = [r async for records in read_to_end(self.bootstrap, [self.cat.topic("deadletter").name]) for r in records]
+        assert not dead, f"{len(dead)} dead letters, e.g. {dict(dead[0].headers)}"
+
+
+def _stack(bootstrap: str, tmp_path: Path) -> Stack:
+    return Stack(bootstrap, f"k{uuid.uuid4().hex[:8]}", tmp_path)
+
+
+async def test_sigkill_mid_stream_then_restart_equals_rebuild(kafka_bootstrap: str, tmp_path: Path) -> None:
+    stack = _stack(kafka_bootstrap, tmp_path)
+    load = Load(kafka_bootstrap, stack)
+    history = random_history(random.Random(7), cases=60, per_case=25)
+    try:
+        stack.start_processor()
+        half = len(history) // 2
+        await load.send(history[:half])
+
+        async def some_views() -> bool:
+            stack.check_alive()
+            return len(await rb.live_views(load.cat, kafka_bootstrap)) > 20
+        await eventually(some_views, 60, "the processor to write views")
+        stack.kill("processor", signal.SIGKILL)  # mid-stream: the first half is not all processed
+        await load.send(history[half:] + history[:50])  # the second half, and some duplicates
+        stack.start_processor()  # at once: no waiting for the killed member's session to expire
+        await load.caught_up()
+        await load.check(cases=60)
+    finally:
+        stack.stop()
+
+
+async def test_three_sigkills_at_random_instants_of_a_load(kafka_bootstrap: str, tmp_path: Path) -> None:
+    stack = _stack(kafka_bootstrap, tmp_path)
+    load = Load(kafka_bootstrap, stack)
+    rng = random.Random()
+    history = random_history(rng, cases=80, per_case=24)[:2000]
+    try:
+        stack.start_processor()
+        sending = asyncio.create_task(load.send(history, pause_every=20))
+        for _ in range(3):
+            await asyncio.sleep(rng.uniform(0.5, 4.0))
+            stack.kill("processor", signal.SIGKILL)
+            stack.start_processor()
+        await sending
+        await load.caught_up()
+        await load.check(cases=80)
+    finally:
+        stack.stop()
+
+
+async def test_two_instances_share_the_load_and_one_survives_a_kill(kafka_bootstrap: str, tmp_path: Path) -> None:
+    stack = _stack(kafka_bootstrap, tmp_path)
+    load = Load(kafka_bootstrap, stack)
+    history = random_history(random.Random(11), cases=60, per_case=25)
+    try:
+        stack.start_processor("processor-a")
+        stack.start_processor("processor-b")
+        sending = asyncio.create_task(load.send(history, pause_every=20))
+
+        async def both_working() -> bool:
+            stack.check_alive()
+            described = await asyncio.to_thread(
+                lambda: load.admin.describe_consumer_groups([group_id(load.cat)])[group_id(load.cat)].result(10))
+            return len(described.members) == 2 and all(m.assignment.topic_partitions for m in described.members)
+        await eventually(both_working, 60, "two members sharing the partitions")
+
+        async def both_processed() -> bool:  # some of the load went through each instance
+            async with httpx.AsyncClient() as client:
+                for name in ("processor-a", "processor-b"):
+                    text = (await client.get(f"http://127.0.0.1:{stack.ports[name]}/metrics")).text
+                    if 'parcours_processor_events_total{type="MessagePosted"}' not in text:
+                        return False
+            return True
+        await eventually(both_processed, 60, "both instances to process events")
+        stack.kill("processor-a", signal.SIGKILL)
+        await sending
+        await load.caught_up()
+        await load.check(cases=60)
     finally:
         stack.stop()

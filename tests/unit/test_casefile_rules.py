@@ -156,11 +156,22 @@ def test_concerned_structures() -> None:
     assert concerned(fold_all("case-1", events), KINDS) == {"cpts-31-nord", "dac-31", "crt-31-muret", "crt-31-nord"}
 
 
-def test_stored_case_round_trips_through_json_for_every_event_type() -> None:
-    """The processor's changelog format: every event type, including those with a `type` field."""
-    from parcours.processors.core import StoredCase
+def test_processor_step_handles_every_event_type_and_dead_letters_what_it_cannot_process() -> None:
+    """The processor's step over an in-memory store: every event type, duplicates, bad records."""
+    from parcours.contract.codec import Codec
+    from parcours.processors.core import MemoryState, RecordProcessor
+    from parcours.topology.catalogue import Catalogue
+    from parcours.topology.registry import default_policy
     from tests.factories import one_of_each
 
-    stored = StoredCase(fold_all("case-1", one_of_each()), {"dac-31": {"items": ["referral:ref-1"], "digest": "x"}})
-    again = StoredCase.from_json(stored.to_json())
-    assert again.state == stored.state and again.shown == stored.shown
+    cat = Catalogue.load(prefix="t")
+    core, codec, state = RecordProcessor(cat, default_policy()), Codec(), MemoryState()
+    for e in one_of_each():
+        enc = codec.encode(e)
+        step = core.process(cat.for_event(e.event_type).name, 0, 0, enc.key, enc.value, enc.headers, lambda: state)
+        assert step.dead_letter is None and not step.duplicate and step.outputs, e.event_type
+        again = core.process(cat.for_event(e.event_type).name, 0, 1, enc.key, enc.value, enc.headers, lambda: state)
+        assert again.duplicate and not again.outputs
+    bad = core.process("t.messages", 0, 2, b"case-1", b"garbage", [], lambda: state)
+    assert bad.dead_letter == "undecodable" and [o.topic for o in bad.outputs] == ["t.deadletter"]
+    assert core.process("t.messages", 0, 3, None, b"x", [], lambda: state).dead_letter == "key_missing"

@@ -28,7 +28,8 @@ def test_shipped_catalogue_has_every_family_co_partitioned() -> None:
     }
     assert len({t.partitions for t in canonical}) == 1
     assert all(t.key == "case_id" for t in canonical)
-    assert cat.topic("case-views").config["cleanup.policy"] == "compact"
+    assert cat.topic("case-state").config["cleanup.policy"] == "compact"
+    assert cat.topic("case-state").partitions == canonical[0].partitions  # the processor's changelog
     assert cat.topic("deadletter").role == "deadletter"
 
 
@@ -37,6 +38,10 @@ def test_per_structure_topics_exist_for_every_registered_structure() -> None:
     for slug in cat.registry.structures:
         assert cat.per_structure("inbox", slug).partitions == 1
         assert cat.per_structure("ingress", slug).owner == slug
+        views = cat.per_structure("views", slug)
+        assert views.config["cleanup.policy"] == "compact" and views.owner == slug
+        # an item's JSON may be several times its Avro form: views allow far more than events
+        assert int(views.config["max.message.bytes"]) >= 6 * 1048588
 
 
 def test_prefix_and_profiles() -> None:

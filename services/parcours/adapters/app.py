@@ -243,10 +243,10 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one place f
 
     @app.get("/v1/cases", tags=["views"])
     async def list_cases(caller: Caller) -> dict[str, Any]:
-        views = store.views.get(caller.slug, {})
+        views = [v for v in (store.view(caller.slug, cid) for cid in store.cases(caller.slug)) if v is not None]
         return {"structure": caller.slug, "cases": [
-            {"case_id": cid, "version": v["version"], "updated_at": v["updated_at"], "referrals": len(v["referrals"])}
-            for cid, v in sorted(views.items())
+            {"case_id": v["case_id"], "version": v["version"], "updated_at": v["updated_at"], "referrals": len(v["referrals"])}
+            for v in views
         ]}
 
     @app.get("/v1/inbox", tags=["views"])

@@ -2,13 +2,19 @@
 observatory and webhook registrations. One consumer tails those topics from the beginning
 (views and registrations are compacted; inboxes are the structures' notification logs).
 
-Inbox sequences are Kafka offsets + 1 on the single-partition `inbox.<slug>` topic: gap-free,
-per structure, stable across restarts.
+Views arrive as one record per item on `views.<slug>` (key `<case_id>/<item>`) and are assembled
+on read with the case file's own `assemble`.
+
+Inbox sequences are Kafka offsets + 1 on the single-partition `inbox.<slug>` topic: increasing,
+per structure, stable across restarts. The processor writes in Kafka transactions, whose commit
+markers take offsets too: sequences have gaps, so clients page with `after`, never by counting.
+Every topic is read `read_committed`: nothing of an aborted attempt is ever served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 from typing import Any
@@ -16,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from parcours.casefile.incremental import assemble
 from parcours.kafkaio import partition_counts
 from parcours.topology.catalogue import Catalogue
 
@@ -25,36 +32,42 @@ log = logging.getLogger("parcours.adapter.store")
 class EdgeStore:
     def __init__(self, bootstrap: str, catalogue: Catalogue, slugs: list[str]) -> None:
         self.bootstrap, self.catalogue, self.slugs = bootstrap, catalogue, list(slugs)
-        self.views: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in slugs}
+        #: slug -> case id -> item -> item record
+        self.views: dict[str, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in slugs}
         self.inbox: dict[str, list[dict[str, Any]]] = {s: [] for s in slugs}
         self.observatory: dict[str, dict[str, Any]] = {}
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Condition()
         self._inbox_topics = {catalogue.per_structure("inbox", s).name: s for s in slugs}
-        self._views_topic = catalogue.topic("case-views").name
+        self._views_topics = {catalogue.per_structure("views", s).name: s for s in slugs}
         self._obs_topic = catalogue.topic("observatory").name
         self._hooks_topic = catalogue.topic("webhooks").name
         self._task: asyncio.Task[None] | None = None
 
     # --- queries ----------------------------------------------------------------------
     def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
-        return self.views.get(slug, {}).get(case_id)
+        items = self.views.get(slug, {}).get(case_id)
+        return assemble(case_id, slug, items.values()) if items else None
+
+    def cases(self, slug: str) -> list[str]:
+        return sorted(self.views.get(slug, {}))
 
     def referral(self, slug: str, referral_id: str) -> tuple[str, dict[str, Any]] | None:
         """(case_id, referral entry) of a referral visible to `slug`."""
-        for case_id, view in self.views.get(slug, {}).items():
-            for ref in view["referrals"]:
-                if ref["referral_id"] == referral_id and "to" in ref:
-                    return case_id, ref
+        key = f"referral:{referral_id}"
+        for case_id, items in self.views.get(slug, {}).items():
+            if key in items:
+                view = assemble(case_id, slug, items.values())
+                for ref in view["referrals"] if view else []:
+                    if ref["referral_id"] == referral_id:
+                        return case_id, ref
         return None
 
     def notifications(self, slug: str, after: int, limit: int) -> list[dict[str, Any]]:
         items = self.inbox.get(slug, [])
-        # sequences are offsets + 1 and the list starts at the log start: index by difference
-        if not items:
-            return []
-        start = max(0, after - items[0]["sequence"] + 1)
+        # sequences increase (offsets + 1, with gaps for transaction markers): bisect
+        start = bisect.bisect_right(items, after, key=lambda n: n["sequence"])
         return items[start:start + limit]
 
     async def wait_notifications(self, slug: str, after: int, limit: int, wait: float) -> list[dict[str, Any]]:
@@ -91,10 +104,11 @@ class EdgeStore:
                 await asyncio.sleep(1)
 
     async def _tail(self) -> None:
-        topics = [self._views_topic, self._obs_topic, self._hooks_topic, *self._inbox_topics]
+        topics = [*self._views_topics, self._obs_topic, self._hooks_topic, *self._inbox_topics]
         counts = await partition_counts(self.bootstrap, topics)
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                    isolation_level="read_committed", max_partition_fetch_bytes=16 * 1024 * 1024)
         await consumer.start()
         try:
             consumer.assign(parts)
@@ -128,13 +142,17 @@ class EdgeStore:
 
     def _apply(self, topic: str, r: Any) -> bool:
         key = r.key.decode() if r.key else ""
-        if topic == self._views_topic:
-            slug, _, case_id = key.partition("/")
-            if slug in self.views:
-                if r.value is None:
-                    self.views[slug].pop(case_id, None)
-                else:
-                    self.views[slug][case_id] = json.loads(r.value)
+        if topic in self._views_topics:
+            slug = self._views_topics[topic]
+            case_id, _, item = key.partition("/")
+            if r.value is None:
+                items = self.views[slug].get(case_id)
+                if items is not None:
+                    items.pop(item, None)
+                    if not items:
+                        del self.views[slug][case_id]
+            else:
+                self.views[slug].setdefault(case_id, {})[item] = json.loads(r.value)
         elif topic == self._obs_topic:
             if r.value is None:
                 self.observatory.pop(key, None)

@@ -1,4 +1,4 @@
-"""The case file: pure functions over plain data. No Kafka, faust or FastAPI import here.
+"""The case file: pure functions over plain data. No Kafka client, stream engine or FastAPI import here.
 
 - `state`: the fold of a case's events into an order- and duplicate-independent state;
 - `policy`: who may see which item (DESIGN.md section 3);

@@ -39,5 +39,5 @@ def setup_logging(service: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "faust", "mode", "uvicorn.access"):
+    for noisy in ("aiokafka", "quixstreams", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,1 +1,1 @@
-"""Stream processors: the case-file processor (faust), the ingress validator, views rebuild."""
+"""Stream processors: the case-file processor (Quix Streams), the ingress validator, views rebuild."""

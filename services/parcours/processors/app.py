@@ -1,212 +1,212 @@
-"""The case-file processor as a faust-streaming worker. Thin: decode, call `CaseProcessor`, write.
+"""The case-file processor on Quix Streams: the one place where its parts are wired.
 
-- consumes every canonical topic and the clock-tick topic (co-partitioned by case_id) with one
-  agent, `concurrency=1` (faust #606: out-of-order acks can commit past unprocessed messages);
-- keeps `StoredCase` per case in a changelog-backed in-memory table (changelog: `case-state`);
-- writes views to the compacted `case-views` topic, notifications to `inbox.<slug>`, rupture
-  marks to `observatory`, undecodable or failing records to `deadletter` (the worker goes on);
-- a timer sends clock ticks for cases whose consents expire, so views lose expired items.
+- input: every canonical topic and the clock-tick topic, co-partitioned by case id, merged into one
+  StreamingDataFrame; one stateful step per record (`RecordProcessor.process`), state in Quix's
+  RocksDB store whose changelog is the catalogue's `case-state` topic;
+- output: item records on `views.<slug>`, notifications on `inbox.<slug>`, rupture marks, the
+  next consent expiry per case on `clock-schedule`, dead letters: all produced by Quix's
+  transactional producer, so under `processing_guarantee="exactly-once"` they commit in one Kafka
+  transaction with the state changelog and the input offsets. Readers use `read_committed`;
+- beside the pipeline, two threads that never touch the pipeline's consumer group: the consent
+  clock (`clock.py`) and the lag reporter (admin API only).
+
+Why not faust (KAFKA.md, README): its own per-event cost capped a processor near 3,000 events/s
+on these machines, and a worker restarted after SIGKILL lost or never caught up events.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import threading
 import time
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import faust
-from faust.serializers import codecs
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from quixstreams import Application, message_context
+from quixstreams.models.topics import TopicManager
 
-from parcours.casefile.policy import Policy
-from parcours.contract.codec import Codec
-from parcours.contract.errors import DecodeError
-from parcours.contract.models import Event, RuptureReported
+from parcours.casefile.incremental import Outcome
 from parcours.ops.metrics import ProcessorMetrics
-from parcours.processors.core import CaseProcessor, StoredCase
-from parcours.processors.deadletter import dead_letter_headers
+from parcours.processors.clock import ConsentClock
+from parcours.processors.core import RecordProcessor, Step
+from parcours.processors.errors import EngineError
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 
 log = logging.getLogger("parcours.processor")
 
-#: at most this many records per batch, waiting at most this long to fill one
-BATCH_MAX = 500
-BATCH_WITHIN_S = 0.01
 LAG_INTERVAL_S = 10.0
+#: the largest record the processor may write (views and state allow 8 MiB; see the catalogue)
+PRODUCER_MAX_BYTES = 16 * 1024 * 1024
 
 
-class _StoredCaseCodec(codecs.Codec):
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.to_json()
-
-    def _loads(self, s: bytes) -> Any:
-        return StoredCase.from_json(s)
+def group_id(catalogue: Catalogue) -> str:
+    return f"{catalogue.prefix}-processor"
 
 
-codecs.register("parcours_case", _StoredCaseCodec())
+class _CatalogueTopics(TopicManager):
+    """Quix's topic manager, told that the state changelog is the catalogue's `case-state` topic
+    (created and configured by `parcours topics apply`) instead of a name of its own making."""
+
+    def __init__(self, *args: Any, changelog: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._changelog = changelog
+
+    def _internal_name(self, topic_type: Any, topic_name: Any, suffix: str) -> str:
+        if topic_type == "changelog" and suffix == "default":
+            return self._changelog
+        return super()._internal_name(topic_type, topic_name, suffix)
 
 
-def rupture_mark(e: RuptureReported) -> tuple[bytes, bytes]:
-    year, week, _ = e.occurred_at.isocalendar()
-    w = f"{year}-W{week:02d}"
-    key = f"{e.territory}/{w}/{e.type}/{e.rupture_id}"
-    value = {"territory": e.territory, "week": w, "type": e.type, "rupture_id": e.rupture_id}
-    return key.encode(), json.dumps(value).encode()
-
-
-def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics: ProcessorMetrics, tick_interval: float = 5.0) -> faust.App:
-    app = faust.App(
-        f"{catalogue.prefix}-processor",
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        topic_partitions=catalogue.canonical()[0].partitions,
-        topic_replication_factor=catalogue.canonical()[0].replication_factor,
-        # the catalogue creates our topics; faust still declares its own leader-election topic
-        topic_allow_declare=True,
-        web_enabled=False,
-        producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_every=100,
+def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics: ProcessorMetrics, *,
+               state_dir: Path, commit_interval: float = 0.5) -> tuple[Application, list[threading.Thread]]:
+    """The Quix application and the side threads to start with it."""
+    core = RecordProcessor(catalogue, policy)
+    group = group_id(catalogue)
+    producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 5}
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        processing_guarantee="exactly-once",
+        commit_interval=commit_interval,
+        state_dir=str(state_dir),
+        loglevel="WARNING",
+        # the catalogue creates every topic (`parcours topics apply`); the changelog is one of them
+        auto_create_topics=False,
+        producer_extra_config=producer_config,
+        consumer_extra_config={"isolation.level": "read_committed", "session.timeout.ms": 10000,
+                               "heartbeat.interval.ms": 2000},
+        # a consume call returns once this many records are buffered or after the poll timeout
+        max_partition_buffer_size=1000,
+        consumer_poll_timeout=0.1,
+        topic_manager=_topic_manager(catalogue, bootstrap, group, producer_config),
     )
-    kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
-    core = CaseProcessor(kinds, Policy(policy.hidden))
-    codec = Codec()
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    canonical = [t.name for t in catalogue.canonical()]
-    ticks_name = catalogue.topic("clock-ticks").name
-    source = app.topic(*canonical, ticks_name, **raw)
-    ticks = app.topic(ticks_name, **raw)
-    views = app.topic(catalogue.topic("case-views").name, **raw)
-    observatory = app.topic(catalogue.topic("observatory").name, **raw)
-    deadletter = app.topic(catalogue.topic("deadletter").name, **raw)
-    inboxes = {slug: app.topic(catalogue.per_structure("inbox", slug).name, **raw) for slug in kinds}
-    state_topic = catalogue.topic("case-state")
-    state_schema = faust.Schema(key_type=str, key_serializer="raw", value_serializer="parcours_case")
-    table = app.Table(
-        "case-state",
-        default=None,
-        partitions=state_topic.partitions,
-        schema=state_schema,
-        # our own changelog topic: the catalogue's name, and acks (faust's default sends without)
-        changelog_topic=app.topic(state_topic.name, schema=state_schema, partitions=state_topic.partitions,
-                                  compacting=True, acks=True, internal=True),
-    )
-    # faust derives a table's serializers from its key/value types only (json for plain types)
-    table.key_serializer, table.value_serializer = "raw", "parcours_case"
-    ticks_sent: dict[str, datetime] = {}
+    topics = [app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
+              for name in core.input_topics(catalogue)]
+    sdf = app.dataframe(topics[0])
+    for t in topics[1:]:
+        sdf = sdf.concat(app.dataframe(t))
+    producer = _transactional_producer(app)
 
-    async def to_deadletter(msg: Any, reason: str, detail: str) -> None:
-        metrics.dead_letters.labels("processor", reason).inc()
-        log.warning("dead letter", extra={"reason": reason, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset})
-        headers = dead_letter_headers(
-            list(msg.headers or []), reason=reason, detail=detail, service="processor",
-            topic=msg.topic, partition=msg.partition, offset=msg.offset,
-        )
-        await deadletter.send(key=msg.key, value=msg.value, headers=headers)
+    def emit(step: Step) -> None:
+        for o in step.outputs:
+            producer.produce(topic=o.topic, value=o.value, key=o.key, headers=o.headers)
+        _count(metrics, step)
 
-    @app.agent(source, concurrency=1)
-    async def process(stream: Any) -> None:
-        # one event at a time: batching with take_events + hand-written changelog records made a
-        # worker restarted after SIGKILL hang in recovery (see the closing note); kept simple
-        async for ev in stream.events():
-            msg = ev.message
-            try:
-                decoded = await decode(msg)
-                if decoded is not None:
-                    case_id, event = decoded
-                    await apply_case(case_id, msg.partition, [event], datetime.now(UTC))
-            except Exception as exc:  # one bad record must not stall the partition
-                log.exception("processing failed")
-                await to_deadletter(msg, "processing_failed", f"{type(exc).__name__}: {exc}")
+    def keyed(value: Any, key: Any, timestamp: int, headers: Any) -> bool:
+        """Stateful steps need the case id as key: a record without one is dead-lettered here."""
+        if key is not None:
+            return True
+        ctx = message_context()
+        emit(core.process(ctx.topic, ctx.partition, ctx.offset, None, value, headers, lambda: _no_state()))
+        return False
 
-    async def decode(msg: Any) -> tuple[str, Event | None] | None:
-        """(case id, event) of a record; None when it was dead-lettered or needs no case."""
-        if msg.topic == ticks_name:
-            return msg.key.decode(), None
+    def step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        ctx = message_context()
+        emit(core.process(ctx.topic, ctx.partition, ctx.offset, key, value, headers, lambda: state))
+
+    sdf = sdf.filter(keyed, metadata=True)
+    sdf.apply(step, stateful=True, metadata=True)
+    _without_time_alignment(app)
+    clock = ConsentClock(bootstrap, catalogue)
+    lag = threading.Thread(target=_report_lag, args=(catalogue, bootstrap, metrics), name="lag", daemon=True)
+    return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
+
+
+def _count(metrics: ProcessorMetrics, step: Step) -> None:
+    if step.dead_letter:
+        metrics.dead_letters.labels("processor", step.dead_letter).inc()
+        log.warning("dead letter", extra={"reason": step.dead_letter})
+        return
+    label = step.event.event_type if step.event else "tick"
+    if step.duplicate:
+        metrics.duplicates.labels(label).inc()
+        return
+    metrics.events.labels(label).inc()
+    outcome: Outcome | None = step.outcome
+    if outcome is None:
+        return
+    for r in outcome.items:
+        metrics.view_writes.labels(r.structure).inc()
+    for n in outcome.notices:
+        metrics.notifications.labels(n.structure, n.body["type"]).inc()
+        if n.body["type"] == "redaction":
+            metrics.redactions.labels(n.structure).inc()
+    if step.event is not None:
+        metrics.latency.observe(max(0.0, time.time() - step.event.occurred_at.timestamp()))
+
+
+def _topic_manager(catalogue: Catalogue, bootstrap: str, group: str, producer_config: dict[str, Any]) -> TopicManager:
+    from quixstreams.models.topics import TopicAdmin
+
+    return _CatalogueTopics(TopicAdmin(broker_address=bootstrap, extra_config=producer_config), group,
+                            changelog=catalogue.topic("case-state").name, auto_create_topics=False)
+
+
+def _transactional_producer(app: Application) -> Any:
+    """Quix's own producer: what it produces belongs to the checkpoint's transaction, exactly as
+    `to_topic` does. We produce through it directly because one record fans out to a variable
+    number of records on several topics (a Quix row per output costs 2x the whole step)."""
+    producer = getattr(app, "_producer", None)
+    if producer is None or not hasattr(producer, "produce"):
+        raise EngineError("this Quix Streams version has no Application._producer: pin the tested version")
+    return producer
+
+
+def _without_time_alignment(app: Application) -> None:
+    """Merged topics make Quix align partitions by timestamp, which costs a watermark round trip
+    per buffer refill (~20% of the step). The case fold is order-independent, so alignment buys
+    nothing here. If a Quix version renames the flag, alignment stays on: slower, still correct."""
+    registry = getattr(app, "_dataframe_registry", None)
+    if registry is not None and hasattr(registry, "_requires_time_alignment"):
+        registry._requires_time_alignment = False
+
+
+class _NoState:
+    def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
+        raise EngineError("no state for a record without a key")
+
+    def set_bytes(self, key: str, value: bytes) -> None:
+        raise EngineError("no state for a record without a key")
+
+
+def _no_state() -> _NoState:
+    return _NoState()
+
+
+def _report_lag(catalogue: Catalogue, bootstrap: str, metrics: ProcessorMetrics) -> None:
+    """Records behind, per canonical partition: end offsets minus the group's committed offsets,
+    both read through the admin API: never a consumer of the processor's group."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    parts = [TopicPartition(t.name, p) for t in catalogue.canonical() for p in range(t.partitions)]
+    while True:
         try:
-            event = codec.decode(msg.value, msg.headers, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-        except DecodeError as exc:
-            await to_deadletter(msg, "undecodable", str(exc))
-            return None
-        if msg.key != event.key.encode():
-            await to_deadletter(msg, "key_mismatch", f"record key differs from the event's key {event.key!r}")
-            return None
-        if isinstance(event, RuptureReported):
-            key, value = rupture_mark(event)
-            await observatory.send(key=key, value=value)
-            if event.case_id is None:
-                metrics.events.labels(event.event_type).inc()
-                return None
-        return event.key, event
+            lags = consumer_lag(admin, group_id(catalogue), parts)
+            for (topic, partition), n in lags.items():
+                metrics.lag.labels(topic, str(partition)).set(n)
+        except KafkaException as exc:
+            log.warning("lag report failed", extra={"error": str(exc.args[0].name() if exc.args else exc)})
+        time.sleep(LAG_INTERVAL_S)
 
-    async def apply_case(case_id: str, partition: int, events: list[Event | None], now: datetime) -> None:
-        result = core.step_many(table.get(case_id), events, now, case_id)
-        if result.duplicate:
-            for e in events:
-                metrics.duplicates.labels(e.event_type if e else "tick").inc()
-        else:
-            table[case_id] = result.stored
-        for v in result.views:
-            await views.send(key=v.key.encode(), value=v.value)
-            metrics.view_writes.labels(v.key.split("/", 1)[0]).inc()
-        for n in result.notifications:
-            await inboxes[n.structure].send(key=n.case_id.encode(), value=n.encode())
-            metrics.notifications.labels(n.structure, n.body["type"]).inc()
-            if n.body["type"] == "redaction":
-                metrics.redactions.labels(n.structure).inc()
-        if not result.duplicate:
-            done = time.time()
-            for e in events:
-                if e is not None:
-                    metrics.events.labels(e.event_type).inc()
-                    metrics.latency.observe(max(0.0, done - e.occurred_at.timestamp()))
 
-    @app.timer(interval=tick_interval)
-    async def expire_consents() -> None:
-        now = datetime.now(UTC)
-        for case_id, stored in list(table.data.items()):
-            if stored is None:
-                continue
-            due = _earliest_passed(stored, now)
-            if due is not None and ticks_sent.get(case_id) != due:
-                ticks_sent[case_id] = due
-                await ticks.send(key=case_id.encode(), value=b"")
+def consumer_lag(admin: AdminClient, group: str, parts: list[TopicPartition]) -> dict[tuple[str, int], int]:
+    """Per partition: the committed end (last stable offset) minus the group's committed offset."""
+    committed: dict[tuple[str, int], int] = {}
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[group]
+    for tp in fut.result(timeout=10).topic_partitions or []:
+        committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts}, isolation_level=_read_committed())
+    out = {}
+    for tp, f in ends.items():
+        end = f.result(timeout=10).offset
+        out[(tp.topic, tp.partition)] = max(0, end - committed.get((tp.topic, tp.partition), 0))
+    return out
 
-    def _earliest_passed(stored: StoredCase, now: datetime) -> datetime | None:
-        """The latest consent expiry already passed that the views may not reflect yet."""
-        from parcours.contract.models import ConsentRecorded
 
-        passed = [e.valid_until for e in stored.state.events.values()
-                  if isinstance(e, ConsentRecorded) and e.valid_until is not None and e.valid_until <= now]
-        if not passed:
-            return None
-        return max(passed)
+def _read_committed() -> Any:
+    from confluent_kafka import IsolationLevel
 
-    lag_clients: dict[str, Any] = {}
-
-    @app.timer(interval=LAG_INTERVAL_S)
-    async def report_lag() -> None:
-        """Consumer lag per canonical partition: the end offset minus the group's committed one."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.errors import KafkaError
-
-        try:
-            if not lag_clients:
-                lag_clients["admin"] = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-                lag_clients["consumer"] = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-                await lag_clients["admin"].start()
-                await lag_clients["consumer"].start()
-            parts = [TopicPartition(t.name, p) for t in catalogue.canonical() for p in range(t.partitions)]
-            committed = await lag_clients["admin"].list_consumer_group_offsets(app.conf.id)
-            end = await lag_clients["consumer"].end_offsets(parts)
-            for tp in parts:
-                done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
-                metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end[tp] - done))
-        except KafkaError as exc:
-            log.warning("lag report failed", extra={"error": type(exc).__name__})
-
-    metrics.up.set(1)
-    return app
+    return IsolationLevel.READ_COMMITTED

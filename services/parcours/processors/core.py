@@ -1,156 +1,208 @@
-"""The processor's step, independent of any transport: a stored case plus an event (or a clock
-tick) gives the new stored case and the records to write. The faust agent and `views rebuild`
-both call it, so live views and rebuilt views come from the same code.
+"""The processor's step, independent of any transport: one input record and its case's store give
+the records to write. The Quix Streams pipeline and `views rebuild` both call it, so live views and
+rebuilt views come from the same code.
 
-Idempotence: a duplicate event leaves the stored case unchanged and produces no notification;
-views are written keyed by `<structure>/<case_id>` on a compacted topic, so rewriting is harmless.
+Nothing reaches the store unless the whole step succeeded: writes are buffered (`StagedStore`) and
+applied once every output is known to fit its topic. A record that cannot be processed becomes a
+dead letter with its reason, never an exception that would stall the partition.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
-from parcours.casefile.policy import Policy, Viewer, concerned, next_change
-from parcours.casefile.state import CaseState, fold
-from parcours.casefile.view import Prepared, View, change, project
-from parcours.contract.models import Event, build_event
+from parcours.casefile.incremental import IncrementalCaseFile, Outcome, dumps
+from parcours.casefile.policy import Policy
+from parcours.contract.codec import Codec
+from parcours.contract.errors import DecodeError
+from parcours.contract.models import Event, RuptureReported
+from parcours.processors.deadletter import dead_letter_headers
+from parcours.processors.errors import OutputTooLarge
+from parcours.topology.catalogue import Catalogue
+from parcours.topology.registry import KindPolicy
+
+log = logging.getLogger("parcours.processor")
+
+Headers = list[tuple[str, bytes]]
+#: what a record's key, headers and Kafka framing may add to a value, kept free under the topic limit
+FRAMING_BYTES = 16 * 1024
+#: Kafka's default max.message.bytes, for topics whose catalogue entry does not set one
+KAFKA_DEFAULT_MAX_BYTES = 1048588
 
 
-@dataclass
-class StoredCase:
-    """What the processor keeps per case: the state and, per structure, what it was last shown
-    (`{"items": [...], "digest": ...}`), so that only real changes are written and notified."""
+class BytesState(Protocol):
+    """The part of a key-value state the processor uses (Quix Streams' State has it)."""
 
-    state: CaseState
-    shown: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: event id -> its serialised form, carried from version to version (events never change)
-    fragments: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None: ...
 
-    def to_json(self) -> bytes:
-        parts = []
-        for eid, e in sorted(self.state.events.items()):
-            frag = self.fragments.get(eid)
-            if frag is None:
-                # the type beside the data: some events have a field named `type` of their own
-                frag = self.fragments[eid] = json.dumps(
-                    {"event_type": e.event_type, "data": e.model_dump(mode="json")}, separators=(",", ":"))
-            parts.append(frag)
-        head = json.dumps({"case_id": self.state.case_id, "shown": self.shown}, separators=(",", ":"))
-        return (head[:-1] + ',"events":[' + ",".join(parts) + "]}").encode()
+    def set_bytes(self, key: str, value: bytes) -> None: ...
 
-    @classmethod
-    def from_json(cls, raw: bytes) -> StoredCase:
-        data = json.loads(raw)
-        events = {}
-        for item in data["events"]:
-            e = build_event(item["event_type"], item["data"])
-            events[str(e.event_id)] = e
-        return cls(CaseState(data["case_id"], events), data["shown"])
+
+class StagedStore:
+    """A case store over a `BytesState` whose writes stay staged until `commit`."""
+
+    __slots__ = ("_state", "_staged", "_limit")
+
+    def __init__(self, state: BytesState, limit: int) -> None:
+        self._state, self._staged, self._limit = state, {}, limit
+        self._staged: dict[str, bytes]
+
+    def get(self, key: str) -> Any:
+        raw = self._staged.get(key)
+        if raw is None:
+            raw = self._state.get_bytes(key)
+        return None if raw is None else json.loads(raw)
+
+    def set(self, key: str, value: Any) -> None:
+        raw = dumps(value)
+        if len(raw) > self._limit:
+            raise OutputTooLarge(f"state value {key.split(':', 1)[0]} of {len(raw)} bytes exceeds {self._limit}")
+        self._staged[key] = raw
+
+    def commit(self) -> None:
+        for key, raw in self._staged.items():
+            self._state.set_bytes(key, raw)
+        self._staged.clear()
+
+
+class MemoryState:
+    """A `BytesState` in a dict (views rebuild, tests)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
+        return self.data.get(key, default)
+
+    def set_bytes(self, key: str, value: bytes) -> None:
+        self.data[key] = value
 
 
 @dataclass(frozen=True)
-class ViewRecord:
-    key: str  # <structure>/<case_id>
-    value: bytes | None  # None: tombstone
-
-
-@dataclass(frozen=True)
-class Notification:
-    structure: str
-    case_id: str
-    body: dict[str, Any]
-
-    def encode(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":"), sort_keys=True).encode()
+class Out:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
 
 
 @dataclass
-class StepResult:
-    stored: StoredCase
-    views: list[ViewRecord]
-    notifications: list[Notification]
+class Step:
+    """What one input record produced, and what the metrics need to know about it."""
+
+    outputs: list[Out] = field(default_factory=list)
+    event: Event | None = None
+    tick: bool = False
     duplicate: bool = False
+    dead_letter: str | None = None  # the reason
+    outcome: Outcome | None = None
 
 
-def view_key(structure: str, case_id: str) -> str:
-    return f"{structure}/{case_id}"
+def rupture_mark(e: RuptureReported) -> tuple[bytes, bytes]:
+    year, week, _ = e.occurred_at.isocalendar()
+    w = f"{year}-W{week:02d}"
+    key = f"{e.territory}/{w}/{e.type}/{e.rupture_id}"
+    value = {"territory": e.territory, "week": w, "type": e.type, "rupture_id": e.rupture_id}
+    return key.encode(), json.dumps(value).encode()
 
 
-def encode_view(view: View) -> bytes:
-    return json.dumps(view, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+class RecordProcessor:
+    """Records of the canonical topics and clock ticks in; views, inbox, marks, schedule out."""
+
+    def __init__(self, catalogue: Catalogue, policy: KindPolicy) -> None:
+        kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
+        self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden))
+        self.codec = Codec()
+        self.ticks = catalogue.topic("clock-ticks").name
+        self.views = {slug: catalogue.per_structure("views", slug).name for slug in kinds}
+        self.inboxes = {slug: catalogue.per_structure("inbox", slug).name for slug in kinds}
+        self.observatory = catalogue.topic("observatory").name
+        self.deadletter = catalogue.topic("deadletter").name
+        self.schedule = catalogue.topic("clock-schedule").name
+        self.limits = {t.name: int(t.config.get("max.message.bytes", KAFKA_DEFAULT_MAX_BYTES)) - FRAMING_BYTES
+                       for t in catalogue.topics.values()}
+        self.state_limit = int(catalogue.topic("case-state").config.get("max.message.bytes", KAFKA_DEFAULT_MAX_BYTES)) - FRAMING_BYTES
+
+    def input_topics(self, catalogue: Catalogue) -> list[str]:
+        return [t.name for t in catalogue.canonical()] + [self.ticks]
+
+    def process(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                headers: Headers | None, state: Callable[[], BytesState], now: datetime | None = None) -> Step:
+        """One record. `state()` gives the store of the record's key (its case)."""
+        now = now or datetime.now(UTC)
+        where = (topic, partition, offset)
+        if key is None:
+            return self._dead(where, key, value, headers, "key_missing", "a record without a key (the case id)")
+        if topic == self.ticks:
+            due = _due(value)
+            step = Step(tick=True)
+            tick_now = max(now, due) if due else now  # never evaluate a tick before its own due time
+            return self._apply(step, where, key, value, headers, state, key.decode(), None, tick_now)
+        try:
+            event = self.codec.decode(value, headers, topic=topic, partition=partition, offset=offset)
+        except DecodeError as exc:
+            return self._dead(where, key, value, headers, "undecodable", str(exc))
+        if key != event.key.encode():
+            return self._dead(where, key, value, headers, "key_mismatch", f"record key differs from the event's key {event.key!r}")
+        step = Step(event=event)
+        if isinstance(event, RuptureReported) and event.case_id is None:
+            # the observatory's mark is keyed by the rupture: writing it again is harmless
+            step.outputs.append(Out(self.observatory, *rupture_mark(event)))
+            return step
+        step = self._apply(step, where, key, value, headers, state, event.key, event, now)
+        if isinstance(event, RuptureReported) and not step.duplicate and not step.dead_letter:
+            step.outputs.append(Out(self.observatory, *rupture_mark(event)))
+        return step
+
+    def _apply(self, step: Step, where: tuple[str, int, int], key: bytes, value: bytes | None, headers: Headers | None,
+               state: Callable[[], BytesState], case_id: str, event: Event | None, now: datetime) -> Step:
+        store = StagedStore(state(), self.state_limit)
+        try:
+            outcome = self.case_file.apply(store, case_id, event, now)
+            outs = self._outputs(outcome)
+        except OutputTooLarge as exc:
+            return self._dead(where, key, value, headers, "output_too_large", str(exc))
+        except Exception as exc:  # a bug must cost one record, never the partition
+            log.exception("processing failed", extra={"topic": where[0], "partition": where[1], "offset": where[2]})
+            return self._dead(where, key, value, headers, "processing_failed", f"{type(exc).__name__}: {exc}")
+        store.commit()
+        step.outputs.extend(outs)
+        step.duplicate, step.outcome = outcome.duplicate, outcome
+        return step
+
+    def _outputs(self, outcome: Outcome) -> list[Out]:
+        outs = [Out(self.views[r.structure], r.key.encode(), r.value) for r in outcome.items]
+        outs += [Out(self.inboxes[n.structure], n.case_id.encode(), n.encode()) for n in outcome.notices]
+        if outcome.schedule is not None:
+            case_id, due = outcome.schedule
+            outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))
+        for o in outs:
+            size = len(o.value or b"") + len(o.key or b"")
+            if size > self.limits[o.topic]:
+                raise OutputTooLarge(f"a record of {size} bytes for {o.topic} exceeds its limit {self.limits[o.topic]}")
+        return outs
+
+    def _dead(self, where: tuple[str, int, int], key: bytes | None, value: bytes | None, headers: Headers | None,
+              reason: str, detail: str) -> Step:
+        topic, partition, offset = where
+        h = dead_letter_headers(list(headers or []), reason=reason, detail=detail, service="processor",
+                                topic=topic, partition=partition, offset=offset)
+        return Step(outputs=[Out(self.deadletter, key, value, h)], dead_letter=reason)
 
 
-class CaseProcessor:
-    def __init__(self, kinds: Mapping[str, str], policy: Policy) -> None:
-        self.kinds = dict(kinds)  # slug -> kind, from the registry
-        self.policy = policy
-
-    def step(self, stored: StoredCase | None, event: Event | None, now: datetime, case_id: str | None = None) -> StepResult:
-        """Apply `event` (None: a clock tick re-evaluating expiries) and compute what to write."""
-        return self.step_many(stored, [event], now, case_id or (event.case_id if event else None))
-
-    def step_many(self, stored: StoredCase | None, events: list[Event | None], now: datetime, case_id: str | None) -> StepResult:
-        """Apply a batch of one case's events (None entries: clock ticks), render once."""
-        if stored is None:
-            stored = StoredCase(CaseState(case_id or ""))
-        new_state = stored.state
-        for event in events:
-            if event is not None:
-                new_state = fold(new_state, event)
-        if new_state is stored.state and None not in events:
-            # Only events already applied. After a crash the table may hold events whose view
-            # writes never left: rewrite the current views (idempotent), notify nothing.
-            views, _, _ = self.render(new_state, {}, now)
-            return StepResult(stored, views, [], duplicate=True)
-        views, notes, shown = self.render(new_state, stored.shown, now)
-        return StepResult(StoredCase(new_state, shown, stored.fragments), views, notes)
-
-    def render(
-        self, state: CaseState, previously: Mapping[str, dict[str, Any]], now: datetime
-    ) -> tuple[list[ViewRecord], list[Notification], dict[str, dict[str, Any]]]:
-        views: list[ViewRecord] = []
-        notes: list[Notification] = []
-        shown: dict[str, dict[str, Any]] = {}
-        prepared = Prepared.of(state)
-        for slug in sorted(concerned(state, self.kinds) | set(previously)):
-            if slug not in self.kinds:
-                continue
-            view = project(state, Viewer(slug, self.kinds[slug]), self.policy, now, prepared)
-            before = previously.get(slug, {})
-            diff = change(slug, set(before.get("items", [])), view)
-            encoded = encode_view(view) if view is not None else None
-            digest = hashlib.blake2b(encoded, digest_size=12).hexdigest() if encoded else None
-            if view is not None:
-                shown[slug] = {"items": list(view["items"]), "digest": digest}
-            if digest == before.get("digest"):
-                continue  # nothing changed for this structure (covers "still nothing visible")
-            views.append(ViewRecord(view_key(slug, state.case_id), encoded))
-            version = view["version"] if view else 0
-            for item in diff.appeared:
-                notes.append(_note(slug, state.case_id, version, "item_visible", item))
-            for item in diff.vanished:
-                notes.append(_note(slug, state.case_id, version, "redaction", item))
-        return views, notes, shown
-
-    def next_change(self, stored: StoredCase, now: datetime) -> datetime | None:
-        return next_change(stored.state, now)
+def _due(value: bytes | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value or b"") / 1000, UTC)
+    except ValueError:
+        return None
 
 
-def _note(slug: str, case_id: str, version: int, kind: str, item: str) -> Notification:
-    """Ids only: a redaction notice never carries content, and neither does a visibility notice."""
-    return Notification(
-        slug,
-        case_id,
-        {
-            "notification_id": f"{case_id}:{item}:{kind}:{version}",
-            "type": kind,
-            "case_id": case_id,
-            "item": item,
-            "view_version": version,
-        },
-    )
+def kinds_of(catalogue: Catalogue) -> Mapping[str, str]:
+    return {s.slug: s.kind for s in catalogue.registry.structures.values()}

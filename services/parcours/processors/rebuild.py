@@ -1,86 +1,120 @@
 """`parcours views rebuild`: recompute every view from the canonical topics into fresh state.
 
-It reads every canonical topic from the beginning, folds each case with the same pure code the
-processor uses, and renders each structure's view. `compare` reports how the live views differ;
-`write` publishes the rebuilt views (and tombstones for views that should not exist).
+It reads every canonical topic from the beginning and feeds each record to the processor's own
+step (`RecordProcessor.process`) over in-memory stores, so live and rebuilt views come from the
+same code. `compare` reports how the live `views.<slug>` topics differ; `write` publishes the
+rebuilt item records (and tombstones for items that should not exist).
 """
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
-from parcours.casefile.policy import Policy
-from parcours.casefile.state import CaseState, fold
-from parcours.contract.codec import Codec
-from parcours.contract.errors import DecodeError
 from parcours.kafkaio import read_compacted, read_to_end
-from parcours.processors.core import CaseProcessor
+from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
+
+#: (structure, "<case_id>/<item>") -> item record
+Views = dict[tuple[str, bytes], bytes]
 
 
 @dataclass
 class Rebuild:
-    views: dict[bytes, bytes]
+    views: Views
     events: int
     cases: int
     undecodable: int
+    seconds: float = 0.0
 
 
-async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now: datetime | None = None) -> Rebuild:
+async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now: datetime | None = None,
+                  progress: Callable[[int, float], None] | None = None) -> Rebuild:
     now = now or datetime.now(UTC)
-    codec = Codec()
-    states: dict[str, CaseState] = {}
+    core = RecordProcessor(catalogue, policy)
+    slug_of = {name: slug for slug, name in core.views.items()}
+    states: dict[bytes, MemoryState] = {}
+    views: Views = {}
     events = bad = 0
+    t0 = time.monotonic()
     async for records in read_to_end(bootstrap, [t.name for t in catalogue.canonical()]):
         for r in records:
-            try:
-                e = codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
-            except DecodeError:
+            step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
+                                lambda k=r.key: states.setdefault(k, MemoryState()), now)
+            if step.dead_letter:
                 bad += 1  # the processor dead-lettered it too
                 continue
-            if r.key != e.key.encode() or e.case_id is None:
-                continue  # same rules as the processor: key mismatches and case-less ruptures make no view
             events += 1
-            states[e.case_id] = fold(states.get(e.case_id) or CaseState(e.case_id), e)
-    core = CaseProcessor({s.slug: s.kind for s in catalogue.registry.structures.values()}, Policy(policy.hidden))
-    views: dict[bytes, bytes] = {}
-    for state in states.values():
-        for v in core.render(state, {}, now)[0]:
-            if v.value is not None:
-                views[v.key.encode()] = v.value
-    return Rebuild(views, events, len(states), bad)
+            for o in step.outputs:
+                slug = slug_of.get(o.topic)
+                if slug is None or o.key is None:
+                    continue
+                if o.value is None:
+                    views.pop((slug, o.key), None)
+                else:
+                    views[(slug, o.key)] = o.value
+        if progress:
+            progress(events + bad, time.monotonic() - t0)
+    return Rebuild(views, events, len(states), bad, time.monotonic() - t0)
 
 
-async def live_views(catalogue: Catalogue, bootstrap: str) -> dict[bytes, bytes]:
-    return await read_compacted(bootstrap, catalogue.topic("case-views").name)
+def print_progress(total: int | None = None) -> Callable[[int, float], None]:
+    """A progress line on stderr, redrawn at most twice a second."""
+    last = [0.0]
+
+    def show(done: int, secs: float) -> None:
+        if secs - last[0] < 0.5:
+            return
+        last[0] = secs
+        rate = done / secs if secs else 0.0
+        if total:
+            width = 30
+            filled = int(width * min(1.0, done / total))
+            bar = "#" * filled + "-" * (width - filled)
+            print(f"\rrebuild [{bar}] {done:,}/{total:,} records {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+        else:
+            print(f"\rrebuild {done:,} records {rate:,.0f}/s", end="", file=sys.stderr, flush=True)
+
+    return show
 
 
-def differences(live: dict[bytes, bytes], rebuilt: dict[bytes, bytes]) -> list[str]:
-    out = []
-    for key in sorted(set(live) | set(rebuilt)):
-        if key not in rebuilt:
-            out.append(f"{key.decode()}: live view should not exist")
-        elif key not in live:
-            out.append(f"{key.decode()}: missing from the live views")
-        elif live[key] != rebuilt[key]:
-            out.append(f"{key.decode()}: differs")
+async def live_views(catalogue: Catalogue, bootstrap: str) -> Views:
+    out: Views = {}
+    for slug in catalogue.registry.structures:
+        for key, value in (await read_compacted(bootstrap, catalogue.per_structure("views", slug).name)).items():
+            out[(slug, key)] = value
     return out
 
 
-async def write(catalogue: Catalogue, bootstrap: str, live: dict[bytes, bytes], rebuilt: dict[bytes, bytes]) -> int:
+def differences(live: Views, rebuilt: Views) -> list[str]:
+    out = []
+    for slug, key in sorted(set(live) | set(rebuilt)):
+        where = f"{slug}: {key.decode()}"
+        if (slug, key) not in rebuilt:
+            out.append(f"{where}: live item should not exist")
+        elif (slug, key) not in live:
+            out.append(f"{where}: missing from the live views")
+        elif live[(slug, key)] != rebuilt[(slug, key)]:
+            out.append(f"{where}: differs")
+    return out
+
+
+async def write(catalogue: Catalogue, bootstrap: str, live: Views, rebuilt: Views) -> int:
     """Publish what differs; return how many records were written."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                                max_request_size=16 * 1024 * 1024)
     await producer.start()
-    topic = catalogue.topic("case-views").name
     n = 0
     try:
-        for key in sorted(set(live) | set(rebuilt)):
-            if live.get(key) != rebuilt.get(key):
-                await producer.send(topic, rebuilt.get(key), key=key)
+        for slug, key in sorted(set(live) | set(rebuilt)):
+            if live.get((slug, key)) != rebuilt.get((slug, key)):
+                await producer.send(catalogue.per_structure("views", slug).name, rebuilt.get((slug, key)), key=key)
                 n += 1
         await producer.flush()
     finally:

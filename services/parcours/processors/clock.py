@@ -1,0 +1,93 @@
+"""The consent clock: a consent past `valid_until` must leave the views without any new event.
+
+The processor writes each case's next expiry to the compacted `clock-schedule` topic (in the same
+transaction as the views). This clock reads it in a consumer group of its own
+(`<prefix>-processor-clock`), so with several processor instances each schedule partition is
+watched by exactly one of them and moves to a survivor on a rebalance; on every assignment it
+re-reads its partitions from the beginning (they hold one small record per case). When an expiry
+is due it sends a tick (key: the case id, value: the due time) to `clock-ticks`, which the pipeline
+processes like an event. A tick is idempotent: sent twice, the second changes nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+
+from parcours.topology.catalogue import Catalogue
+
+log = logging.getLogger("parcours.processor.clock")
+
+
+class ConsentClock:
+    def __init__(self, bootstrap: str, catalogue: Catalogue, poll_s: float = 0.5) -> None:
+        self.bootstrap, self.poll_s = bootstrap, poll_s
+        self.schedule_topic = catalogue.topic("clock-schedule").name
+        self.ticks_topic = catalogue.topic("clock-ticks").name
+        self.group = f"{catalogue.prefix}-processor-clock"
+        self.due: dict[bytes, int] = {}  # case id -> next expiry (ms), for the partitions assigned
+        self.partition_of: dict[bytes, int] = {}
+        self.sent: dict[bytes, int] = {}  # case id -> the due time a tick was sent for
+        self.heap: list[tuple[int, bytes]] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                self._run()
+            except KafkaException as exc:
+                log.warning("consent clock interrupted; restarting", extra={"error": str(exc)})
+                time.sleep(1)
+
+    def _run(self) -> None:
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                             "isolation.level": "read_committed", "session.timeout.ms": 10000})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True})
+        consumer.subscribe([self.schedule_topic], on_assign=self._assigned, on_revoke=self._revoked,
+                           on_lost=self._revoked)
+        try:
+            while True:
+                for msg in consumer.consume(500, self.poll_s):
+                    if msg.error():
+                        continue
+                    self._record(msg.key(), msg.partition(), msg.value())
+                self._fire(producer, int(time.time() * 1000))
+                producer.poll(0)
+        finally:
+            producer.flush(10)
+            consumer.close()
+
+    def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            tp.offset = OFFSET_BEGINNING  # nothing is committed: always re-read the schedule
+        consumer.assign(partitions)
+
+    def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
+        gone = {tp.partition for tp in partitions}
+        for case in [c for c, p in self.partition_of.items() if p in gone]:
+            self.due.pop(case, None)
+            self.partition_of.pop(case, None)
+        consumer.unassign()
+
+    def _record(self, case: bytes | None, partition: int, value: bytes | None) -> None:
+        if case is None:
+            return
+        if value is None:
+            self.due.pop(case, None)
+            self.partition_of.pop(case, None)
+            return
+        due = int(value)
+        self.due[case], self.partition_of[case] = due, partition
+        heapq.heappush(self.heap, (due, case))
+
+    def _fire(self, producer: Producer, now_ms: int) -> None:
+        while self.heap and self.heap[0][0] <= now_ms:
+            due, case = heapq.heappop(self.heap)
+            if self.due.get(case) != due or self.sent.get(case) == due:
+                continue  # superseded, or already ticked for this expiry
+            producer.produce(self.ticks_topic, key=case, value=str(due).encode())
+            self.sent[case] = due
