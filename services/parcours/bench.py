@@ -1,10 +1,15 @@
-"""`parcours bench`: throughput and latency figures on the real broker, printed, never asserted.
+"""`parcours bench`: throughput, memory and latency figures on the real broker, printed, never asserted.
 
-On topics of its own (prefix `bench<random>`), it measures:
-1. raw aiokafka produce (batched) and consume + decode rates: the ceiling of the plumbing;
-2. the processor's sustained events/s: a burst on the canonical topics, time until lag is 0;
-3. the POST rate one adapter process accepts (concurrent clients, 202s per second);
-4. the latency from an accepted POST to the updated view on the case-views topic (p50, p99).
+On topics of its own (prefix `bench<random>`), from one run:
+1. raw produce, and raw consume + decode (confluent-kafka, the client under Quix Streams, and the
+   project's Avro codec): the ceiling of the plumbing for the processor;
+2. the engine baseline: a Quix Streams pipeline over the same records and settings as the
+   processor (exactly-once, RocksDB) that only updates state and sends one output per event;
+3. the processor (`parcours processor`, a subprocess): events/s from its first event to no lag,
+   for cases of 10 events and of 1,000 events, its ratios to 1 and 2, and its resident memory
+   after 10,000 and after 100,000 cases;
+4. `views rebuild` over `--rebuild-events` events (default 1,000,000);
+5. one adapter's accepted POSTs/s and the accepted-POST-to-view latency (p50, p99).
 """
 
 from __future__ import annotations
@@ -17,83 +22,288 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from parcours.contract.codec import Codec
-from parcours.contract.models import build_event
-from parcours.kafkaio import read_to_end
+from parcours.contract.models import Event, build_event
+from parcours.processors.app import consumer_lag, group_id
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
+from parcours.topology.registry import default_policy
 
 
-def _events(n: int, cases: int) -> list[Any]:
+def case_events(cases: int, per_case: int, tag: str) -> Iterator[Event]:
+    """Each case: a referral, a consent sharing discussions with the CRT kind, then messages."""
     now = datetime.now(UTC)
-    out = []
     for c in range(cases):
-        out.append(build_event("ReferralSubmitted", {
-            "event_id": str(uuid.uuid4()), "case_id": f"case-b{c}", "occurred_at": now, "source": "cpts-31-nord",
-            "referral_id": f"r{c}", "to_structure": "dac-31", "person": {"pseudonym": f"P-b{c:05d}", "birth_year": 1940, "postcode": "31000"},
-            "reasons": ["bench"], "urgency": "routine", "summary": "Synthetic benchmark case."}))
-    for i in range(n - cases):
-        out.append(build_event("MessagePosted", {
-            "event_id": str(uuid.uuid4()), "case_id": f"case-b{i % cases}", "occurred_at": now, "source": "dac-31",
-            "message_id": f"m{i}", "body": "Synthetic benchmark message."}))
-    return out
+        case = f"case-{tag}{c}"
+        yield build_event("ReferralSubmitted", {
+            "event_id": str(uuid.uuid4()), "case_id": case, "occurred_at": now, "source": "cpts-31-nord",
+            "referral_id": f"r{c}", "to_structure": "dac-31",
+            "person": {"pseudonym": f"P-{tag}{c:06d}", "birth_year": 1940, "postcode": "31000"},
+            "reasons": ["bench"], "urgency": "routine", "summary": "Synthetic benchmark case."})
+        if per_case > 1:
+            yield build_event("ConsentRecorded", {
+                "event_id": str(uuid.uuid4()), "case_id": case, "occurred_at": now, "source": "dac-31",
+                "consent_id": f"c{c}", "grantee": "crt", "categories": ["discussion"], "decision": "permit",
+                "method": "oral"})
+    for i in range(max(0, per_case - 2)):
+        for c in range(cases):
+            yield build_event("MessagePosted", {
+                "event_id": str(uuid.uuid4()), "case_id": f"case-{tag}{c}", "occurred_at": now, "source": "dac-31",
+                "message_id": f"m{i}", "body": "Synthetic benchmark message."})
 
 
-async def _produce(bootstrap: str, cat: Catalogue, events: list[Any]) -> float:
+def produce(bootstrap: str, cat: Catalogue, events: Iterator[Event]) -> tuple[int, float]:
     codec = Codec()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    t0 = time.perf_counter()
-    try:
-        for e in events:
-            enc = codec.encode(e)
-            await producer.send(cat.for_event(e.event_type).name, enc.value, key=enc.key, headers=enc.headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return time.perf_counter() - t0
-
-
-async def _consume_decode(bootstrap: str, cat: Catalogue) -> tuple[int, float]:
-    codec = Codec()
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 20, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000})
     n = 0
     t0 = time.perf_counter()
-    async for records in read_to_end(bootstrap, [t.name for t in cat.canonical()]):
-        for r in records:
-            codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
-            n += 1
+    for e in events:
+        enc = codec.encode(e)
+        while True:
+            try:
+                producer.produce(cat.for_event(e.event_type).name, enc.value, enc.key, headers=enc.headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        n += 1
+        if n % 5000 == 0:
+            producer.poll(0)
+    producer.flush(120)
     return n, time.perf_counter() - t0
 
 
-async def _lag(bootstrap: str, cat: Catalogue) -> int:
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await client.start()
-    try:
-        committed = await client.list_consumer_group_offsets(f"{cat.prefix}-processor")
-    finally:
-        await client.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
-        end = await consumer.end_offsets(parts)
-    finally:
-        await consumer.stop()
-    return sum(end[tp] - max(0, committed[tp].offset if tp in committed else 0) for tp in parts)
+def consume_decode(bootstrap: str, cat: Catalogue) -> tuple[int, float]:
+    """Every canonical record from the beginning, decoded: the plumbing's ceiling."""
+    codec = Codec()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
+    ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    total = sum(ends.values())
+    consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in parts])
+    n = 0
+    t0 = time.perf_counter()
+    while n < total:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error():
+                continue
+            codec.decode(msg.value(), msg.headers(), topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
+            n += 1
+    secs = time.perf_counter() - t0
+    consumer.close()
+    return n, secs
 
 
-def _spawn(env: dict[str, str], logdir: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
-    log = open(logdir / f"{name}.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+def engine_baseline(bootstrap: str, prefix: str, total: int) -> float:
+    """A Quix pipeline with the processor's settings that only updates state and sends one
+    output per event (runs in a subprocess: Quix owns the main thread's signals)."""
+    from quixstreams import Application
+
+    from parcours.processors.app import _transactional_producer, _without_time_alignment
+
+    cat = Catalogue.load(prefix=prefix)
+    out = cat.topic("observatory").name
+    app = Application(broker_address=bootstrap, consumer_group=f"bench-engine-{uuid.uuid4().hex[:6]}",
+                      auto_offset_reset="earliest", processing_guarantee="exactly-once", commit_interval=0.5,
+                      state_dir=f"/tmp/parcours-bench-engine-{uuid.uuid4().hex[:6]}", loglevel="WARNING",
+                      max_partition_buffer_size=1000, consumer_poll_timeout=0.1)
+    topics = [app.topic(t.name, key_deserializer="bytes", value_deserializer="bytes") for t in cat.canonical()]
+    sdf = app.dataframe(topics[0])
+    for t in topics[1:]:
+        sdf = sdf.concat(app.dataframe(t))
+    producer = _transactional_producer(app)
+    seen = [0, 0.0]
+
+    def step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        if seen[0] == 0:
+            seen[1] = time.perf_counter()
+        state.set("n", (state.get("n") or 0) + 1)
+        producer.produce(topic=out, value=value[:64], key=key)
+        seen[0] += 1
+        if seen[0] >= total:
+            app.stop()
+
+    sdf.apply(step, stateful=True, metadata=True)
+    _without_time_alignment(app)
+    app.run()
+    return total / (time.perf_counter() - seen[1])
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class ProcessorRun:
+    """`parcours processor` as a subprocess on the bench topics, with figures read from outside."""
+
+    def __init__(self, bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Path) -> None:
+        self.bootstrap, self.cat = bootstrap, cat
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
+        self.port = _free_port()
+        log = open(logdir / f"processor-{cat.prefix}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", "processor", "--metrics-port", str(self.port),
+                                      "--state-dir", str(logdir / f"state-{cat.prefix}")],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def events_seen(self) -> float:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(("parcours_processor_events_total{", "parcours_processor_duplicates_total{")))
+
+    def lag(self) -> int:
+        return sum(consumer_lag(self.admin, group_id(self.cat), self.parts).values())
+
+    def rate(self, expected: float, timeout: float = 1800) -> float:
+        """Events/s from the first event seen to the last one of `expected` (counted by the metrics)."""
+        deadline = time.monotonic() + timeout
+        start_count = self.events_seen()
+        first = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("bench: the processor exited")
+            seen = self.events_seen()
+            if first is None and seen > start_count:
+                first = (time.perf_counter(), seen)
+            if seen >= expected:
+                t1 = time.perf_counter()
+                assert first is not None
+                return (seen - first[1]) / max(1e-6, t1 - first[0])
+            time.sleep(0.05)
+        raise RuntimeError("bench: timed out waiting for the processor")
+
+    def rss_mb(self) -> float:
+        return _rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _free_port() -> int:
+    from parcours.devbroker.broker import free_port
+
+    return free_port()
+
+
+def _fresh(bootstrap: str) -> tuple[Catalogue, dict[str, str]]:
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    cat = Catalogue.load(prefix=prefix)
+    asyncio.run(admin.apply(cat, bootstrap))
+    return cat, {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": bootstrap, "PARCOURS_TOPIC_PREFIX": prefix}
+
+
+def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,
+        rebuild_events: int, post_seconds: float, concurrency: int, latency_samples: int, logdir: Path) -> dict[str, Any]:
+    logdir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"cases": cases, "per_case": per_case}
+    # 1. the burst on fresh topics, produced before anything reads it
+    cat, env = _fresh(bootstrap)
+    n, secs = produce(bootstrap, cat, case_events(cases, per_case, "a"))
+    out["events"], out["produce_events_per_s"] = n, n / secs
+    n, secs = consume_decode(bootstrap, cat)
+    out["raw_consume_decode_events_per_s"] = n / secs
+    # 2. the engine baseline on the same records
+    res = subprocess.run([sys.executable, "-c", "import sys; from parcours.bench import engine_baseline; "
+                          "print(engine_baseline(sys.argv[1], sys.argv[2], int(sys.argv[3])))", bootstrap, cat.prefix, str(n)],
+                         capture_output=True, text=True, timeout=1800, check=True)
+    out["engine_baseline_events_per_s"] = float(res.stdout.strip().splitlines()[-1])
+    # 3. the processor on the same records (cases of `per_case` events), then memory as cases grow
+    proc = ProcessorRun(bootstrap, cat, env, logdir)
+    try:
+        out["processor_events_per_s"] = proc.rate(n)
+        out["processor_rss_mb_at_cases"] = {cases: proc.rss_mb()}
+        more = max(0, rss_cases - cases)
+        if more:
+            m, _ = produce(bootstrap, cat, case_events(more, 1, "b"))
+            proc.rate(n + m)
+            out["processor_rss_mb_at_cases"][rss_cases] = proc.rss_mb()
+    finally:
+        proc.stop()
+    # 3b. long cases on fresh topics
+    cat2, env2 = _fresh(bootstrap)
+    n2, _ = produce(bootstrap, cat2, case_events(long_cases, long_per_case, "l"))
+    proc = ProcessorRun(bootstrap, cat2, env2, logdir)
+    try:
+        out["processor_long_cases_events_per_s"] = proc.rate(n2)
+        out["long_cases"], out["long_per_case"] = long_cases, long_per_case
+    finally:
+        proc.stop()
+    # 4. rebuild at scale
+    if rebuild_events:
+        from parcours.processors import rebuild as rb
+
+        cat3, _ = _fresh(bootstrap)
+        rcases = max(1, rebuild_events // 100)
+        n3, _ = produce(bootstrap, cat3, case_events(rcases, rebuild_events // rcases, "r"))
+        result = asyncio.run(rb.rebuild(cat3, bootstrap, default_policy(), progress=rb.print_progress(n3)))
+        print(file=sys.stderr)
+        out["rebuild_events"], out["rebuild_seconds"] = result.events, result.seconds
+    # 5. the HTTP edge on the first topics
+    out.update(asyncio.run(_edge(bootstrap, cat, env, logdir, cases, post_seconds, concurrency, latency_samples)))
+    return out
+
+
+async def _edge(bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Path, cases: int, post_seconds: float,
+                concurrency: int, latency_samples: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    procs = [subprocess.Popen([sys.executable, "-m", "parcours.cli", "processor", "--metrics-port", "0",
+                               "--state-dir", str(logdir / f"state-edge-{cat.prefix}")],
+                              env=env, stdout=open(logdir / "processor-edge.log", "ab"), stderr=subprocess.STDOUT)]
+    port = _free_port()
+    procs.append(subprocess.Popen([sys.executable, "-m", "parcours.cli", "adapter", "dac", "--port", str(port)], env=env,
+                                  stdout=open(logdir / "adapter-dac.log", "ab"), stderr=subprocess.STDOUT))
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer dev-dac-31"}
+    try:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
+            async def ready() -> bool:
+                return (await client.get(base + "/readyz")).status_code == 200 and \
+                    (await client.get(base + "/v1/cases/case-a0", headers=headers)).status_code == 200
+            await _wait(ready, 300, "the adapter")
+            accepted = 0
+            stop_at = time.perf_counter() + post_seconds
+
+            async def worker(w: int) -> None:
+                nonlocal accepted
+                i = 0
+                while time.perf_counter() < stop_at:
+                    r = await client.post(f"{base}/v1/cases/case-a{(w * 7919 + i) % cases}/messages",
+                                          json={"body": "Bench."}, headers=headers)
+                    accepted += r.status_code == 202
+                    i += 1
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            out["adapter_posts_per_s"] = accepted / (time.perf_counter() - t0)
+            out["adapter_concurrency"] = concurrency
+            out.update(await _latency(base, client, headers, latency_samples))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return out
 
 
 async def _wait(probe: Any, timeout: float, what: str) -> None:
@@ -108,111 +318,48 @@ async def _wait(probe: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"bench: timed out waiting for {what}")
 
 
-def _pct(values: list[float], q: float) -> float:
+async def _latency(base: str, client: httpx.AsyncClient, headers: dict[str, str], samples: int) -> dict[str, float]:
+    """Accepted POST -> the message in the adapter's own view (what a partner reads back)."""
+    lat: list[float] = []
+    for i in range(samples):
+        case = f"case-a{i % 50}"
+        r = await client.post(f"{base}/v1/cases/{case}/messages", json={"body": f"Latency {i}."}, headers=headers)
+        accepted_at = time.perf_counter()
+        mid = r.json()["message_id"]
+        while True:
+            view = (await client.get(f"{base}/v1/cases/{case}", headers=headers)).json()
+            if any(m["message_id"] == mid for m in view.get("messages", [])):
+                lat.append(time.perf_counter() - accepted_at)
+                break
+            await asyncio.sleep(0.005)
+    return {"post_to_view_p50_ms": _pct(lat, 50) * 1000, "post_to_view_p99_ms": _pct(lat, 99) * 1000,
+            "latency_samples": len(lat)}
+
+
+def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else (values[0] if values else float("nan"))
 
 
-async def run(bootstrap: str, *, events: int, cases: int, post_seconds: float, concurrency: int, latency_samples: int, logdir: Path) -> dict[str, Any]:
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
-    cat = Catalogue.load(prefix=prefix)
-    await admin.apply(cat, bootstrap)
-    env = {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": bootstrap, "PARCOURS_TOPIC_PREFIX": prefix}
-    out: dict[str, Any] = {"events": events, "cases": cases}
-    logdir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    try:
-        # 2a. processor up and warm (group joined) before the burst
-        procs.append(_spawn(env, logdir, "processor", "processor", "--metrics-port", "0"))
-        warm = _events(1, 1)
-        await _produce(bootstrap, cat, warm)
-
-        async def warmed() -> bool:
-            return await _lag(bootstrap, cat) == 0
-        await _wait(warmed, 120, "the processor to start")
-        # 1 + 2b. the burst: produce rate, then the processor drains it
-        burst = _events(events, cases)
-        t0 = time.perf_counter()
-        secs = await _produce(bootstrap, cat, burst)
-        out["produce_events_per_s"] = events / secs
-
-        async def drained() -> bool:
-            return await _lag(bootstrap, cat) == 0
-        await _wait(drained, 900, "the processor to drain the burst")
-        out["processor_events_per_s"] = events / (time.perf_counter() - t0)
-        n, secs = await _consume_decode(bootstrap, cat)
-        out["raw_consume_decode_events_per_s"] = n / secs
-        # 3. POST rate of one adapter process
-        procs.append(_spawn(env, logdir, "adapter-dac", "adapter", "dac", "--port", "18101"))
-        base, headers = "http://127.0.0.1:18101", {"Authorization": "Bearer dev-dac-31"}
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
-            async def ready() -> bool:
-                return (await client.get(base + "/readyz")).status_code == 200 and \
-                    (await client.get(base + "/v1/cases/case-b0", headers=headers)).status_code == 200
-            await _wait(ready, 120, "the adapter")
-            accepted = 0
-            stop_at = time.perf_counter() + post_seconds
-
-            async def worker(w: int) -> None:
-                nonlocal accepted
-                i = 0
-                while time.perf_counter() < stop_at:
-                    r = await client.post(f"{base}/v1/cases/case-b{(w * 7919 + i) % cases}/messages",
-                                          json={"body": "Bench."}, headers=headers)
-                    accepted += r.status_code == 202
-                    i += 1
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker(w) for w in range(concurrency)))
-            out["adapter_posts_per_s"] = accepted / (time.perf_counter() - t0)
-            out["adapter_concurrency"] = concurrency
-            # 4. accepted POST -> updated view, one at a time, a view tail in this process
-            out.update(await _latency(bootstrap, cat, client, base, headers, latency_samples))
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    return out
-
-
-async def _latency(bootstrap: str, cat: Catalogue, client: httpx.AsyncClient, base: str, headers: dict[str, str], samples: int) -> dict[str, float]:
-    topic = cat.topic("case-views").name
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    parts = [TopicPartition(topic, p) for p in range(cat.topic("case-views").partitions)]
-    consumer.assign(parts)
-    await consumer.seek_to_end(*parts)
-    for tp in parts:
-        await consumer.position(tp)
-    lat: list[float] = []
-    try:
-        for i in range(samples):
-            case = f"case-b{i % 50}"
-            r = await client.post(f"{base}/v1/cases/{case}/messages", json={"body": f"Latency {i}."}, headers=headers)
-            accepted_at = time.perf_counter()
-            mid = r.json()["message_id"]
-            found = False
-            while not found:
-                for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    for rec in records:
-                        if rec.key == f"dac-31/{case}".encode() and rec.value and mid.encode() in rec.value:
-                            lat.append(time.perf_counter() - accepted_at)
-                            found = True
-    finally:
-        await consumer.stop()
-    return {"post_to_view_p50_ms": _pct(lat, 50) * 1000, "post_to_view_p99_ms": _pct(lat, 99) * 1000, "latency_samples": len(lat)}
-
-
-def report(figures: dict[str, Any]) -> str:
+def report(f: dict[str, Any]) -> str:
+    raw, base, proc = f["raw_consume_decode_events_per_s"], f["engine_baseline_events_per_s"], f["processor_events_per_s"]
+    rss = f["processor_rss_mb_at_cases"]
     lines = [
         f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}",
-        f"events in the burst:              {figures['events']} ({figures['cases']} cases)",
-        f"raw aiokafka produce (batched):   {figures['produce_events_per_s']:>10,.0f} events/s",
-        f"raw aiokafka consume + decode:    {figures['raw_consume_decode_events_per_s']:>10,.0f} events/s",
-        f"processor sustained:              {figures['processor_events_per_s']:>10,.0f} events/s",
-        f"one adapter, accepted POSTs:      {figures['adapter_posts_per_s']:>10,.0f} /s ({figures['adapter_concurrency']} concurrent clients)",
-        f"accepted POST -> view updated:    p50 {figures['post_to_view_p50_ms']:.0f} ms, p99 {figures['post_to_view_p99_ms']:.0f} ms ({figures['latency_samples']} samples)",
+        f"burst:                            {f['events']:,} events ({f['cases']:,} cases of {f['per_case']})",
+        f"raw produce (confluent-kafka):    {f['produce_events_per_s']:>10,.0f} events/s",
+        f"raw consume + decode:             {raw:>10,.0f} events/s",
+        f"engine baseline (Quix, EOS):      {base:>10,.0f} events/s (state update + one output per event)",
+        f"processor, cases of {f['per_case']:<5}        {proc:>10,.0f} events/s = {proc / raw:.2f}x raw, {proc / base:.2f}x engine",
+        f"processor, cases of {f['long_per_case']:<5}        {f['processor_long_cases_events_per_s']:>10,.0f} events/s "
+        f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)",
+        "processor RSS:                    " + ", ".join(f"{v:,.0f} MB after {k:,} cases" for k, v in rss.items()),
     ]
-    return "\n".join(lines) + "\n" + json.dumps(figures)
+    if "rebuild_seconds" in f:
+        lines.append(f"views rebuild:                    {f['rebuild_events']:,} events in {f['rebuild_seconds']:.0f} s "
+                     f"({f['rebuild_events'] / f['rebuild_seconds']:,.0f} events/s)")
+    lines += [
+        f"one adapter, accepted POSTs:      {f['adapter_posts_per_s']:>10,.0f} /s ({f['adapter_concurrency']} concurrent clients)",
+        f"accepted POST -> view served:     p50 {f['post_to_view_p50_ms']:.0f} ms, p99 {f['post_to_view_p99_ms']:.0f} ms "
+        f"({f['latency_samples']} samples)",
+    ]
+    return "\n".join(lines) + "\n" + json.dumps(f)

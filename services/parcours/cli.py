@@ -187,9 +187,10 @@ def _bench(args: argparse.Namespace) -> int:
     s = get_settings()
     bootstrap, broker = bootstrap_or_start(s)
     try:
-        figures = asyncio.run(bench.run(bootstrap, events=args.events, cases=args.cases, post_seconds=args.post_seconds,
-                                        concurrency=args.concurrency, latency_samples=args.latency_samples,
-                                        logdir=s.broker_dir.parent / "bench-logs"))
+        figures = bench.run(bootstrap, cases=args.cases, per_case=args.per_case, long_cases=args.long_cases,
+                            long_per_case=args.long_per_case, rss_cases=args.rss_cases, rebuild_events=args.rebuild_events,
+                            post_seconds=args.post_seconds, concurrency=args.concurrency,
+                            latency_samples=args.latency_samples, logdir=s.broker_dir.parent / "bench-logs")
     finally:
         if broker is not None:
             broker.stop()
@@ -332,6 +333,8 @@ def _check_port(host: str, port: int) -> None:
     import socket
 
     with socket.socket() as s:
+        # as uvicorn binds: a socket of a service that just stopped (TIME_WAIT) does not count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -369,8 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_replay)
 
     b2 = sub.add_parser("bench", help="print throughput and latency figures (processor, adapter, raw aiokafka)")
-    b2.add_argument("--events", type=int, default=20000)
-    b2.add_argument("--cases", type=int, default=500)
+    b2.add_argument("--cases", type=int, default=10000, help="cases in the main burst")
+    b2.add_argument("--per-case", type=int, default=10, help="events per case in the main burst")
+    b2.add_argument("--long-cases", type=int, default=20)
+    b2.add_argument("--long-per-case", type=int, default=1000)
+    b2.add_argument("--rss-cases", type=int, default=100000, help="cases when the processor's memory is read again")
+    b2.add_argument("--rebuild-events", type=int, default=1000000, help="0 skips the rebuild figure")
     b2.add_argument("--post-seconds", type=float, default=15.0)
     b2.add_argument("--concurrency", type=int, default=32)
     b2.add_argument("--latency-samples", type=int, default=200)

@@ -34,7 +34,7 @@ async def test_recorded_story_replays_to_the_expected_views(kafka_bootstrap: str
     try:
         async def views() -> dict | None:
             stack.check_alive()
-            live = {k.decode(): json.loads(v) for k, v in (await rb.live_views(cat, kafka_bootstrap)).items()}
+            live = rb.assembled(await rb.live_views(cat, kafka_bootstrap))
             return live if live == expected else None
         await eventually(views, 90, "the replayed story's views")
     finally:

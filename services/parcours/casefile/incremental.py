@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from parcours.casefile.policy import Policy
+from parcours.casefile.state import canonical_digest
 from parcours.casefile.view import View, item_key
 from parcours.contract.models import (
     CATEGORIES,
@@ -121,7 +122,7 @@ def document(e: Event) -> dict[str, Any]:
     else:  # pragma: no cover - every event type is listed above
         raise TypeError(f"no document for {type(e).__name__}")
     # the canonical form decides between two payloads sharing an event id (a bad producer)
-    meta["canon"] = e.event_type + e.model_dump_json()
+    meta["canon"] = canonical_digest(e)
     return {"m": meta, "entry": entry}
 
 

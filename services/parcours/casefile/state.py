@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -48,5 +49,9 @@ def fold_all(case_id: str, events: list[Event]) -> CaseState:
     return state
 
 
-def _canonical(e: Event) -> str:
-    return e.event_type + e.model_dump_json()
+def canonical_digest(e: Event) -> str:
+    """Decides between two payloads sharing an event id: a digest, so that stores keep it small."""
+    return hashlib.blake2b((e.event_type + e.model_dump_json()).encode(), digest_size=16).hexdigest()
+
+
+_canonical = canonical_digest

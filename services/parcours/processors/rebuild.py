@@ -8,14 +8,17 @@ rebuilt item records (and tombstones for items that should not exist).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from parcours.casefile.incremental import assemble
 from parcours.kafkaio import read_compacted, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
@@ -89,6 +92,20 @@ async def live_views(catalogue: Catalogue, bootstrap: str) -> Views:
     for slug in catalogue.registry.structures:
         for key, value in (await read_compacted(bootstrap, catalogue.per_structure("views", slug).name)).items():
             out[(slug, key)] = value
+    return out
+
+
+def assembled(views: Views) -> dict[str, dict[str, Any]]:
+    """Whole views, keyed `<slug>/<case_id>`, from item records (what an adapter serves)."""
+    by_case: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (slug, key), value in views.items():
+        case_id = key.decode().split("/", 1)[0]
+        by_case.setdefault((slug, case_id), []).append(json.loads(value))
+    out = {}
+    for (slug, case_id), records in sorted(by_case.items()):
+        view = assemble(case_id, slug, records)
+        if view is not None:
+            out[f"{slug}/{case_id}"] = view
     return out
 
 
