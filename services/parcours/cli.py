@@ -80,6 +80,9 @@ def _processor(args: argparse.Namespace) -> int:
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
 
+    import faulthandler
+
+    faulthandler.enable()  # a crash in native code (librdkafka, RocksDB) leaves its Python stack in the log
     setup_logging("processor")
     metrics = ProcessorMetrics()
     serve(metrics.registry, args.metrics_port)
