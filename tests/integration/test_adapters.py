@@ -322,21 +322,3 @@ async def test_the_largest_events_the_edge_accepts_reach_the_views(api: Api) -> 
         assert set(held[evaluation_id]["results"].values()) == {value}
     api.stack.check_alive()
 
-
-async def test_an_expiring_consent_leaves_the_view_without_any_new_event(api: Api) -> None:
-    """The consent clock: the processor schedules the expiry, the clock ticks, the view loses the item."""
-    from datetime import UTC, datetime, timedelta
-
-    case, _ = await _case_for(api)
-    until = (datetime.now(UTC) + timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
-    await api.post("dac-31", f"/v1/cases/{case}/consents", {"grantee": "crt-31-nord", "categories": ["discussion"],
-                                                             "decision": "permit", "method": "oral", "valid_until": until})
-    m = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Partagé pour quelques secondes."})).json()
-    item = f"message:{m['message_id']}"
-    await api.view_with("crt-31-nord", case, item)
-    await api.view_without("crt-31-nord", case, item, timeout=40)
-
-    async def redacted() -> bool:
-        notes = (await api.get("crt-31-nord", "/v1/inbox?after=0&limit=1000")).json()["notifications"]
-        return any(n["item"] == item and n["type"] == "redaction" for n in notes)
-    await eventually(redacted, 20, "a redaction notice")
