@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
+from parcours.devbroker.broker import free_port
 from parcours.processors.app import consumer_lag, group_id
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
@@ -153,7 +154,7 @@ class ProcessorRun:
         self.bootstrap, self.cat = bootstrap, cat
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
         self.parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
-        self.port = _free_port()
+        self.port = free_port()
         log = open(logdir / f"processor-{cat.prefix}.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", "processor", "--metrics-port", str(self.port),
                                       "--state-dir", str(logdir / f"state-{cat.prefix}")],
@@ -197,12 +198,6 @@ class ProcessorRun:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-def _free_port() -> int:
-    from parcours.devbroker.broker import free_port
-
-    return free_port()
 
 
 def _fresh(bootstrap: str) -> tuple[Catalogue, dict[str, str]]:
@@ -269,7 +264,7 @@ async def _edge(bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Pat
     procs = [subprocess.Popen([sys.executable, "-m", "parcours.cli", "processor", "--metrics-port", "0",
                                "--state-dir", str(logdir / f"state-edge-{cat.prefix}")],
                               env=env, stdout=open(logdir / "processor-edge.log", "ab"), stderr=subprocess.STDOUT)]
-    port = _free_port()
+    port = free_port()
     procs.append(subprocess.Popen([sys.executable, "-m", "parcours.cli", "adapter", "dac", "--port", str(port)], env=env,
                                   stdout=open(logdir / "adapter-dac.log", "ab"), stderr=subprocess.STDOUT))
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer dev-dac-31"}

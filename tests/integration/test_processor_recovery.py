@@ -12,7 +12,10 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -123,80 +126,74 @@ class Load:
         assert not dead, f"{len(dead)} dead letters, e.g. {dict(dead[0].headers)}"
 
 
-def _stack(bootstrap: str, tmp_path: Path) -> Stack:
-    return Stack(bootstrap, f"k{uuid.uuid4().hex[:8]}", tmp_path)
-
-
-async def test_sigkill_mid_stream_then_restart_equals_rebuild(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stack = _stack(kafka_bootstrap, tmp_path)
-    load = Load(kafka_bootstrap, stack)
-    history = random_history(random.Random(7), cases=60, per_case=25)
+@pytest.fixture
+def load(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Load]:
+    """Topics of this test's own, a producer of events, and the stack's processes stopped after."""
+    stack = Stack(kafka_bootstrap, f"k{uuid.uuid4().hex[:8]}", tmp_path)
     try:
-        stack.start_processor()
-        half = len(history) // 2
-        await load.send(history[:half])
-
-        async def some_views() -> bool:
-            stack.check_alive()
-            return len(await rb.live_views(load.cat, kafka_bootstrap)) > 20
-        await eventually(some_views, 60, "the processor to write views")
-        stack.kill("processor", signal.SIGKILL)  # mid-stream: the first half is not all processed
-        await load.send(history[half:] + history[:50])  # the second half, and some duplicates
-        stack.start_processor()  # at once: no waiting for the killed member's session to expire
-        await load.caught_up()
-        await load.check(cases=60)
+        yield Load(kafka_bootstrap, stack)
     finally:
         stack.stop()
 
 
-async def test_three_sigkills_at_random_instants_of_a_load(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stack = _stack(kafka_bootstrap, tmp_path)
-    load = Load(kafka_bootstrap, stack)
+async def test_sigkill_mid_stream_then_restart_equals_rebuild(load: Load) -> None:
+    stack = load.stack
+    history = random_history(random.Random(7), cases=60, per_case=25)
+    stack.start_processor()
+    half = len(history) // 2
+    await load.send(history[:half])
+
+    async def some_views() -> bool:
+        stack.check_alive()
+        return len(await rb.live_views(load.cat, load.bootstrap)) > 20
+    await eventually(some_views, 60, "the processor to write views")
+    stack.kill("processor", signal.SIGKILL)  # mid-stream: the first half is not all processed
+    await load.send(history[half:] + history[:50])  # the second half, and some duplicates
+    stack.start_processor()  # at once: no waiting for the killed member's session to expire
+    await load.caught_up()
+    await load.check(cases=60)
+
+
+async def test_three_sigkills_at_random_instants_of_a_load(load: Load) -> None:
+    stack = load.stack
     rng = random.Random()
     history = random_history(rng, cases=80, per_case=24)[:2000]
-    try:
+    stack.start_processor()
+    sending = asyncio.create_task(load.send(history, pause_every=20))
+    for _ in range(3):
+        await asyncio.sleep(rng.uniform(0.5, 4.0))  # the random instants of the kills, not a wait for a condition
+        stack.kill("processor", signal.SIGKILL)
         stack.start_processor()
-        sending = asyncio.create_task(load.send(history, pause_every=20))
-        for _ in range(3):
-            await asyncio.sleep(rng.uniform(0.5, 4.0))
-            stack.kill("processor", signal.SIGKILL)
-            stack.start_processor()
-        await sending
-        await load.caught_up()
-        await load.check(cases=80)
-    finally:
-        stack.stop()
+    await sending
+    await load.caught_up()
+    await load.check(cases=80)
 
 
-async def test_two_instances_share_the_load_and_one_survives_a_kill(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stack = _stack(kafka_bootstrap, tmp_path)
-    load = Load(kafka_bootstrap, stack)
+async def test_two_instances_share_the_load_and_one_survives_a_kill(load: Load) -> None:
+    stack = load.stack
     history = random_history(random.Random(11), cases=60, per_case=25)
-    try:
-        stack.start_processor("processor-a")
-        stack.start_processor("processor-b")
+    stack.start_processor("processor-a")
+    stack.start_processor("processor-b")
 
-        async def both_working() -> bool:
-            stack.check_alive()
-            described = await asyncio.to_thread(
-                lambda: load.admin.describe_consumer_groups([group_id(load.cat)])[group_id(load.cat)].result(10))
-            return len(described.members) == 2 and all(m.assignment.topic_partitions for m in described.members)
-        await eventually(both_working, 60, "two members sharing the partitions")
-        half = len(history) // 2
-        await load.send(history[:half])
+    async def both_working() -> bool:
+        stack.check_alive()
+        described = await asyncio.to_thread(
+            lambda: load.admin.describe_consumer_groups([group_id(load.cat)])[group_id(load.cat)].result(10))
+        return len(described.members) == 2 and all(m.assignment.topic_partitions for m in described.members)
+    await eventually(both_working, 60, "two members sharing the partitions")
+    half = len(history) // 2
+    await load.send(history[:half])
 
-        async def both_processed() -> bool:  # the first half went through each instance
-            async with httpx.AsyncClient() as client:
-                for name in ("processor-a", "processor-b"):
-                    text = (await client.get(f"http://127.0.0.1:{stack.ports[name]}/metrics")).text
-                    if 'parcours_processor_events_total{type="MessagePosted"}' not in text:
-                        return False
-            return True
-        await eventually(both_processed, 60, "both instances to process events")
-        sending = asyncio.create_task(load.send(history[half:], pause_every=20))
-        stack.kill("processor-a", signal.SIGKILL)
-        await sending
-        await load.caught_up()
-        await load.check(cases=60)
-    finally:
-        stack.stop()
+    async def both_processed() -> bool:  # the first half went through each instance
+        async with httpx.AsyncClient() as client:
+            for name in ("processor-a", "processor-b"):
+                text = (await client.get(f"http://127.0.0.1:{stack.ports[name]}/metrics")).text
+                if 'parcours_processor_events_total{type="MessagePosted"}' not in text:
+                    return False
+        return True
+    await eventually(both_processed, 60, "both instances to process events")
+    sending = asyncio.create_task(load.send(history[half:], pause_every=20))
+    stack.kill("processor-a", signal.SIGKILL)
+    await sending
+    await load.caught_up()
+    await load.check(cases=60)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from parcours.casefile.policy import Policy, Viewer, concerned, next_change
 from parcours.casefile.state import fold, fold_all
-from parcours.casefile.view import change, project
+from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
+from parcours.casefile.view import project
 from tests.factories import T0, ev
 
 DAC, CPTS, CPTS2, CRT, CRT2 = (
@@ -117,22 +119,41 @@ def test_rule4_kind_ceiling_beats_consent() -> None:
     assert "message:m1" in items(events, CPTS, policy=Policy({}))  # the ceiling is configuration
 
 
+def _changes(core: IncrementalCaseFile, store: DictStore, event, slug: str) -> tuple[list[str], list[str], list[dict]]:  # type: ignore[no-untyped-def]
+    """(appeared, vanished, notification bodies) for `slug` when `event` is applied."""
+    out = core.apply(store, "case-1", event, NOW)
+    notes = [n.body for n in out.notices if n.structure == slug]
+    return ([n["item"] for n in notes if n["type"] == "item_visible"],
+            [n["item"] for n in notes if n["type"] == "redaction"], notes)
+
+
 def test_rule5_a_later_deny_redacts_and_the_change_names_ids_only() -> None:
     m = ev("EvaluationRecorded", source="dac-31", category="functional")
     permit = consent("c1", "crt-31-muret", ["functional"])
     before = project(fold_all("case-1", [m, permit]), CRT, POLICY, NOW)
     assert "evaluation:eval-1" in before["items"]
-    state = fold(fold_all("case-1", [m, permit]), consent("c2", "crt-31-muret", ["functional"], decision="deny", at=10))
-    after = project(state, CRT, POLICY, NOW)
-    diff = change("crt-31-muret", set(before["items"]), after)
-    assert diff.vanished == ["evaluation:eval-1"]
-    assert diff.appeared == ["consent:c2"]
+    core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
+    for e in (m, permit):
+        core.apply(store, "case-1", e, NOW)
+    appeared, vanished, notes = _changes(core, store, consent("c2", "crt-31-muret", ["functional"], decision="deny", at=10),
+                                         "crt-31-muret")
+    assert vanished == ["evaluation:eval-1"]
+    assert appeared == ["consent:c2"]
+    assert all(set(n) == {"notification_id", "type", "case_id", "item", "view_version"} for n in notes)
 
 
 def test_rule6_nothing_visible_means_no_view() -> None:
     assert project(fold_all("case-1", [msg("m1", "dac-31", "medical")]), CRT, POLICY, NOW) is None
-    diff = change("crt-31-muret", {"message:m1"}, None)
-    assert diff.view is None and diff.vanished == ["message:m1"]
+    core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
+    core.apply(store, "case-1", msg("m1", "dac-31", "medical"), NOW)
+    core.apply(store, "case-1", consent("c1", "crt-31-muret", ["medical"], source="dac-31"), NOW)
+    out = core.apply(store, "case-1", consent("c2", "crt-31-muret", ["medical"], decision="deny", at=10), NOW)
+    left = {r.item for r in out.items if r.structure == "crt-31-muret" and r.value is None}
+    assert "message:m1" in left and [n.body["item"] for n in out.notices
+                                     if n.structure == "crt-31-muret" and n.body["type"] == "redaction"] == ["message:m1"]
+    remaining = [json.loads(r.value) for r in out.items if r.structure == "crt-31-muret" and r.value]
+    assert assemble("case-1", "crt-31-muret", remaining) is not None  # the consents it is named in stay visible
+    assert assemble("case-1", "crt-31-muret", []) is None
 
 
 def test_duplicates_and_order_do_not_change_the_view() -> None:

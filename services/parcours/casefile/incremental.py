@@ -28,26 +28,24 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from parcours.casefile.policy import Policy
-from parcours.casefile.state import canonical_digest
-from parcours.casefile.view import View, item_key
-from parcours.contract.models import (
-    CATEGORIES,
-    AdmissionDecided,
-    ConsentRecorded,
-    EvaluationRecorded,
-    Event,
-    MessagePosted,
-    ReferralStatusChanged,
-    ReferralSubmitted,
-    RuptureReported,
+from parcours.casefile.policy import (
+    Policy,
+    Terms,
+    Viewer,
+    concerned_by,
+    from_ms,
+    named_by,
+    next_expiry,
+    permitted,
+    sees,
+    to_ms,
 )
-
-#: events whose item belongs to a referral (rule 2)
-_REFERRAL_TYPES = ("ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided")
+from parcours.casefile.state import canonical_digest
+from parcours.casefile.view import View, item_key, iso, render, unknown_referral, with_clock
+from parcours.contract.models import ConsentRecorded, Event
 
 
 class CaseStore(Protocol):
@@ -78,52 +76,21 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ms(dt: datetime) -> int:
-    return (dt - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.isoformat().replace("+00:00", "Z")
-
-
 # --- documents: what the store keeps of an event -----------------------------------------
 def document(e: Event) -> dict[str, Any]:
-    """The event as the rules and the views need it: metadata for the policy, the rendered entry."""
+    """The event as the rules and the views need it: plain values for the policy, its entry."""
     meta: dict[str, Any] = {"id": str(e.event_id), "t": e.event_type, "src": e.source, "cat": e.category,
-                            "ms": _ms(e.occurred_at)}
-    base = {"event_id": str(e.event_id), "by": e.source, "at": _iso(e.occurred_at), "category": e.category}
-    entry: dict[str, Any]
-    if isinstance(e, ReferralSubmitted):
-        meta.update(rid=e.referral_id, to=e.to_structure)
-        entry = {"referral_id": e.referral_id, "from": e.source, "to": e.to_structure,
-                 "person": e.person.model_dump(mode="json"), "reasons": list(e.reasons), "urgency": e.urgency,
-                 "context": e.context.model_dump(mode="json") if e.context else None, "summary": e.summary, **base}
-    elif isinstance(e, ReferralStatusChanged):
-        meta.update(rid=e.referral_id, redirect=e.redirect_to)
-        entry = {"referral_id": e.referral_id, "status": e.status, "reason": e.reason, "redirect_to": e.redirect_to, **base}
-    elif isinstance(e, AdmissionDecided):
-        meta.update(rid=e.referral_id)
-        entry = {"referral_id": e.referral_id, "decision": e.decision, "volet": e.volet,
-                 "start_date": e.start_date.isoformat() if e.start_date else None, "reasons": list(e.reasons), **base}
-    elif isinstance(e, EvaluationRecorded):
-        entry = {"evaluation_id": e.evaluation_id, "type": e.type, "results": dict(e.results), "gir": e.gir, **base}
-    elif isinstance(e, MessagePosted):
-        entry = {"message_id": e.message_id, "body": e.body, "reply_to": e.reply_to, **base}
-    elif isinstance(e, ConsentRecorded):
-        meta.update(grantee=e.grantee, cats=list(e.categories), dec=e.decision,
-                    until=_ms(e.valid_until) if e.valid_until else None)
-        entry = {"consent_id": e.consent_id, "grantee": e.grantee, "categories": list(e.categories),
-                 "decision": e.decision, "valid_until": _iso(e.valid_until), "method": e.method, **base}
-    elif isinstance(e, RuptureReported):
-        entry = {"rupture_id": e.rupture_id, "territory": e.territory, "type": e.type, "description": e.description, **base}
-    else:  # pragma: no cover - every event type is listed above
-        raise TypeError(f"no document for {type(e).__name__}")
-    # the canonical form decides between two payloads sharing an event id (a bad producer)
-    meta["canon"] = canonical_digest(e)
-    return {"m": meta, "entry": entry}
+                            "ms": to_ms(e.occurred_at), "named": [s for s in named_by(e) if s],
+                            "rid": getattr(e, "referral_id", None), "canon": canonical_digest(e)}
+    if isinstance(e, ConsentRecorded):
+        t = Terms.of(e)
+        meta["terms"] = [t.grantee, t.source, list(t.categories), t.decision, t.until_ms]
+    return {"m": meta, "entry": render(e)}
+
+
+def _terms(raw: list[Any]) -> Terms:
+    grantee, source, categories, decision, until_ms = raw
+    return Terms(grantee, source, tuple(categories), decision, until_ms)
 
 
 def _order(doc: dict[str, Any]) -> tuple[int, str]:
@@ -132,10 +99,8 @@ def _order(doc: dict[str, Any]) -> tuple[int, str]:
 
 
 def _entry(doc: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    if doc["m"]["t"] == "ConsentRecorded":
-        until = doc["m"]["until"]
-        return {**doc["entry"], "active": until is None or now_ms < until}
-    return doc["entry"]
+    terms = doc["m"].get("terms")
+    return with_clock(doc["entry"], terms[4], now_ms) if terms else doc["entry"]
 
 
 # --- outputs ---------------------------------------------------------------------------
@@ -174,40 +139,21 @@ class Outcome:
     duplicate: bool = False
 
 
-# --- the rules on documents (the same as policy.py, which works on events) --------------
+# --- the rules (policy.py) on documents --------------------------------------------------
 class _Rules:
+    """The policy's answers for one step: who is concerned, and what each may see by consent."""
+
     def __init__(self, idx: dict[str, Any], kinds: Mapping[str, str], policy: Policy, now_ms: int) -> None:
         self.parties: dict[str, list[str]] = idx["parties"]
-        self.kinds = kinds
-        self.allowed: dict[str, frozenset[str]] = {}
-        for slug in idx["structs"]:
-            kind = kinds[slug]
-            hidden = policy.hidden.get(kind, frozenset())
-            cats = set()
-            for cat in CATEGORIES:
-                if cat in hidden:
-                    continue
-                permitted = denied = False
-                for c in idx["consents"]:
-                    if cat not in c["cats"] or not (c["until"] is None or now_ms < c["until"]):
-                        continue
-                    covered = c["grantee"] in (slug, kind)
-                    if c["dec"] == "deny":
-                        denied = denied or covered
-                    elif covered or c["src"] == slug:
-                        permitted = True
-                if permitted and not denied:
-                    cats.add(cat)
-            self.allowed[slug] = frozenset(cats)
+        consents = [_terms(c) for c in idx["consents"]]
+        self.viewers = {slug: Viewer(slug, kinds[slug]) for slug in idx["structs"]}
+        self.allowed = {slug: permitted(v, consents, policy, now_ms) for slug, v in self.viewers.items()}
 
     def may_see(self, m: dict[str, Any], slug: str) -> bool:
-        if m["src"] == slug:
-            return True  # rule 1
-        if m["t"] in _REFERRAL_TYPES and slug in self.parties.get(m["rid"], ()):
-            return True  # rule 2
-        if m["t"] == "ConsentRecorded" and m["grantee"] in (slug, self.kinds[slug]):
-            return True  # a consent is visible to the structures it names
-        return m["cat"] in self.allowed[slug]  # rules 3, 4 and 5
+        terms = m.get("terms")
+        return sees(self.viewers[slug], source=m["src"], event_type=m["t"], category=m["cat"],
+                    parties=self.parties.get(m["rid"], ()) if m["rid"] else (),
+                    grantee=terms[0] if terms else None, allowed=self.allowed[slug])
 
 
 def _new_index() -> dict[str, Any]:
@@ -222,11 +168,11 @@ class IncrementalCaseFile:
         self.policy = policy
 
     def apply(self, store: CaseStore, case_id: str, event: Event | None, now: datetime) -> Outcome:
-        now_ms = _ms(now)
+        now_ms = to_ms(now)
         idx = store.get("idx") or _new_index()
         cnt = store.get("cnt") or {"keys": 0, "s": {}}
         if event is None:  # a clock tick: every item may change
-            return self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {})
+            return self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {}, False)
         doc = document(event)
         key = item_key(event)
         eid = doc["m"]["id"]
@@ -252,37 +198,25 @@ class IncrementalCaseFile:
         loaded[key] = rec
         rules_change |= self._index(idx, doc)
         keys = self._all_keys(store, cnt) if rules_change else [key]
-        if rules_change:
-            store.set("idx", idx)
-        return self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded)
+        return self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change)
 
     # --- internals ------------------------------------------------------------------------
     def _index(self, idx: dict[str, Any], doc: dict[str, Any]) -> bool:
         """Record what the rules need from `doc`; True when who-sees-what may change."""
         m = doc["m"]
-        changed = False
+        terms = m.get("terms")
         structs = idx["structs"]
-
-        def concern(slug: str | None) -> None:
-            nonlocal changed
-            if slug and slug in self.kinds and slug not in structs:
-                structs.append(slug)
-                changed = True
-
-        concern(m["src"])
-        if m["t"] == "ReferralSubmitted" or (m["t"] == "ReferralStatusChanged" and m.get("redirect")):
+        new = concerned_by(m["src"], m["named"], terms[0] if terms else None, self.kinds) - set(structs)
+        structs.extend(sorted(new))
+        changed = bool(new)
+        if m["named"] and m["rid"]:  # a referral's recipient, a redirection's target: parties (rule 2)
             parties = idx["parties"].setdefault(m["rid"], [])
-            for slug in (m["src"], m["to"]) if m["t"] == "ReferralSubmitted" else (m["redirect"],):
-                concern(slug)
+            for slug in ([m["src"]] if m["t"] == "ReferralSubmitted" else []) + m["named"]:
                 if slug not in parties:
                     parties.append(slug)
                     changed = True
-        elif m["t"] == "ConsentRecorded":
-            idx["consents"].append({"id": m["id"], "grantee": m["grantee"], "src": m["src"], "cats": m["cats"],
-                                    "dec": m["dec"], "until": m["until"]})
-            for slug, kind in self.kinds.items():
-                if m["grantee"] in (slug, kind):
-                    concern(slug)
+        if terms:
+            idx["consents"].append(terms)
             changed = True
         return changed
 
@@ -290,7 +224,7 @@ class IncrementalCaseFile:
         return [store.get(f"ki:{i}") for i in range(cnt["keys"])]
 
     def _reevaluate(self, store: CaseStore, case_id: str, idx: dict[str, Any], cnt: dict[str, Any], now_ms: int,
-                    keys: Iterable[str], loaded: dict[str, dict[str, Any]]) -> Outcome:
+                    keys: Iterable[str], loaded: dict[str, dict[str, Any]], idx_changed: bool) -> Outcome:
         out = Outcome()
         rules = _Rules(idx, self.kinds, self.policy, now_ms)
         structs = sorted(idx["structs"])
@@ -336,11 +270,13 @@ class IncrementalCaseFile:
                 "notification_id": f"{case_id}:{key}:{kind}:{c[1]}", "type": kind, "case_id": case_id,
                 "item": key, "view_version": c[0]}))
         store.set("cnt", cnt)
-        due = min((c["until"] for c in idx["consents"] if c["until"] is not None and c["until"] > now_ms), default=None)
+        due = next_expiry((_terms(c) for c in idx["consents"]), now_ms)
         if due != idx["next"]:
             idx["next"] = due
-            store.set("idx", idx)
             out.schedule = (case_id, due)
+            idx_changed = True
+        if idx_changed:
+            store.set("idx", idx)
         return out
 
 
@@ -361,7 +297,7 @@ def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) ->
         kind = r["item"].split(":", 1)[0]
         e = dict(r["entry"])
         if kind in ("status", "admission"):
-            ref = referrals.setdefault(e["referral_id"], _unknown_referral(e["referral_id"]))
+            ref = referrals.setdefault(e["referral_id"], unknown_referral(e["referral_id"]))
             del e["referral_id"]
             if kind == "status":
                 ref["status_history"].append(e)
@@ -376,7 +312,7 @@ def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) ->
         "case_id": case_id,
         "structure": structure,
         "version": sum(r["n"] for r in recs),
-        "updated_at": _iso(_EPOCH + timedelta(milliseconds=last["last"][0])),
+        "updated_at": iso(from_ms(last["last"][0])),
         "referrals": list(referrals.values()),
         "evaluations": lists["evaluation"],
         "messages": lists["message"],
@@ -385,6 +321,3 @@ def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) ->
         "items": sorted(r["item"] for r in recs),
     }
 
-
-def _unknown_referral(referral_id: str) -> dict[str, Any]:
-    return {"referral_id": referral_id, "status": None, "status_history": [], "admission": None, "admission_history": []}

@@ -1,4 +1,4 @@
-"""The consent rules of DESIGN.md section 3, as pure functions.
+"""The consent rules of DESIGN.md section 3, as pure functions: the one place they are written.
 
 1. Author: a structure always sees the items it authored.
 2. Referral parties: sender, recipient (and a redirection's target) see the referral, its status
@@ -9,15 +9,20 @@
 4. Kind ceiling: categories hidden from S's kind are never shown to S (except its own items).
 Also decided here: a consent is visible to the structures it names (they must know what they may
 see), like a referral to its parties.
+
+The rules work on plain values (`Terms` of a consent, an item's source, type, referral and
+category), so that the projection of a whole case (`view.project`, the specification) and the
+incremental case file (`incremental`, what the processor runs) apply the very same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from parcours.contract.models import (
+    CATEGORIES,
     AdmissionDecided,
     ConsentRecorded,
     Event,
@@ -25,6 +30,19 @@ from parcours.contract.models import (
     ReferralSubmitted,
 )
 from parcours.casefile.state import CaseState
+
+#: event types whose item belongs to a referral (rule 2)
+REFERRAL_TYPES = frozenset({"ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(dt: datetime) -> int:
+    """Milliseconds since the epoch (event times are whole milliseconds)."""
+    return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_ms(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 @dataclass(frozen=True)
@@ -40,20 +58,85 @@ class Policy:
     hidden: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Terms:
+    """What the rules need of a consent."""
+
+    grantee: str
+    source: str
+    categories: tuple[str, ...]
+    decision: str
+    until_ms: int | None
+
+    @classmethod
+    def of(cls, c: ConsentRecorded) -> Terms:
+        return cls(c.grantee, c.source, tuple(c.categories), c.decision,
+                   to_ms(c.valid_until) if c.valid_until else None)
+
+    def active(self, now_ms: int) -> bool:
+        return self.until_ms is None or now_ms < self.until_ms
+
+
 def covers(grantee: str, viewer: Viewer) -> bool:
     return grantee in (viewer.slug, viewer.kind)
 
 
-def active(consent: ConsentRecorded, now: datetime) -> bool:
-    return consent.valid_until is None or now < consent.valid_until
+def permitted(viewer: Viewer, consents: Iterable[Terms], policy: Policy, now_ms: int) -> frozenset[str]:
+    """The categories `viewer` may see of others' items by consent, under its kind's ceiling
+    (rules 3, 4 and 5)."""
+    hidden = policy.hidden.get(viewer.kind, frozenset())
+    live = [c for c in consents if c.active(now_ms)]
+    out = set()
+    for cat in CATEGORIES:
+        if cat in hidden:
+            continue
+        permit = deny = False
+        for c in live:
+            if cat not in c.categories:
+                continue
+            if c.decision == "deny":
+                deny = deny or covers(c.grantee, viewer)
+            elif covers(c.grantee, viewer) or c.source == viewer.slug:
+                permit = True
+        if permit and not deny:
+            out.add(cat)
+    return frozenset(out)
 
 
+def sees(viewer: Viewer, *, source: str, event_type: str, category: str, parties: Collection[str],
+         grantee: str | None, allowed: frozenset[str]) -> bool:
+    """Whether `viewer` sees an item. `parties`: those of the item's referral (rule 2);
+    `grantee`: a consent's; `allowed`: `permitted(viewer, ...)` at the instant considered."""
+    if source == viewer.slug:
+        return True  # rule 1
+    if event_type in REFERRAL_TYPES and viewer.slug in parties:
+        return True  # rule 2
+    if event_type == "ConsentRecorded" and grantee is not None and covers(grantee, viewer):
+        return True  # a consent is visible to the structures it names
+    return category in allowed  # rules 3, 4 and 5
+
+
+def concerned_by(source: str, named: Iterable[str | None], grantee: str | None, kinds: Mapping[str, str]) -> set[str]:
+    """The registered structures an item may make see something: its author, the structures it
+    names (a referral's recipient, a redirection's target) and those a consent's grantee covers."""
+    out = {source, *(s for s in named if s)}
+    if grantee is not None:
+        out.update(slug for slug, kind in kinds.items() if grantee in (slug, kind))
+    return {s for s in out if s in kinds}
+
+
+def next_expiry(consents: Iterable[Terms], now_ms: int) -> int | None:
+    """The next instant (ms) at which a consent expires, strictly after `now_ms`."""
+    return min((c.until_ms for c in consents if c.until_ms is not None and c.until_ms > now_ms), default=None)
+
+
+# --- the rules over a whole case state (the specification's path) ---------------------
 @dataclass(frozen=True)
 class CaseIndex:
     """What the rules need from a state, computed once per state."""
 
     referral_parties: dict[str, frozenset[str]]
-    consents: tuple[ConsentRecorded, ...]
+    consents: tuple[Terms, ...]
 
     @classmethod
     def of(cls, state: CaseState) -> CaseIndex:
@@ -65,58 +148,40 @@ class CaseIndex:
             elif isinstance(e, ReferralStatusChanged) and e.redirect_to:
                 parties.setdefault(e.referral_id, set()).add(e.redirect_to)
             elif isinstance(e, ConsentRecorded):
-                consents.append(e)
+                consents.append(Terms.of(e))
         # a status change or decision without its referral: its author is the only party known
         return cls({k: frozenset(v) for k, v in parties.items()}, tuple(consents))
 
     def parties(self, referral_id: str) -> frozenset[str]:
         return self.referral_parties.get(referral_id, frozenset())
 
-    def consented(self, viewer: Viewer, category: str, now: datetime) -> bool:
-        permitted = denied = False
-        for c in self.consents:
-            if category not in c.categories or not active(c, now):
-                continue
-            if c.decision == "deny":
-                if covers(c.grantee, viewer):
-                    denied = True
-            elif covers(c.grantee, viewer) or c.source == viewer.slug:
-                permitted = True
-        return permitted and not denied
 
-
-def may_see(event: Event, viewer: Viewer, index: CaseIndex, policy: Policy, now: datetime) -> bool:
-    if event.source == viewer.slug:
-        return True  # rule 1
-    if isinstance(event, (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided)):
-        if viewer.slug in index.parties(event.referral_id):
-            return True  # rule 2
-    if isinstance(event, ConsentRecorded) and covers(event.grantee, viewer):
-        return True
-    if event.category in policy.hidden.get(viewer.kind, frozenset()):
-        return False  # rule 4
-    return index.consented(viewer, event.category, now)  # rules 3 and 5
+def may_see(event: Event, viewer: Viewer, index: CaseIndex, allowed: frozenset[str]) -> bool:
+    """`sees` for an event of a case; `allowed`: `permitted(viewer, index.consents, ...)`."""
+    referral = event.referral_id if isinstance(event, (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided)) else None
+    return sees(viewer, source=event.source, event_type=event.event_type, category=event.category,
+                parties=index.parties(referral) if referral else frozenset(),
+                grantee=event.grantee if isinstance(event, ConsentRecorded) else None, allowed=allowed)
 
 
 def next_change(state: CaseState, now: datetime) -> datetime | None:
     """The next instant at which a view may change without a new event (a consent expiring)."""
-    upcoming = [
-        e.valid_until
-        for e in state.events.values()
-        if isinstance(e, ConsentRecorded) and e.valid_until is not None and e.valid_until > now
-    ]
-    return min(upcoming, default=None)
+    due = next_expiry(CaseIndex.of(state).consents, to_ms(now))
+    return None if due is None else from_ms(due)
 
 
 def concerned(state: CaseState, kinds: Mapping[str, str]) -> set[str]:
     """Every registered structure that may see something of the case (kinds: slug -> kind)."""
     out: set[str] = set()
     for e in state.events.values():
-        out.add(e.source)
-        if isinstance(e, ReferralSubmitted):
-            out.add(e.to_structure)
-        elif isinstance(e, ReferralStatusChanged) and e.redirect_to:
-            out.add(e.redirect_to)
-        elif isinstance(e, ConsentRecorded):
-            out.update(slug for slug, kind in kinds.items() if e.grantee in (slug, kind))
-    return {s for s in out if s in kinds}
+        out |= concerned_by(e.source, named_by(e), e.grantee if isinstance(e, ConsentRecorded) else None, kinds)
+    return out
+
+
+def named_by(e: Event) -> tuple[str | None, ...]:
+    """The structures an event names besides its author: a referral's recipient, a redirection's target."""
+    if isinstance(e, ReferralSubmitted):
+        return (e.to_structure,)
+    if isinstance(e, ReferralStatusChanged):
+        return (e.redirect_to,)
+    return ()

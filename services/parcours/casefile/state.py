@@ -37,7 +37,7 @@ def fold(state: CaseState, event: Event) -> CaseState:
     share an id (a bad producer), the same one wins whatever the arrival order."""
     eid = str(event.event_id)
     known = state.events.get(eid)
-    if known is not None and (known == event or _canonical(known) <= _canonical(event)):
+    if known is not None and (known == event or canonical_digest(known) <= canonical_digest(event)):
         return state
     return CaseState(state.case_id, {**state.events, eid: event})
 
@@ -53,5 +53,3 @@ def canonical_digest(e: Event) -> str:
     """Decides between two payloads sharing an event id: a digest, so that stores keep it small."""
     return hashlib.blake2b((e.event_type + e.model_dump_json()).encode(), digest_size=16).hexdigest()
 
-
-_canonical = canonical_digest

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from quixstreams import Application, message_context
 from quixstreams.models.topics import TopicManager
@@ -101,7 +101,7 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
         if key is not None:
             return True
         ctx = message_context()
-        emit(core.process(ctx.topic, ctx.partition, ctx.offset, None, value, headers, lambda: _no_state()))
+        emit(core.process(ctx.topic, ctx.partition, ctx.offset, None, value, headers, _NoState))
         return False
 
     def step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
@@ -173,10 +173,6 @@ class _NoState:
         raise EngineError("no state for a record without a key")
 
 
-def _no_state() -> _NoState:
-    return _NoState()
-
-
 def _report_lag(catalogue: Catalogue, bootstrap: str, metrics: ProcessorMetrics) -> None:
     """Records behind, per canonical partition: end offsets minus the group's committed offsets,
     both read through the admin API: never a consumer of the processor's group."""
@@ -198,15 +194,10 @@ def consumer_lag(admin: AdminClient, group: str, parts: list[TopicPartition]) ->
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[group]
     for tp in fut.result(timeout=10).topic_partitions or []:
         committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
-    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts}, isolation_level=_read_committed())
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts}, isolation_level=IsolationLevel.READ_COMMITTED)
     out = {}
     for tp, f in ends.items():
         end = f.result(timeout=10).offset
         out[(tp.topic, tp.partition)] = max(0, end - committed.get((tp.topic, tp.partition), 0))
     return out
 
-
-def _read_committed() -> Any:
-    from confluent_kafka import IsolationLevel
-
-    return IsolationLevel.READ_COMMITTED

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,8 +49,8 @@ class StagedStore:
     __slots__ = ("_state", "_staged", "_limit")
 
     def __init__(self, state: BytesState, limit: int) -> None:
-        self._state, self._staged, self._limit = state, {}, limit
-        self._staged: dict[str, bytes]
+        self._state, self._limit = state, limit
+        self._staged: dict[str, bytes] = {}
 
     def get(self, key: str) -> Any:
         raw = self._staged.get(key)
@@ -98,8 +98,7 @@ class Step:
     """What one input record produced, and what the metrics need to know about it."""
 
     outputs: list[Out] = field(default_factory=list)
-    event: Event | None = None
-    tick: bool = False
+    event: Event | None = None  # None for a clock tick or a dead letter
     duplicate: bool = False
     dead_letter: str | None = None  # the reason
     outcome: Outcome | None = None
@@ -142,7 +141,7 @@ class RecordProcessor:
             return self._dead(where, key, value, headers, "key_missing", "a record without a key (the case id)")
         if topic == self.ticks:
             due = _due(value)
-            step = Step(tick=True)
+            step = Step()
             tick_now = max(now, due) if due else now  # never evaluate a tick before its own due time
             return self._apply(step, where, key, value, headers, state, key.decode(), None, tick_now)
         try:
@@ -203,6 +202,3 @@ def _due(value: bytes | None) -> datetime | None:
     except ValueError:
         return None
 
-
-def kinds_of(catalogue: Catalogue) -> Mapping[str, str]:
-    return {s.slug: s.kind for s in catalogue.registry.structures.values()}
