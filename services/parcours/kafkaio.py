@@ -62,11 +62,16 @@ async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
 
 async def read_compacted(bootstrap: str, topic: str) -> dict[bytes, bytes]:
     """The latest value per key of a compacted topic; tombstones remove the key."""
-    out: dict[bytes, bytes] = {}
-    async for records in read_to_end(bootstrap, [topic]):
+    return {key: value for (_, key), value in (await read_latest(bootstrap, [topic])).items()}
+
+
+async def read_latest(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, bytes], bytes]:
+    """The latest value per (topic, key) of compacted topics, read with one consumer."""
+    out: dict[tuple[str, bytes], bytes] = {}
+    async for records in read_to_end(bootstrap, topics):
         for r in records:
             if r.value is None:
-                out.pop(r.key, None)
+                out.pop((r.topic, r.key), None)
             else:
-                out[r.key] = r.value
+                out[(r.topic, r.key)] = r.value
     return out

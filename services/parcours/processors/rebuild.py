@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import read_compacted, read_to_end
+from parcours.kafkaio import read_latest, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -88,11 +88,9 @@ def print_progress(total: int | None = None) -> Callable[[int, float], None]:
 
 
 async def live_views(catalogue: Catalogue, bootstrap: str) -> Views:
-    out: Views = {}
-    for slug in catalogue.registry.structures:
-        for key, value in (await read_compacted(bootstrap, catalogue.per_structure("views", slug).name)).items():
-            out[(slug, key)] = value
-    return out
+    """The latest item record per key of every `views.<slug>` topic, read with one consumer."""
+    slug_of = {catalogue.per_structure("views", slug).name: slug for slug in catalogue.registry.structures}
+    return {(slug_of[topic], key): value for (topic, key), value in (await read_latest(bootstrap, list(slug_of))).items()}
 
 
 def assembled(views: Views) -> dict[str, dict[str, Any]]:
