@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER
 from parcours.processors.app import consumer_lag, group_id
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
@@ -65,7 +66,7 @@ def case_events(cases: int, per_case: int, tag: str) -> Iterator[Event]:
 def produce(bootstrap: str, cat: Catalogue, events: Iterator[Event]) -> tuple[int, float]:
     codec = Codec()
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 20, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000})
+                         "linger.ms": 20, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000, **LIBRDKAFKA_PARTITIONER})
     n = 0
     t0 = time.perf_counter()
     for e in events:

@@ -10,6 +10,11 @@ from aiokafka.errors import KafkaError
 
 from parcours.topology.errors import ClusterError
 
+#: every librdkafka producer of the project partitions keys as aiokafka and the Java client do
+#: (murmur2): co-partitioning by case id needs one partitioner for all who write a case's records,
+#: and a compacted key must always land on the same partition (librdkafka's default is CRC32)
+LIBRDKAFKA_PARTITIONER = {"partitioner": "murmur2_random"}
+
 
 async def read_to_end(bootstrap: str, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:
     """Yield batches of every record of `topics`, from the beginning to the end offsets seen at start."""

@@ -28,6 +28,7 @@ from quixstreams import Application, message_context
 from quixstreams.models.topics import TopicManager
 
 from parcours.casefile.incremental import Outcome
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
@@ -65,7 +66,7 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
     """The Quix application and the side threads to start with it."""
     core = RecordProcessor(catalogue, policy)
     group = group_id(catalogue)
-    producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 5}
+    producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 5, **LIBRDKAFKA_PARTITIONER}
     app = Application(
         broker_address=bootstrap,
         consumer_group=group,

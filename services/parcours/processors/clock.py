@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor.clock")
@@ -46,7 +47,8 @@ class ConsentClock:
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "isolation.level": "read_committed", "session.timeout.ms": 10000})
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True})
+        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
+                             **LIBRDKAFKA_PARTITIONER})
         consumer.subscribe([self.schedule_topic], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)
         try:

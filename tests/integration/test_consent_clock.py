@@ -1,0 +1,31 @@
+"""The consent clock end to end: a consent past `valid_until` leaves the views with no new event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.api import Api, referral_body
+from tests.stack import Stack, eventually
+
+
+async def test_an_expiring_consent_leaves_the_view_without_any_new_event(stack: Stack) -> None:
+    await stack.ready()
+    async with httpx.AsyncClient(timeout=30) as client:
+        api = Api(stack, client)
+        r = (await api.post("dac-31", "/v1/referrals", referral_body("crt-31-muret"))).json()
+        case = r["case_id"]
+        await api.view_with("dac-31", case, f"referral:{r['referral_id']}", timeout=60)
+        until = (datetime.now(UTC) + timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
+        await api.post("dac-31", f"/v1/cases/{case}/consents", {"grantee": "crt-31-nord", "categories": ["discussion"],
+                                                                 "decision": "permit", "method": "oral", "valid_until": until})
+        m = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Partagé pour quelques secondes."})).json()
+        item = f"message:{m['message_id']}"
+        await api.view_with("crt-31-nord", case, item)
+        await api.view_without("crt-31-nord", case, item, timeout=40)
+
+        async def redacted() -> bool:
+            notes = (await api.get("crt-31-nord", "/v1/inbox?after=0&limit=1000")).json()["notifications"]
+            return any(n["item"] == item and n["type"] == "redaction" for n in notes)
+        await eventually(redacted, 20, "a redaction notice")
