@@ -25,7 +25,7 @@ bounded by its item's, and `assemble` turns a structure's item records back into
 from __future__ import annotations
 
 import hashlib
-import json
+import orjson
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,14 +66,18 @@ class DictStore:
 
     def get(self, key: str) -> Any:
         raw = self.data.get(key)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else loads(raw)
 
     def set(self, key: str, value: Any) -> None:
         self.data[key] = dumps(value)
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON: what the stores hold and the view records carry (orjson: ~10x json's speed)."""
+    return orjson.dumps(value)
+
+
+loads = orjson.loads
 
 
 # --- documents: what the store keeps of an event -----------------------------------------
@@ -127,7 +131,7 @@ class Notice:
     body: dict[str, Any]
 
     def encode(self) -> bytes:
-        return json.dumps(self.body, separators=(",", ":"), sort_keys=True).encode()
+        return orjson.dumps(self.body, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass

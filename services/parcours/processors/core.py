@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from parcours.casefile.incremental import IncrementalCaseFile, Outcome, dumps
+from parcours.casefile.incremental import IncrementalCaseFile, Outcome, dumps, loads
 from parcours.casefile.policy import Policy
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
@@ -56,7 +56,7 @@ class StagedStore:
         raw = self._staged.get(key)
         if raw is None:
             raw = self._state.get_bytes(key)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else loads(raw)
 
     def set(self, key: str, value: Any) -> None:
         raw = dumps(value)
