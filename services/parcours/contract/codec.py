@@ -85,7 +85,7 @@ class Codec:
         reader = self.schemas.latest(writer.event_type)
         buf = io.BytesIO(value)
         try:
-            datum = schemaless_reader(buf, writer.parsed, reader.parsed)
+            datum = schemaless_reader(buf, writer.parsed, None if reader is writer else reader.parsed)
         except Exception as exc:  # fastavro raises many types on garbage: wrap them all
             raise DecodeError(f"body is not {writer.event_type} Avro ({type(exc).__name__}: {exc})", **where) from None
         if buf.tell() != len(value):

@@ -91,11 +91,12 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
     for t in topics[1:]:
         sdf = sdf.concat(app.dataframe(t))
     producer = _transactional_producer(app)
+    count = _Counts(metrics)
 
     def emit(step: Step) -> None:
         for o in step.outputs:
             producer.produce(topic=o.topic, value=o.value, key=o.key, headers=o.headers)
-        _count(metrics, step)
+        count(step)
 
     def keyed(value: Any, key: Any, timestamp: int, headers: Any) -> bool:
         """Stateful steps need the case id as key: a record without one is dead-lettered here."""
@@ -117,27 +118,42 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
     return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
 
 
-def _count(metrics: ProcessorMetrics, step: Step) -> None:
-    if step.dead_letter:
-        metrics.dead_letters.labels("processor", step.dead_letter).inc()
-        log.warning("dead letter", extra={"reason": step.dead_letter})
-        return
-    label = step.event.event_type if step.event else "tick"
-    if step.duplicate:
-        metrics.duplicates.labels(label).inc()
-        return
-    metrics.events.labels(label).inc()
-    outcome: Outcome | None = step.outcome
-    if outcome is None:
-        return
-    for r in outcome.items:
-        metrics.view_writes.labels(r.structure).inc()
-    for n in outcome.notices:
-        metrics.notifications.labels(n.structure, n.body["type"]).inc()
-        if n.body["type"] == "redaction":
-            metrics.redactions.labels(n.structure).inc()
-    if step.event is not None:
-        metrics.latency.observe(max(0.0, time.time() - step.event.occurred_at.timestamp()))
+class _Counts:
+    """The step's metrics, with each labelled child looked up once (`labels()` costs more than
+    the increment it returns)."""
+
+    def __init__(self, metrics: ProcessorMetrics) -> None:
+        self.metrics = metrics
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _child(self, name: str, *labels: str) -> Any:
+        child = self._children.get((name, labels))
+        if child is None:
+            child = self._children[(name, labels)] = getattr(self.metrics, name).labels(*labels)
+        return child
+
+    def __call__(self, step: Step) -> None:
+        if step.dead_letter:
+            self._child("dead_letters", "processor", step.dead_letter).inc()
+            log.warning("dead letter", extra={"reason": step.dead_letter})
+            return
+        label = step.event.event_type if step.event else "tick"
+        if step.duplicate:
+            self._child("duplicates", label).inc()
+            return
+        self._child("events", label).inc()
+        outcome: Outcome | None = step.outcome
+        if outcome is None:
+            return
+        for r in outcome.items:
+            self._child("view_writes", r.structure).inc()
+        for n in outcome.notices:
+            kind = n.body["type"]
+            self._child("notifications", n.structure, kind).inc()
+            if kind == "redaction":
+                self._child("redactions", n.structure).inc()
+        if step.event is not None:
+            self.metrics.latency.observe(max(0.0, time.time() - step.event.occurred_at.timestamp()))
 
 
 def _topic_manager(catalogue: Catalogue, bootstrap: str, group: str, producer_config: dict[str, Any]) -> TopicManager:
