@@ -6,9 +6,14 @@ import argparse
 import asyncio
 import sys
 import time
+from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from parcours.errors import ParcoursError
+
+if TYPE_CHECKING:
+    from parcours.supervisor import Supervisor
 
 
 def _broker(args: argparse.Namespace) -> int:
@@ -72,6 +77,8 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
     from parcours.processors.app import create_app
@@ -79,8 +86,6 @@ def _processor(args: argparse.Namespace) -> int:
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
-
-    import faulthandler
 
     faulthandler.enable()  # a crash in native code (librdkafka, RocksDB) leaves its Python stack in the log
     setup_logging("processor")
@@ -183,9 +188,8 @@ def _webhooks(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from parcours import bench
-    from parcours.settings import get_settings
-
     from parcours.runtime import bootstrap_or_start
+    from parcours.settings import get_settings
 
     s = get_settings()
     bootstrap, broker = bootstrap_or_start(s)
@@ -231,8 +235,6 @@ def _up(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    import httpx
-
     from parcours import demo
     from parcours.settings import get_settings
     from parcours.supervisor import Supervisor
@@ -240,7 +242,7 @@ def _up(args: argparse.Namespace) -> int:
     from parcours.topology.catalogue import default_catalogue
 
     s = get_settings()
-    for name, port in SERVICE_PORTS.items():
+    for port in SERVICE_PORTS.values():
         _check_port("127.0.0.1", port)
     from parcours.runtime import bootstrap_or_start
 
@@ -282,15 +284,15 @@ def _up(args: argparse.Namespace) -> int:
             broker.stop()
 
 
-def _await_ready(urls: dict[str, str], sup: "object", timeout: float = 120) -> None:
+def _await_ready(urls: dict[str, str], sup: Supervisor, timeout: float = 120) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     for kind, url in urls.items():
         while True:
-            sup.check()  # type: ignore[attr-defined]
+            sup.check()
             try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=2).status_code == HTTPStatus.OK:
                     break
             except httpx.HTTPError:
                 pass

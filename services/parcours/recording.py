@@ -54,9 +54,9 @@ async def record(catalogue: Catalogue, bootstrap: str, topics: list[str], out: P
     names = _logical(catalogue, topics)
     rows = []
     async for batch in read_to_end(bootstrap, list(names)):
-        for r in batch:
-            rows.append({"topic": names[r.topic], "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp,
-                         "key": r.key, "value": r.value, "headers": [{"key": k, "value": v} for k, v in (r.headers or [])]})
+        rows.extend({"topic": names[r.topic], "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp,
+                     "key": r.key, "value": r.value, "headers": [{"key": k, "value": v} for k, v in (r.headers or [])]}
+                    for r in batch)
     rows.sort(key=lambda row: (row["timestamp_ms"], row["topic"], row["partition"], row["offset"]))
     with out.open("wb") as fh:
         writer(fh, RECORD_SCHEMA, rows, codec="deflate", metadata={"parcours.prefix": catalogue.prefix})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from datetime import date as Date
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -192,15 +192,15 @@ class RuptureReported(Event):
         return self.case_id or f"territory-{self.territory}"
 
 
-AnyEvent = Union[
-    ReferralSubmitted,
-    ReferralStatusChanged,
-    EvaluationRecorded,
-    AdmissionDecided,
-    ConsentRecorded,
-    MessagePosted,
-    RuptureReported,
-]
+AnyEvent = (
+    ReferralSubmitted
+    | ReferralStatusChanged
+    | EvaluationRecorded
+    | AdmissionDecided
+    | ConsentRecorded
+    | MessagePosted
+    | RuptureReported
+)
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (

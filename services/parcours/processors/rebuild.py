@@ -67,12 +67,15 @@ async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now:
     return Rebuild(views, events, len(states), bad, time.monotonic() - t0)
 
 
+_REDRAW_S = 0.5
+
+
 def print_progress(total: int | None = None) -> Callable[[int, float], None]:
     """A progress line on stderr, redrawn at most twice a second."""
     last = [0.0]
 
     def show(done: int, secs: float) -> None:
-        if secs - last[0] < 0.5:
+        if secs - last[0] < _REDRAW_S:
             return
         last[0] = secs
         rate = done / secs if secs else 0.0
