@@ -16,7 +16,8 @@ from tests.factories import one_of_each
 async def test_apply_is_idempotent_and_repairs_config_drift(kafka_bootstrap: str, prefix: str) -> None:
     cat = Catalogue.load(prefix=prefix)
     planned = await admin.plan(cat, kafka_bootstrap)
-    assert {c.action for c in planned} == {"create"} and len(planned) == len(cat.topics)
+    assert {c.action for c in planned} == {"create"}
+    assert len(planned) == len(cat.topics)
     done = await admin.apply(cat, kafka_bootstrap)
     assert len(done) == len(cat.topics)
     assert await admin.apply(cat, kafka_bootstrap) == []  # second apply: nothing to do
@@ -43,7 +44,7 @@ async def _eventually_planned(cat: Catalogue, bootstrap: str) -> list[admin.Chan
     """KRaft propagates config changes to the broker's cache asynchronously: await them."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
-    while not (changes := await admin.plan(cat, bootstrap)) and loop.time() < deadline:
+    while not (changes := await admin.plan(cat, bootstrap)) and loop.time() < deadline:  # noqa: ASYNC110 - polls the broker, which signals nothing
         await asyncio.sleep(0.1)
     return changes
 

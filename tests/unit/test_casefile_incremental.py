@@ -70,9 +70,12 @@ def test_duplicates_change_nothing_and_notify_nothing() -> None:
     core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
     e = ev("MessagePosted", case_id="case-p", source="dac-31")
     first = core.apply(store, "case-p", e, T0)
-    assert [n.structure for n in first.notices] == ["dac-31"] and len(first.items) == 1
+    assert [n.structure for n in first.notices] == ["dac-31"]
+    assert len(first.items) == 1
     again = core.apply(store, "case-p", e, T0)
-    assert again.duplicate and not again.items and not again.notices
+    assert again.duplicate
+    assert not again.items
+    assert not again.notices
 
 
 def test_ordinary_event_cost_does_not_grow_with_the_case() -> None:

@@ -55,7 +55,7 @@ def events(draw: st.DrawFn) -> Event:
                       category=draw(st.sampled_from(CATS)))
     until = draw(st.one_of(st.none(), minutes.map(lambda m: T0 + timedelta(minutes=m))))
     return _event("ConsentRecorded", source, at, consent_id=draw(st.sampled_from(["c1", "c2", "c3"])),
-                  grantee=draw(st.sampled_from(SLUGS + ["dac", "cpts", "crt"])),
+                  grantee=draw(st.sampled_from([*SLUGS, "dac", "cpts", "crt"])),
                   categories=draw(st.lists(st.sampled_from(CATS), min_size=1, max_size=3, unique=True)),
                   decision=draw(st.sampled_from(["permit", "deny"])), valid_until=until)
 
