@@ -222,7 +222,7 @@ class _Figures(dict[str, Any]):
         super().__setitem__(key, value)
         print(f"bench: {key} = {value}", file=sys.stderr, flush=True)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for k, v in dict(*args, **kwargs).items():
             self[k] = v
 

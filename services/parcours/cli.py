@@ -8,7 +8,7 @@ import sys
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from parcours.errors import ParcoursError
 
@@ -28,8 +28,8 @@ def _broker(args: argparse.Namespace) -> int:
         print(f"Kafka jars in {lib}: {size / 1e6:.1f} MB ({secs:.1f}s)")
     elif args.action == "start":
         t0 = time.monotonic()
-        info = broker.start()
-        print(f"Kafka broker running: bootstrap {info.bootstrap}, pid {info.pid}, data in {info.folder} ({time.monotonic() - t0:.1f}s)")
+        started = broker.start()
+        print(f"Kafka broker running: bootstrap {started.bootstrap}, pid {started.pid}, data in {started.folder} ({time.monotonic() - t0:.1f}s)")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else f"no Kafka broker running in {broker.folder}")
     else:
@@ -301,7 +301,7 @@ def _await_ready(urls: dict[str, str], sup: Supervisor, timeout: float = 120) ->
             time.sleep(0.3)
 
 
-async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tuple[str, str], object]:
+async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tuple[str, str], dict[str, Any] | None]:
     """Every structure's view of every demo case, once two reads a second apart agree."""
     import httpx
 
@@ -309,7 +309,7 @@ async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tu
 
     async with httpx.AsyncClient(timeout=10) as client:
         d = demo.DemoClient(urls, client)
-        previous: dict[tuple[str, str], object] = {}
+        previous: dict[tuple[str, str], dict[str, Any] | None] = {}
         for _ in range(60):
             current = {(slug, c): await d.view(slug, c) for c in cases.values() for slug in demo.KIND_OF}
             if current == previous:

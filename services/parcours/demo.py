@@ -28,7 +28,8 @@ class DemoClient:
         while True:
             resp = await self.client.post(self.urls[KIND_OF[slug]] + path, json=body, headers=headers)
             if resp.status_code == HTTPStatus.ACCEPTED:
-                return resp.json()
+                accepted: dict[str, Any] = resp.json()
+                return accepted
             # 404: the processor has not shown the case to this structure yet (first start-up)
             if resp.status_code not in (404, 503) or time.monotonic() > deadline:
                 raise RuntimeError(f"demo step {step}: {resp.status_code} {resp.text}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -92,7 +92,7 @@ class Codec:
         if buf.tell() != len(value):
             raise DecodeError(f"{len(value) - buf.tell()} trailing bytes after the Avro body", **where)
         try:
-            event = build_event(writer.event_type, datum)
+            event = build_event(writer.event_type, cast("dict[str, object]", datum))  # event schemas are records
         except EventValidationError as exc:
             field, _ = exc.errors[0]
             raise DecodeError(str(exc), field=field, **where) from None

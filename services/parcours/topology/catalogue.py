@@ -138,9 +138,10 @@ class Catalogue:
                     raise CatalogueError(path, ln, f"topic {lname}: canonical topics must all have {canon_parts} partitions (co-partitioning)")
                 partitions = canon_parts
             else:
-                partitions = spec.get("partitions")
-                if not isinstance(partitions, int) or partitions < 1:
+                declared = spec.get("partitions")
+                if not isinstance(declared, int) or declared < 1:
                     raise CatalogueError(path, ln, f"topic {lname}: partitions must be a positive integer")
+                partitions = declared
                 if role == "internal" and partitions != canon_parts:
                     raise CatalogueError(path, ln, f"topic {lname}: internal topics are co-partitioned: {canon_parts} partitions")
             producers = frozenset(spec.get("producers") or [])
