@@ -12,6 +12,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from tests.stack import Stack, eventually
 
 
 @pytest.fixture
-async def api(stack: Stack):  # type: ignore[no-untyped-def]
+async def api(stack: Stack):
     await stack.ready()
     async with httpx.AsyncClient(timeout=30) as client:
         yield Api(stack, client)
@@ -74,9 +75,12 @@ async def test_kind_rights_and_recipient_rules(api: Api) -> None:
 
 async def test_unknown_cases_are_404_for_reads_and_writes(api: Api) -> None:
     assert (await api.get("dac-31", "/v1/cases/case-nope")).status_code == 404
-    for path, body in [("/v1/cases/case-nope/messages", {"body": "x"}),
-                       ("/v1/cases/case-nope/evaluations", {"type": "icope_step1", "results": {}}),
-                       ("/v1/cases/case-nope/consents", {"grantee": "crt", "categories": ["social"], "decision": "permit", "method": "oral"})]:
+    writes: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/cases/case-nope/messages", {"body": "x"}),
+        ("/v1/cases/case-nope/evaluations", {"type": "icope_step1", "results": {}}),
+        ("/v1/cases/case-nope/consents", {"grantee": "crt", "categories": ["social"], "decision": "permit", "method": "oral"}),
+    ]
+    for path, body in writes:
         await api.post("dac-31", path, body, expect=404)
     await api.post("dac-31", "/v1/referrals/ref-nope/status", {"status": "accepted"}, expect=404)
 
@@ -173,7 +177,8 @@ class _Receiver:
 
     def __init__(self, fail_first: int = 0, always_fail_item: str | None = None) -> None:
         self.fail_first, self.always_fail_item = fail_first, always_fail_item
-        self.calls, self.received = 0, []
+        self.calls = 0
+        self.received: list[tuple[bytes, str]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -305,7 +310,7 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
         await asyncio.to_thread(broker.stop)
 
 
-def _read(bootstrap: str, topic: str):  # type: ignore[no-untyped-def]
+def _read(bootstrap: str, topic: str):
     from parcours.kafkaio import read_to_end
 
     return read_to_end(bootstrap, [topic])

@@ -8,6 +8,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from parcours.contract.codec import Codec
+from parcours.contract.models import Event
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
 from tests.factories import one_of_each
@@ -83,7 +84,7 @@ async def test_every_event_type_round_trips_through_the_broker(kafka_bootstrap: 
         *topics, bootstrap_servers=kafka_bootstrap, group_id=f"{prefix}-rt", auto_offset_reset="earliest"
     )
     await consumer.start()
-    got = {}
+    got: dict[uuid.UUID, Event] = {}
     try:
         while len(got) < len(events):
             batch = await consumer.getmany(timeout_ms=10_000)

@@ -13,7 +13,7 @@ from tests.api import Api, referral_body
 from tests.stack import Stack, eventually
 
 
-async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None:
     await stack.ready()
     prometheus = shutil.which("prometheus")
     assert prometheus, "prometheus missing: `make test` installs Debian's prometheus package"
@@ -48,6 +48,6 @@ async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None: 
         await asyncio.wait_for(proc.wait(), 20)
 
 
-async def _full(query, q: str, n: int) -> list:  # type: ignore[no-untyped-def]
+async def _full(query, q: str, n: int) -> list:
     result = await query(q)
     return result if len(result) >= n else []

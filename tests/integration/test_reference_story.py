@@ -38,9 +38,10 @@ async def test_reference_story(stack: Stack) -> None:
         # each structure's view, item by item
         everything = {f"referral:{ref1}", f"status:{acc['event_id']}", f"consent:{consent}", f"evaluation:{ev_f}",
                       f"evaluation:{ev_m}", f"referral:{ref2}", f"message:{msg}", f"admission:{adm['event_id']}"}
-        dac = await api.view_with("dac-31", case, f"admission:{adm['event_id']}")
+        await api.view_with("dac-31", case, f"admission:{adm['event_id']}")
         await api.view_with("dac-31", case, f"message:{msg}")
         dac = await api.view("dac-31", case)
+        assert dac is not None
         assert set(dac["items"]) == everything
         crt = await api.view_with("crt-31-muret", case, f"admission:{adm['event_id']}")
         assert set(crt["items"]) == {f"referral:{ref2}", f"admission:{adm['event_id']}", f"consent:{consent}",
@@ -50,6 +51,7 @@ async def test_reference_story(stack: Stack) -> None:
         assert ref2_view["admission"]["decision"] == "admitted"
         assert ref2_view["context"]["type"] == "hospital_discharge"
         cpts = await api.view("cpts-31-nord", case)
+        assert cpts is not None
         assert set(cpts["items"]) == {f"referral:{ref1}", f"status:{acc['event_id']}"}
         assert cpts["referrals"][0]["status"] == "accepted"
         for outsider in ("crt-31-nord", "cpts-31-sud"):
@@ -63,9 +65,10 @@ async def test_reference_story(stack: Stack) -> None:
         inbox_before = (await api.get("crt-31-muret", "/v1/inbox")).json()["next_after"]
         await api.post("dac-31", f"/v1/cases/{case}/consents", {
             "grantee": "crt-31-muret", "categories": ["functional"], "decision": "deny", "method": "written"})
-        crt = await api.view_without("crt-31-muret", case, f"evaluation:{ev_f}")
-        assert crt["evaluations"] == []
-        assert f"message:{msg}" in crt["items"]
+        after_deny = await api.view_without("crt-31-muret", case, f"evaluation:{ev_f}")
+        assert after_deny is not None
+        assert after_deny["evaluations"] == []
+        assert f"message:{msg}" in after_deny["items"]
 
         async def redaction() -> list:
             notes = (await api.get("crt-31-muret", f"/v1/inbox?after={inbox_before}&wait=2")).json()["notifications"]

@@ -20,16 +20,16 @@ KINDS = {v.slug: v.kind for v in (DAC, CPTS, CPTS2, CRT, CRT2)}
 NOW = T0 + timedelta(days=1)
 
 
-def items(events, viewer, now=NOW, policy=POLICY):  # type: ignore[no-untyped-def]
+def items(events, viewer, now=NOW, policy=POLICY):
     view = project(fold_all("case-1", events), viewer, policy, now)
     return set(view["items"]) if view else set()
 
 
-def msg(mid: str, source: str, category: str = "discussion", at: int = 0):  # type: ignore[no-untyped-def]
+def msg(mid: str, source: str, category: str = "discussion", at: int = 0):
     return ev("MessagePosted", message_id=mid, source=source, category=category, at=at)
 
 
-def consent(cid: str, grantee: str, cats: list[str], decision: str = "permit", source: str = "dac-31", at: int = 0, **kw):  # type: ignore[no-untyped-def]
+def consent(cid: str, grantee: str, cats: list[str], decision: str = "permit", source: str = "dac-31", at: int = 0, **kw):
     return ev("ConsentRecorded", consent_id=cid, grantee=grantee, categories=cats, decision=decision, source=source, at=at, **kw)
 
 
@@ -121,7 +121,7 @@ def test_rule4_kind_ceiling_beats_consent() -> None:
     assert "message:m1" in items(events, CPTS, policy=Policy({}))  # the ceiling is configuration
 
 
-def _changes(core: IncrementalCaseFile, store: DictStore, event, slug: str) -> tuple[list[str], list[str], list[dict]]:  # type: ignore[no-untyped-def]
+def _changes(core: IncrementalCaseFile, store: DictStore, event, slug: str) -> tuple[list[str], list[str], list[dict]]:
     """(appeared, vanished, notification bodies) for `slug` when `event` is applied."""
     out = core.apply(store, "case-1", event, NOW)
     notes = [n.body for n in out.notices if n.structure == slug]
@@ -133,6 +133,7 @@ def test_rule5_a_later_deny_redacts_and_the_change_names_ids_only() -> None:
     m = ev("EvaluationRecorded", source="dac-31", category="functional")
     permit = consent("c1", "crt-31-muret", ["functional"])
     before = project(fold_all("case-1", [m, permit]), CRT, POLICY, NOW)
+    assert before is not None
     assert "evaluation:eval-1" in before["items"]
     core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
     for e in (m, permit):
@@ -164,6 +165,7 @@ def test_duplicates_and_order_do_not_change_the_view() -> None:
     a = project(fold_all("case-1", events), CRT, POLICY, NOW)
     b = project(fold_all("case-1", list(reversed(events)) + events), CRT, POLICY, NOW)
     assert a == b
+    assert a is not None
     assert a["version"] == 4  # every event here is visible to the CRT
 
 
@@ -171,6 +173,7 @@ def test_a_later_status_is_the_current_one_whatever_the_arrival() -> None:
     events = [ev("ReferralSubmitted"), ev("ReferralStatusChanged", source="crt-31-muret", status="acknowledged", at=1),
               ev("ReferralStatusChanged", source="crt-31-muret", status="accepted", at=2)]
     view = project(fold_all("case-1", [events[2], events[0], events[1]]), DAC, POLICY, NOW)
+    assert view is not None
     assert view["referrals"][0]["status"] == "accepted"
     assert [s["status"] for s in view["referrals"][0]["status_history"]] == ["acknowledged", "accepted"]
 

@@ -14,7 +14,7 @@ from parcours.topology.registry import KindPolicy, Registry, dev_token
 CATALOGUE = (topics_dir() / "catalogue.yaml").read_text()
 
 
-def _load_with(tmp_path: Path, text: str, **kw) -> Catalogue:  # type: ignore[no-untyped-def]
+def _load_with(tmp_path: Path, text: str, **kw) -> Catalogue:
     path = tmp_path / "catalogue.yaml"
     path.write_text(text)
     return Catalogue.load(path, **kw)
@@ -76,6 +76,7 @@ def test_unknown_schema_is_refused_with_its_line(tmp_path: Path) -> None:
     text = CATALOGUE.replace("MessagePosted: [dac, cpts, crt]", "MessagePostd: [dac, cpts, crt]")
     with pytest.raises(CatalogueError, match=r"catalogue.yaml:\d+: topic messages: unknown schema 'MessagePostd'") as err:
         _load_with(tmp_path, text)
+    assert err.value.line is not None
     assert text.splitlines()[err.value.line - 1].strip() == "MessagePostd: [dac, cpts, crt]"
 
 
@@ -83,6 +84,7 @@ def test_bad_setting_is_refused_with_its_line(tmp_path: Path) -> None:
     text = CATALOGUE.replace("cleanup.policy: compact}", "cleanup.policy: compakt}")
     with pytest.raises(CatalogueError, match=r"bad value 'compakt' for cleanup\.policy") as err:
         _load_with(tmp_path, text)
+    assert err.value.line is not None
     assert "compakt" in text.splitlines()[err.value.line - 1]
 
 
@@ -97,7 +99,9 @@ def test_unknown_config_key_and_broken_copartitioning_are_refused(tmp_path: Path
 def test_registry_and_dev_tokens(tmp_path: Path) -> None:
     reg = Registry.load(topics_dir() / "structures.yaml")
     assert set(reg.structures) == {"dac-31", "cpts-31-nord", "cpts-31-sud", "crt-31-muret", "crt-31-nord"}
-    assert reg.by_token(dev_token("crt-31-muret")).slug == "crt-31-muret"
+    muret = reg.by_token(dev_token("crt-31-muret"))
+    assert muret is not None
+    assert muret.slug == "crt-31-muret"
     assert reg.by_token("dev-nobody") is None
     assert reg.with_dev_tokens() == list(reg.structures)
     assert [s.slug for s in reg.covered_by("cpts")] == ["cpts-31-nord", "cpts-31-sud"]
