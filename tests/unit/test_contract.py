@@ -208,7 +208,9 @@ def test_schemas_check_refuses_an_incompatible_second_version(tmp_path: Path) ->
 
 
 def test_schema_resolution_rules() -> None:
-    enum = lambda *s: {"type": "enum", "name": "E", "symbols": list(s)}  # noqa: E731
+    def enum(*s: str) -> dict[str, typing.Any]:
+        return {"type": "enum", "name": "E", "symbols": list(s)}
+
     assert schema_problems("int", "long") == []
     assert schema_problems("long", "int") != []
     assert schema_problems("string", ["null", "string"]) == []
