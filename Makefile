@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: system-deps help run test test-unit test-integration test-e2e demo bench broker-jars clean
+.PHONY: system-deps help run test test-unit test-integration test-e2e lint demo bench broker-jars clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -36,11 +36,15 @@ run: system-deps $(STAMP) broker-jars ## the main job: the whole backbone on the
 demo: $(STAMP) broker-jars ## run the demo scenario, print every structure's view, exit
 	$(BIN)/parcours demo
 
-test: system-deps $(STAMP) broker-jars ## every test tier (unit, integration on a real broker, e2e)
+test: system-deps $(STAMP) broker-jars lint ## lint, then every test tier (unit, integration on a real broker, e2e)
 	$(BIN)/pytest -q tests
 
 test-unit: $(STAMP) ## the fast pure tests only
 	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP) ## ruff (rules in pyproject.toml) and mypy --strict with the pydantic plugin
+	$(BIN)/ruff check services tests
+	$(BIN)/mypy
 
 bench: $(STAMP) broker-jars ## print throughput and latency figures
 	$(BIN)/parcours bench

@@ -46,7 +46,7 @@ def prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     """The processor, the three adapters and the validator as subprocesses, on topics of their own."""
     from tests.stack import Stack
 

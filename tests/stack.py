@@ -55,10 +55,9 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[kind]}"
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with (self.logdir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 

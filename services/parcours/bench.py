@@ -20,10 +20,12 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,7 @@ def engine_baseline(bootstrap: str, prefix: str, total: int) -> float:
     out = cat.topic("observatory").name
     app = Application(broker_address=bootstrap, consumer_group=f"bench-engine-{uuid.uuid4().hex[:6]}",
                       auto_offset_reset="earliest", processing_guarantee="exactly-once", commit_interval=0.5,
-                      state_dir=f"/tmp/parcours-bench-engine-{uuid.uuid4().hex[:6]}", loglevel="WARNING",
+                      state_dir=str(Path(tempfile.gettempdir()) / f"parcours-bench-engine-{uuid.uuid4().hex[:6]}"), loglevel="WARNING",
                       max_partition_buffer_size=1000, consumer_poll_timeout=0.1)
     topics = [app.topic(t.name, key_deserializer="bytes", value_deserializer="bytes") for t in cat.canonical()]
     sdf = app.dataframe(topics[0])
@@ -156,10 +158,8 @@ class ProcessorRun:
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
         self.parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
         self.port = free_port()
-        log = open(logdir / f"processor-{cat.prefix}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", "processor", "--metrics-port", str(self.port),
-                                      "--state-dir", str(logdir / f"state-{cat.prefix}")],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = _spawn(["processor", "--metrics-port", str(self.port), "--state-dir", str(logdir / f"state-{cat.prefix}")],
+                           env, logdir / f"processor-{cat.prefix}.log")
 
     def events_seen(self) -> float:
         try:
@@ -185,7 +185,8 @@ class ProcessorRun:
                 first = (time.perf_counter(), seen)
             if seen >= expected:
                 t1 = time.perf_counter()
-                assert first is not None
+                if first is None:
+                    raise RuntimeError("bench: the processor had seen every event before the run began")
                 return (seen - first[1]) / max(1e-6, t1 - first[0])
             time.sleep(0.05)
         raise RuntimeError("bench: timed out waiting for the processor")
@@ -199,6 +200,12 @@ class ProcessorRun:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`parcours <args>` as a child process logging to `log` (the child keeps the file open, not us)."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _fresh(bootstrap: str) -> tuple[Catalogue, dict[str, str]]:
@@ -215,12 +222,12 @@ class _Figures(dict[str, Any]):
         super().__setitem__(key, value)
         print(f"bench: {key} = {value}", file=sys.stderr, flush=True)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for k, v in dict(*args, **kwargs).items():
             self[k] = v
 
 
-def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,
+def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,  # noqa: PLR0913 - one keyword per `parcours bench` option
         rebuild_events: int, post_seconds: float, concurrency: int, latency_samples: int, logdir: Path) -> dict[str, Any]:
     logdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = _Figures(cases=cases, per_case=per_case)
@@ -232,8 +239,9 @@ def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_
     n, secs = consume_decode(bootstrap, cat)
     out["raw_consume_decode_events_per_s"] = n / secs
     # 2. the engine baseline on the same records
-    res = subprocess.run([sys.executable, "-c", "import sys; from parcours.bench import engine_baseline; "
-                          "print(engine_baseline(sys.argv[1], sys.argv[2], int(sys.argv[3])))", bootstrap, cat.prefix, str(n)],
+    res = subprocess.run([sys.executable, "-c", ("import sys; from parcours.bench import engine_baseline; "
+                                                 "print(engine_baseline(sys.argv[1], sys.argv[2], int(sys.argv[3])))"),
+                          bootstrap, cat.prefix, str(n)],
                          capture_output=True, text=True, timeout=1800, check=True)
     out["engine_baseline_events_per_s"] = float(res.stdout.strip().splitlines()[-1])
     # 3. the processor on the same records (cases of `per_case` events), then memory as cases grow
@@ -284,18 +292,16 @@ def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_
 async def _edge(bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Path, cases: int, post_seconds: float,
                 concurrency: int, latency_samples: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    procs = [subprocess.Popen([sys.executable, "-m", "parcours.cli", "processor", "--metrics-port", "0",
-                               "--state-dir", str(logdir / f"state-edge-{cat.prefix}")],
-                              env=env, stdout=open(logdir / "processor-edge.log", "ab"), stderr=subprocess.STDOUT)]
+    procs = [_spawn(["processor", "--metrics-port", "0", "--state-dir", str(logdir / f"state-edge-{cat.prefix}")],
+                    env, logdir / "processor-edge.log")]
     port = free_port()
-    procs.append(subprocess.Popen([sys.executable, "-m", "parcours.cli", "adapter", "dac", "--port", str(port)], env=env,
-                                  stdout=open(logdir / "adapter-dac.log", "ab"), stderr=subprocess.STDOUT))
+    procs.append(_spawn(["adapter", "dac", "--port", str(port)], env, logdir / "adapter-dac.log"))
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer dev-dac-31"}
     try:
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
             async def ready() -> bool:
-                return (await client.get(base + "/readyz")).status_code == 200 and \
-                    (await client.get(base + "/v1/cases/case-a0", headers=headers)).status_code == 200
+                return (await client.get(base + "/readyz")).status_code == HTTPStatus.OK and \
+                    (await client.get(base + "/v1/cases/case-a0", headers=headers)).status_code == HTTPStatus.OK
             await _wait(ready, 300, "the adapter")
             accepted = 0
             stop_at = time.perf_counter() + post_seconds
@@ -306,7 +312,7 @@ async def _edge(bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Pat
                 while time.perf_counter() < stop_at:
                     r = await client.post(f"{base}/v1/cases/case-a{(w * 7919 + i) % cases}/messages",
                                           json={"body": "Bench."}, headers=headers)
-                    accepted += r.status_code == 202
+                    accepted += r.status_code == HTTPStatus.ACCEPTED
                     i += 1
             t0 = time.perf_counter()
             await asyncio.gather(*(worker(w) for w in range(concurrency)))
@@ -355,7 +361,8 @@ async def _latency(base: str, client: httpx.AsyncClient, headers: dict[str, str]
 
 
 def _pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else (values[0] if values else float("nan"))
+    # quantiles needs two values at least
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
 
 
 def report(f: dict[str, Any]) -> str:
@@ -368,8 +375,8 @@ def report(f: dict[str, Any]) -> str:
         f"raw consume + decode:             {raw:>10,.0f} events/s",
         f"engine baseline (Quix, EOS):      {base:>10,.0f} events/s (state update + one output per event)",
         f"processor, cases of {f['per_case']:<5}        {proc:>10,.0f} events/s = {proc / raw:.2f}x raw, {proc / base:.2f}x engine",
-        f"processor, cases of {f['long_per_case']:<5}        {f['processor_long_cases_events_per_s']:>10,.0f} events/s "
-        f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)",
+        (f"processor, cases of {f['long_per_case']:<5}        {f['processor_long_cases_events_per_s']:>10,.0f} events/s "
+         f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)"),
         "processor RSS:                    " + ", ".join(f"{v:,.0f} MB after {k:,} cases" for k, v in rss.items()),
     ]
     if "rebuild_seconds" in f:
@@ -377,7 +384,7 @@ def report(f: dict[str, Any]) -> str:
                      f"({f['rebuild_events'] / f['rebuild_seconds']:,.0f} events/s)")
     lines += [
         f"one adapter, accepted POSTs:      {f['adapter_posts_per_s']:>10,.0f} /s ({f['adapter_concurrency']} concurrent clients)",
-        f"accepted POST -> view served:     p50 {f['post_to_view_p50_ms']:.0f} ms, p99 {f['post_to_view_p99_ms']:.0f} ms "
-        f"({f['latency_samples']} samples)",
+        (f"accepted POST -> view served:     p50 {f['post_to_view_p50_ms']:.0f} ms, p99 {f['post_to_view_p99_ms']:.0f} ms "
+         f"({f['latency_samples']} samples)"),
     ]
     return "\n".join(lines) + "\n" + json.dumps(f)

@@ -6,9 +6,14 @@ import argparse
 import asyncio
 import sys
 import time
+from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from parcours.errors import ParcoursError
+
+if TYPE_CHECKING:
+    from parcours.supervisor import Supervisor
 
 
 def _broker(args: argparse.Namespace) -> int:
@@ -23,8 +28,8 @@ def _broker(args: argparse.Namespace) -> int:
         print(f"Kafka jars in {lib}: {size / 1e6:.1f} MB ({secs:.1f}s)")
     elif args.action == "start":
         t0 = time.monotonic()
-        info = broker.start()
-        print(f"Kafka broker running: bootstrap {info.bootstrap}, pid {info.pid}, data in {info.folder} ({time.monotonic() - t0:.1f}s)")
+        started = broker.start()
+        print(f"Kafka broker running: bootstrap {started.bootstrap}, pid {started.pid}, data in {started.folder} ({time.monotonic() - t0:.1f}s)")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else f"no Kafka broker running in {broker.folder}")
     else:
@@ -72,6 +77,8 @@ def _schemas(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
     from parcours.processors.app import create_app
@@ -79,8 +86,6 @@ def _processor(args: argparse.Namespace) -> int:
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
-
-    import faulthandler
 
     faulthandler.enable()  # a crash in native code (librdkafka, RocksDB) leaves its Python stack in the log
     setup_logging("processor")
@@ -183,9 +188,8 @@ def _webhooks(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from parcours import bench
-    from parcours.settings import get_settings
-
     from parcours.runtime import bootstrap_or_start
+    from parcours.settings import get_settings
 
     s = get_settings()
     bootstrap, broker = bootstrap_or_start(s)
@@ -231,8 +235,6 @@ def _up(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    import httpx
-
     from parcours import demo
     from parcours.settings import get_settings
     from parcours.supervisor import Supervisor
@@ -240,7 +242,7 @@ def _up(args: argparse.Namespace) -> int:
     from parcours.topology.catalogue import default_catalogue
 
     s = get_settings()
-    for name, port in SERVICE_PORTS.items():
+    for port in SERVICE_PORTS.values():
         _check_port("127.0.0.1", port)
     from parcours.runtime import bootstrap_or_start
 
@@ -282,15 +284,15 @@ def _up(args: argparse.Namespace) -> int:
             broker.stop()
 
 
-def _await_ready(urls: dict[str, str], sup: "object", timeout: float = 120) -> None:
+def _await_ready(urls: dict[str, str], sup: Supervisor, timeout: float = 120) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     for kind, url in urls.items():
         while True:
-            sup.check()  # type: ignore[attr-defined]
+            sup.check()
             try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=2).status_code == HTTPStatus.OK:
                     break
             except httpx.HTTPError:
                 pass
@@ -299,7 +301,7 @@ def _await_ready(urls: dict[str, str], sup: "object", timeout: float = 120) -> N
             time.sleep(0.3)
 
 
-async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tuple[str, str], object]:
+async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tuple[str, str], dict[str, Any] | None]:
     """Every structure's view of every demo case, once two reads a second apart agree."""
     import httpx
 
@@ -307,7 +309,7 @@ async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tu
 
     async with httpx.AsyncClient(timeout=10) as client:
         d = demo.DemoClient(urls, client)
-        previous: dict[tuple[str, str], object] = {}
+        previous: dict[tuple[str, str], dict[str, Any] | None] = {}
         for _ in range(60):
             current = {(slug, c): await d.view(slug, c) for c in cases.values() for slug in demo.KIND_OF}
             if current == previous:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -26,8 +27,9 @@ class DemoClient:
         deadline = time.monotonic() + 90
         while True:
             resp = await self.client.post(self.urls[KIND_OF[slug]] + path, json=body, headers=headers)
-            if resp.status_code == 202:
-                return resp.json()
+            if resp.status_code == HTTPStatus.ACCEPTED:
+                accepted: dict[str, Any] = resp.json()
+                return accepted
             # 404: the processor has not shown the case to this structure yet (first start-up)
             if resp.status_code not in (404, 503) or time.monotonic() > deadline:
                 raise RuntimeError(f"demo step {step}: {resp.status_code} {resp.text}")
@@ -36,7 +38,7 @@ class DemoClient:
     async def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
         resp = await self.client.get(f"{self.urls[KIND_OF[slug]]}/v1/cases/{case_id}",
                                      headers={"Authorization": f"Bearer {dev_token(slug)}"})
-        return resp.json() if resp.status_code == 200 else None
+        return resp.json() if resp.status_code == HTTPStatus.OK else None
 
 
 def person(pseudonym: str, year: int, postcode: str) -> dict[str, Any]:

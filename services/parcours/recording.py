@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, reader, writer
@@ -52,11 +53,11 @@ def _logical(catalogue: Catalogue, names: Iterable[str]) -> dict[str, str]:
 
 async def record(catalogue: Catalogue, bootstrap: str, topics: list[str], out: Path) -> int:
     names = _logical(catalogue, topics)
-    rows = []
+    rows: list[dict[str, Any]] = []
     async for batch in read_to_end(bootstrap, list(names)):
-        for r in batch:
-            rows.append({"topic": names[r.topic], "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp,
-                         "key": r.key, "value": r.value, "headers": [{"key": k, "value": v} for k, v in (r.headers or [])]})
+        rows.extend({"topic": names[r.topic], "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp,
+                     "key": r.key, "value": r.value, "headers": [{"key": k, "value": v} for k, v in (r.headers or [])]}
+                    for r in batch)
     rows.sort(key=lambda row: (row["timestamp_ms"], row["topic"], row["partition"], row["offset"]))
     with out.open("wb") as fh:
         writer(fh, RECORD_SCHEMA, rows, codec="deflate", metadata={"parcours.prefix": catalogue.prefix})
@@ -66,7 +67,7 @@ async def record(catalogue: Catalogue, bootstrap: str, topics: list[str], out: P
 async def replay(catalogue: Catalogue, bootstrap: str, path: Path, progress: bool = True) -> int:
     try:
         with path.open("rb") as fh:
-            rows = list(reader(fh))
+            rows = cast("list[dict[str, Any]]", list(reader(fh)))  # RECORD_SCHEMA is a record
     except (OSError, ValueError) as exc:
         raise RecordingError(f"{path}: not a Parcours recording ({exc})") from None
     topics = {row["topic"] for row in rows}

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,16 +33,15 @@ class Supervisor:
 
     def _spawn(self, svc: Service) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.logdir / f"{svc.name}.log", "ab")
-        svc.proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *svc.args], env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+        with (self.logdir / f"{svc.name}.log").open("ab") as log:
+            svc.proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *svc.args], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def start(self) -> None:
         for svc in self.services.values():
             self._spawn(svc)
 
-    def check(self, report: "callable[[str], None]" = print) -> None:  # type: ignore[valid-type]
+    def check(self, report: Callable[[str], None] = print) -> None:
         """Restart what died (with a growing delay); report each event."""
         now = time.monotonic()
         for svc in self.services.values():

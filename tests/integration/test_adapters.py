@@ -12,6 +12,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from tests.stack import Stack, eventually
 
 
 @pytest.fixture
-async def api(stack: Stack):  # type: ignore[no-untyped-def]
+async def api(stack: Stack):
     await stack.ready()
     async with httpx.AsyncClient(timeout=30) as client:
         yield Api(stack, client)
@@ -43,11 +44,14 @@ async def _case_for(api: Api, sender: str = "dac-31", to: str = "crt-31-muret") 
 async def test_authentication_refusals(api: Api) -> None:
     url = api.stack.url("dac") + "/v1/cases"
     missing = await api.client.get(url)
-    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
     wrong = await api.client.get(url, headers={"Authorization": "Bearer dev-nobody"})
-    assert wrong.status_code == 401 and wrong.json()["message"] == "unknown or revoked token"
+    assert wrong.status_code == 401
+    assert wrong.json()["message"] == "unknown or revoked token"
     other_kind = await api.client.get(url, headers={"Authorization": "Bearer dev-crt-31-muret"})
-    assert other_kind.status_code == 403 and other_kind.json()["rule"] == "one adapter per structure kind"
+    assert other_kind.status_code == 403
+    assert other_kind.json()["rule"] == "one adapter per structure kind"
 
 
 async def test_kind_rights_and_recipient_rules(api: Api) -> None:
@@ -71,9 +75,12 @@ async def test_kind_rights_and_recipient_rules(api: Api) -> None:
 
 async def test_unknown_cases_are_404_for_reads_and_writes(api: Api) -> None:
     assert (await api.get("dac-31", "/v1/cases/case-nope")).status_code == 404
-    for path, body in [("/v1/cases/case-nope/messages", {"body": "x"}),
-                       ("/v1/cases/case-nope/evaluations", {"type": "icope_step1", "results": {}}),
-                       ("/v1/cases/case-nope/consents", {"grantee": "crt", "categories": ["social"], "decision": "permit", "method": "oral"})]:
+    writes: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/cases/case-nope/messages", {"body": "x"}),
+        ("/v1/cases/case-nope/evaluations", {"type": "icope_step1", "results": {}}),
+        ("/v1/cases/case-nope/consents", {"grantee": "crt", "categories": ["social"], "decision": "permit", "method": "oral"}),
+    ]
+    for path, body in writes:
         await api.post("dac-31", path, body, expect=404)
     await api.post("dac-31", "/v1/referrals/ref-nope/status", {"status": "accepted"}, expect=404)
 
@@ -111,7 +118,9 @@ async def test_inbox_sequences_and_long_poll(api: Api) -> None:
     await asyncio.sleep(0)  # the poll is parked; the referral below wakes it
     r = (await api.post("dac-31", "/v1/referrals", referral_body("crt-31-nord"))).json()
     woke = (await poll).json()["notifications"]
-    assert woke and woke[0]["item"] == f"referral:{r['referral_id']}" and woke[0]["sequence"] > start
+    assert woke
+    assert woke[0]["item"] == f"referral:{r['referral_id']}"
+    assert woke[0]["sequence"] > start
     await api.post("dac-31", f"/v1/cases/{r['case_id']}/consents",
                    {"grantee": "crt-31-nord", "categories": ["discussion"], "decision": "permit", "method": "digital"})
     await api.post("dac-31", f"/v1/cases/{r['case_id']}/messages", {"body": "Bonjour."})
@@ -122,11 +131,14 @@ async def test_inbox_sequences_and_long_poll(api: Api) -> None:
     notes = await eventually(three, 20, "three notifications")
     seqs = [n["sequence"] for n in notes]
     # increasing; transaction commit markers take offsets, so sequences may skip numbers
-    assert seqs == sorted(set(seqs)) and seqs[0] > start
+    assert seqs == sorted(set(seqs))
+    assert seqs[0] > start
     page = (await api.get("crt-31-nord", f"/v1/inbox?after={seqs[0]}&limit=1")).json()
-    assert [n["sequence"] for n in page["notifications"]] == [seqs[1]] and page["next_after"] == seqs[1]
+    assert [n["sequence"] for n in page["notifications"]] == [seqs[1]]
+    assert page["next_after"] == seqs[1]
     bad = await api.get("crt-31-nord", "/v1/inbox?after=-1")
-    assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "after"
+    assert bad.status_code == 422
+    assert bad.json()["fields"][0]["field"] == "after"
 
 
 async def test_observatory_counts_ruptures_for_dacs_only(api: Api) -> None:
@@ -139,9 +151,11 @@ async def test_observatory_counts_ruptures_for_dacs_only(api: Api) -> None:
         totals = {r["type"]: r["count"] for r in rows}
         return totals if totals.get("no_gp", 0) >= 3 and totals.get("readmission", 0) >= 1 else {}
     totals = await eventually(counted, 20, "observatory counts")
-    assert totals["no_gp"] == 3 and totals["readmission"] == 1
+    assert totals["no_gp"] == 3
+    assert totals["readmission"] == 1
     forbidden = await api.get("crt-31-muret", "/v1/observatory")
-    assert forbidden.status_code == 403 and "observatory readers ['dac']" in forbidden.json()["rule"]
+    assert forbidden.status_code == 403
+    assert "observatory readers ['dac']" in forbidden.json()["rule"]
 
 
 async def test_health_metrics_and_openapi(api: Api) -> None:
@@ -150,10 +164,12 @@ async def test_health_metrics_and_openapi(api: Api) -> None:
         assert (await api.client.get(base + "/healthz")).json() == {"status": "ok", "kind": kind}
         assert (await api.client.get(base + "/readyz")).status_code == 200
         spec = (await api.client.get(base + "/openapi.json")).json()
-        assert "/v1/referrals" in spec["paths"] and "/v1/inbox" in spec["paths"]
+        assert "/v1/referrals" in spec["paths"]
+        assert "/v1/inbox" in spec["paths"]
         assert (await api.client.get(base + "/docs")).status_code == 200
     metrics = (await api.client.get(api.stack.url("dac") + "/metrics")).text
-    assert "parcours_events_accepted_total" in metrics and "pseudonym" not in metrics
+    assert "parcours_events_accepted_total" in metrics
+    assert "pseudonym" not in metrics
 
 
 class _Receiver:
@@ -161,11 +177,12 @@ class _Receiver:
 
     def __init__(self, fail_first: int = 0, always_fail_item: str | None = None) -> None:
         self.fail_first, self.always_fail_item = fail_first, always_fail_item
-        self.calls, self.received = 0, []
+        self.calls = 0
+        self.received: list[tuple[bytes, str]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 receiver.calls += 1
                 note = json.loads(body)
@@ -218,8 +235,8 @@ async def test_webhooks_signed_retried_ordered_and_redelivered(api: Api) -> None
     await eventually(next_delivered, 40, "delivery after the dead-lettered one")
     assert not any(json.loads(b)["item"] == f"message:{poison}" for b, _ in receiver.received)
     receiver.always_fail_item = None
-    out = subprocess.run([sys.executable, "-m", "parcours.cli", "webhooks", "redeliver", "--structure", "crt-31-muret"],
-                         env=api.stack.env, capture_output=True, text=True, timeout=60)
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parcours.cli", "webhooks", "redeliver", "--structure", "crt-31-muret"],
+                                  env=api.stack.env, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "redelivered 1 notification(s)" in out.stdout
     assert any(json.loads(b)["item"] == f"message:{poison}" for b, _ in receiver.received)
@@ -271,7 +288,7 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
     info = await asyncio.to_thread(broker.start)
     stack = Stack(info.bootstrap, f"d{uuid.uuid4().hex[:8]}", tmp_path)
     try:
-        subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
         stack.ports["cpts"] = free_port()
         stack.spawn("adapter-cpts", "adapter", "cpts", "--port", str(stack.ports["cpts"]))
         async with httpx.AsyncClient(timeout=60) as client:
@@ -293,7 +310,7 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
         await asyncio.to_thread(broker.stop)
 
 
-def _read(bootstrap: str, topic: str):  # type: ignore[no-untyped-def]
+def _read(bootstrap: str, topic: str):
     from parcours.kafkaio import read_to_end
 
     return read_to_end(bootstrap, [topic])
@@ -318,7 +335,8 @@ async def test_the_largest_events_the_edge_accepts_reach_the_views(api: Api) -> 
     view = await api.view_with("dac-31", case, f"evaluation:{accepted[-1][0]}", timeout=90)
     held = {e["evaluation_id"]: e for e in view["evaluations"]}
     for evaluation_id, entries in accepted:
-        assert evaluation_id in held and len(held[evaluation_id]["results"]) == entries
+        assert evaluation_id in held
+        assert len(held[evaluation_id]["results"]) == entries
         assert set(held[evaluation_id]["results"].values()) == {value}
     api.stack.check_alive()
 

@@ -8,6 +8,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from parcours.contract.codec import Codec
+from parcours.contract.models import Event
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
 from tests.factories import one_of_each
@@ -16,7 +17,8 @@ from tests.factories import one_of_each
 async def test_apply_is_idempotent_and_repairs_config_drift(kafka_bootstrap: str, prefix: str) -> None:
     cat = Catalogue.load(prefix=prefix)
     planned = await admin.plan(cat, kafka_bootstrap)
-    assert {c.action for c in planned} == {"create"} and len(planned) == len(cat.topics)
+    assert {c.action for c in planned} == {"create"}
+    assert len(planned) == len(cat.topics)
     done = await admin.apply(cat, kafka_bootstrap)
     assert len(done) == len(cat.topics)
     assert await admin.apply(cat, kafka_bootstrap) == []  # second apply: nothing to do
@@ -43,7 +45,7 @@ async def _eventually_planned(cat: Catalogue, bootstrap: str) -> list[admin.Chan
     """KRaft propagates config changes to the broker's cache asynchronously: await them."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
-    while not (changes := await admin.plan(cat, bootstrap)) and loop.time() < deadline:
+    while not (changes := await admin.plan(cat, bootstrap)) and loop.time() < deadline:  # noqa: ASYNC110 - polls the broker, which signals nothing
         await asyncio.sleep(0.1)
     return changes
 
@@ -82,7 +84,7 @@ async def test_every_event_type_round_trips_through_the_broker(kafka_bootstrap: 
         *topics, bootstrap_servers=kafka_bootstrap, group_id=f"{prefix}-rt", auto_offset_reset="earliest"
     )
     await consumer.start()
-    got = {}
+    got: dict[uuid.UUID, Event] = {}
     try:
         while len(got) < len(events):
             batch = await consumer.getmany(timeout_ms=10_000)

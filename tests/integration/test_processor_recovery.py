@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -49,7 +48,7 @@ def random_history(rng: random.Random, cases: int, per_case: int) -> list:
                               category=rng.choice(["discussion", "social", "medical"]), at=i))
             elif pick < 0.65:
                 out.append(ev("ConsentRecorded", case_id=case, source="dac-31", consent_id=f"c{i}", at=i,
-                              grantee=rng.choice(SLUGS[1:] + ["crt", "cpts"]), decision=rng.choice(["permit", "permit", "deny"]),
+                              grantee=rng.choice([*SLUGS[1:], "crt", "cpts"]), decision=rng.choice(["permit", "permit", "deny"]),
                               categories=rng.sample(["discussion", "social", "medical", "functional"], 2),
                               valid_until=rng.choice([None, now + timedelta(days=30)])))
             else:

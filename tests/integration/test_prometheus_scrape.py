@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 
@@ -12,7 +13,7 @@ from tests.api import Api, referral_body
 from tests.stack import Stack, eventually
 
 
-async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None:
     await stack.ready()
     prometheus = shutil.which("prometheus")
     assert prometheus, "prometheus missing: `make test` installs Debian's prometheus package"
@@ -24,8 +25,8 @@ async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None: 
         f"  - job_name: parcours-processor\n    static_configs: [{{targets: ['127.0.0.1:{stack.ports['processor']}']}}]\n"
     )
     port = free_port()
-    proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                                f"--web.listen-address=127.0.0.1:{port}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             api = Api(stack, client)
@@ -44,9 +45,9 @@ async def test_prometheus_scrapes_the_services(stack: Stack, tmp_path) -> None: 
             assert up
     finally:
         proc.terminate()
-        proc.wait(20)
+        await asyncio.wait_for(proc.wait(), 20)
 
 
-async def _full(query, q: str, n: int) -> list:  # type: ignore[no-untyped-def]
+async def _full(query, q: str, n: int) -> list:
     result = await query(q)
     return result if len(result) >= n else []

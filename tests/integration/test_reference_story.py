@@ -38,22 +38,26 @@ async def test_reference_story(stack: Stack) -> None:
         # each structure's view, item by item
         everything = {f"referral:{ref1}", f"status:{acc['event_id']}", f"consent:{consent}", f"evaluation:{ev_f}",
                       f"evaluation:{ev_m}", f"referral:{ref2}", f"message:{msg}", f"admission:{adm['event_id']}"}
-        dac = await api.view_with("dac-31", case, f"admission:{adm['event_id']}")
+        await api.view_with("dac-31", case, f"admission:{adm['event_id']}")
         await api.view_with("dac-31", case, f"message:{msg}")
         dac = await api.view("dac-31", case)
+        assert dac is not None
         assert set(dac["items"]) == everything
         crt = await api.view_with("crt-31-muret", case, f"admission:{adm['event_id']}")
         assert set(crt["items"]) == {f"referral:{ref2}", f"admission:{adm['event_id']}", f"consent:{consent}",
                                      f"evaluation:{ev_f}", f"message:{msg}"}
         assert [e["evaluation_id"] for e in crt["evaluations"]] == [ev_f]
         (ref2_view,) = crt["referrals"]
-        assert ref2_view["admission"]["decision"] == "admitted" and ref2_view["context"]["type"] == "hospital_discharge"
+        assert ref2_view["admission"]["decision"] == "admitted"
+        assert ref2_view["context"]["type"] == "hospital_discharge"
         cpts = await api.view("cpts-31-nord", case)
+        assert cpts is not None
         assert set(cpts["items"]) == {f"referral:{ref1}", f"status:{acc['event_id']}"}
         assert cpts["referrals"][0]["status"] == "accepted"
         for outsider in ("crt-31-nord", "cpts-31-sud"):
             resp = await api.get(outsider, f"/v1/cases/{case}")
-            assert resp.status_code == 404 and resp.json()["error"] == "not_found"
+            assert resp.status_code == 404
+            assert resp.json()["error"] == "not_found"
         assert (await api.get("crt-31-nord", "/v1/cases/no-such-case")).json() == resp.json() | {
             "message": "no case no-such-case visible to crt-31-nord"}
 
@@ -61,12 +65,15 @@ async def test_reference_story(stack: Stack) -> None:
         inbox_before = (await api.get("crt-31-muret", "/v1/inbox")).json()["next_after"]
         await api.post("dac-31", f"/v1/cases/{case}/consents", {
             "grantee": "crt-31-muret", "categories": ["functional"], "decision": "deny", "method": "written"})
-        crt = await api.view_without("crt-31-muret", case, f"evaluation:{ev_f}")
-        assert crt["evaluations"] == [] and f"message:{msg}" in crt["items"]
+        after_deny = await api.view_without("crt-31-muret", case, f"evaluation:{ev_f}")
+        assert after_deny is not None
+        assert after_deny["evaluations"] == []
+        assert f"message:{msg}" in after_deny["items"]
 
         async def redaction() -> list:
             notes = (await api.get("crt-31-muret", f"/v1/inbox?after={inbox_before}&wait=2")).json()["notifications"]
             return [n for n in notes if n["type"] == "redaction"]
         (notice,) = await eventually(redaction, 20, "redaction notice")
-        assert notice["item"] == f"evaluation:{ev_f}" and notice["case_id"] == case
+        assert notice["item"] == f"evaluation:{ev_f}"
+        assert notice["case_id"] == case
         assert set(notice) == {"notification_id", "type", "case_id", "item", "view_version", "sequence"}  # ids only

@@ -26,7 +26,7 @@ class Views:
         self.items: dict[str, dict[str, dict]] = {v.slug: {} for v in VIEWERS}
         self.notices: dict[str, list[dict]] = {v.slug: [] for v in VIEWERS}
 
-    def take(self, outcome) -> None:  # type: ignore[no-untyped-def]
+    def take(self, outcome) -> None:
         for r in outcome.items:
             if r.value is None:
                 self.items[r.structure].pop(r.item, None)
@@ -35,13 +35,13 @@ class Views:
         for n in outcome.notices:
             self.notices[n.structure].append(n.body)
 
-    def view(self, slug: str):  # type: ignore[no-untyped-def]
+    def view(self, slug: str):
         return assemble("case-p", slug, self.items[slug].values())
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=st.lists(events(), min_size=1, max_size=14), now_min=minutes, tick_min=minutes, data=st.data())
-def test_incremental_views_equal_the_projection(history, now_min, tick_min, data) -> None:  # type: ignore[no-untyped-def]
+def test_incremental_views_equal_the_projection(history, now_min, tick_min, data) -> None:
     arrivals = data.draw(st.permutations(history + data.draw(st.lists(st.sampled_from(history), max_size=5))))
     core, store, views = IncrementalCaseFile(KINDS, POLICY), DictStore(), Views()
     early = T0 + timedelta(minutes=min(now_min, tick_min))
@@ -70,9 +70,12 @@ def test_duplicates_change_nothing_and_notify_nothing() -> None:
     core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
     e = ev("MessagePosted", case_id="case-p", source="dac-31")
     first = core.apply(store, "case-p", e, T0)
-    assert [n.structure for n in first.notices] == ["dac-31"] and len(first.items) == 1
+    assert [n.structure for n in first.notices] == ["dac-31"]
+    assert len(first.items) == 1
     again = core.apply(store, "case-p", e, T0)
-    assert again.duplicate and not again.items and not again.notices
+    assert again.duplicate
+    assert not again.items
+    assert not again.notices
 
 
 def test_ordinary_event_cost_does_not_grow_with_the_case() -> None:
@@ -81,7 +84,7 @@ def test_ordinary_event_cost_does_not_grow_with_the_case() -> None:
     class Counting(DictStore):
         gets = 0
 
-        def get(self, key):  # type: ignore[no-untyped-def]
+        def get(self, key):
             Counting.gets += 1
             return super().get(key)
 

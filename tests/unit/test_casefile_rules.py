@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from parcours.casefile.policy import Policy, Viewer, concerned, next_change
-from parcours.casefile.state import fold, fold_all
 from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
+from parcours.casefile.policy import Policy, Viewer, concerned, next_change
+from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from tests.factories import T0, ev
 
@@ -20,16 +20,16 @@ KINDS = {v.slug: v.kind for v in (DAC, CPTS, CPTS2, CRT, CRT2)}
 NOW = T0 + timedelta(days=1)
 
 
-def items(events, viewer, now=NOW, policy=POLICY):  # type: ignore[no-untyped-def]
+def items(events, viewer, now=NOW, policy=POLICY):
     view = project(fold_all("case-1", events), viewer, policy, now)
     return set(view["items"]) if view else set()
 
 
-def msg(mid: str, source: str, category: str = "discussion", at: int = 0):  # type: ignore[no-untyped-def]
+def msg(mid: str, source: str, category: str = "discussion", at: int = 0):
     return ev("MessagePosted", message_id=mid, source=source, category=category, at=at)
 
 
-def consent(cid: str, grantee: str, cats: list[str], decision: str = "permit", source: str = "dac-31", at: int = 0, **kw):  # type: ignore[no-untyped-def]
+def consent(cid: str, grantee: str, cats: list[str], decision: str = "permit", source: str = "dac-31", at: int = 0, **kw):
     return ev("ConsentRecorded", consent_id=cid, grantee=grantee, categories=cats, decision=decision, source=source, at=at, **kw)
 
 
@@ -46,7 +46,8 @@ def test_rule2_referral_parties_see_referral_status_and_admission() -> None:
     ]
     for party in (DAC, CRT):
         got = items(events, party)
-        assert "referral:ref-1" in got and len(got) == 3
+        assert "referral:ref-1" in got
+        assert len(got) == 3
     assert items(events, CRT2) == set()
     assert items(events, CPTS) == set()
 
@@ -65,7 +66,8 @@ def test_rule3_permit_by_slug_and_by_kind() -> None:
     assert "message:m1" in items([m, consent("c1", "crt-31-muret", ["discussion"])], CRT)
     assert items([m, consent("c1", "crt-31-muret", ["discussion"])], CRT2) == set()
     by_kind = [m, consent("c1", "crt", ["discussion"])]
-    assert "message:m1" in items(by_kind, CRT) and "message:m1" in items(by_kind, CRT2)
+    assert "message:m1" in items(by_kind, CRT)
+    assert "message:m1" in items(by_kind, CRT2)
 
 
 def test_rule3_permit_is_per_category() -> None:
@@ -119,7 +121,7 @@ def test_rule4_kind_ceiling_beats_consent() -> None:
     assert "message:m1" in items(events, CPTS, policy=Policy({}))  # the ceiling is configuration
 
 
-def _changes(core: IncrementalCaseFile, store: DictStore, event, slug: str) -> tuple[list[str], list[str], list[dict]]:  # type: ignore[no-untyped-def]
+def _changes(core: IncrementalCaseFile, store: DictStore, event, slug: str) -> tuple[list[str], list[str], list[dict]]:
     """(appeared, vanished, notification bodies) for `slug` when `event` is applied."""
     out = core.apply(store, "case-1", event, NOW)
     notes = [n.body for n in out.notices if n.structure == slug]
@@ -131,6 +133,7 @@ def test_rule5_a_later_deny_redacts_and_the_change_names_ids_only() -> None:
     m = ev("EvaluationRecorded", source="dac-31", category="functional")
     permit = consent("c1", "crt-31-muret", ["functional"])
     before = project(fold_all("case-1", [m, permit]), CRT, POLICY, NOW)
+    assert before is not None
     assert "evaluation:eval-1" in before["items"]
     core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
     for e in (m, permit):
@@ -149,8 +152,8 @@ def test_rule6_nothing_visible_means_no_view() -> None:
     core.apply(store, "case-1", consent("c1", "crt-31-muret", ["medical"], source="dac-31"), NOW)
     out = core.apply(store, "case-1", consent("c2", "crt-31-muret", ["medical"], decision="deny", at=10), NOW)
     left = {r.item for r in out.items if r.structure == "crt-31-muret" and r.value is None}
-    assert "message:m1" in left and [n.body["item"] for n in out.notices
-                                     if n.structure == "crt-31-muret" and n.body["type"] == "redaction"] == ["message:m1"]
+    assert "message:m1" in left
+    assert [n.body["item"] for n in out.notices if n.structure == "crt-31-muret" and n.body["type"] == "redaction"] == ["message:m1"]
     remaining = [json.loads(r.value) for r in out.items if r.structure == "crt-31-muret" and r.value]
     assert assemble("case-1", "crt-31-muret", remaining) is not None  # the consents it is named in stay visible
     assert assemble("case-1", "crt-31-muret", []) is None
@@ -161,13 +164,16 @@ def test_duplicates_and_order_do_not_change_the_view() -> None:
               msg("m1", "dac-31", at=2), consent("c1", "crt", ["discussion"], at=3)]
     a = project(fold_all("case-1", events), CRT, POLICY, NOW)
     b = project(fold_all("case-1", list(reversed(events)) + events), CRT, POLICY, NOW)
-    assert a == b and a["version"] == 4  # every event here is visible to the CRT
+    assert a == b
+    assert a is not None
+    assert a["version"] == 4  # every event here is visible to the CRT
 
 
 def test_a_later_status_is_the_current_one_whatever_the_arrival() -> None:
     events = [ev("ReferralSubmitted"), ev("ReferralStatusChanged", source="crt-31-muret", status="acknowledged", at=1),
               ev("ReferralStatusChanged", source="crt-31-muret", status="accepted", at=2)]
     view = project(fold_all("case-1", [events[2], events[0], events[1]]), DAC, POLICY, NOW)
+    assert view is not None
     assert view["referrals"][0]["status"] == "accepted"
     assert [s["status"] for s in view["referrals"][0]["status_history"]] == ["acknowledged", "accepted"]
 
@@ -190,9 +196,13 @@ def test_processor_step_handles_every_event_type_and_dead_letters_what_it_cannot
     for e in one_of_each():
         enc = codec.encode(e)
         step = core.process(cat.for_event(e.event_type).name, 0, 0, enc.key, enc.value, enc.headers, lambda: state)
-        assert step.dead_letter is None and not step.duplicate and step.outputs, e.event_type
+        assert step.dead_letter is None, e.event_type
+        assert not step.duplicate, e.event_type
+        assert step.outputs, e.event_type
         again = core.process(cat.for_event(e.event_type).name, 0, 1, enc.key, enc.value, enc.headers, lambda: state)
-        assert again.duplicate and not again.outputs
+        assert again.duplicate
+        assert not again.outputs
     bad = core.process("t.messages", 0, 2, b"case-1", b"garbage", [], lambda: state)
-    assert bad.dead_letter == "undecodable" and [o.topic for o in bad.outputs] == ["t.deadletter"]
+    assert bad.dead_letter == "undecodable"
+    assert [o.topic for o in bad.outputs] == ["t.deadletter"]
     assert core.process("t.messages", 0, 3, None, b"x", [], lambda: state).dead_letter == "key_missing"

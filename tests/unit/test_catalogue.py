@@ -14,7 +14,7 @@ from parcours.topology.registry import KindPolicy, Registry, dev_token
 CATALOGUE = (topics_dir() / "catalogue.yaml").read_text()
 
 
-def _load_with(tmp_path: Path, text: str, **kw) -> Catalogue:  # type: ignore[no-untyped-def]
+def _load_with(tmp_path: Path, text: str, **kw) -> Catalogue:
     path = tmp_path / "catalogue.yaml"
     path.write_text(text)
     return Catalogue.load(path, **kw)
@@ -39,7 +39,8 @@ def test_per_structure_topics_exist_for_every_registered_structure() -> None:
         assert cat.per_structure("inbox", slug).partitions == 1
         assert cat.per_structure("ingress", slug).owner == slug
         views = cat.per_structure("views", slug)
-        assert views.config["cleanup.policy"] == "compact" and views.owner == slug
+        assert views.config["cleanup.policy"] == "compact"
+        assert views.owner == slug
         # an item's JSON may be several times its Avro form: views allow far more than events
         assert int(views.config["max.message.bytes"]) >= 6 * 1048588
 
@@ -75,18 +76,20 @@ def test_unknown_schema_is_refused_with_its_line(tmp_path: Path) -> None:
     text = CATALOGUE.replace("MessagePosted: [dac, cpts, crt]", "MessagePostd: [dac, cpts, crt]")
     with pytest.raises(CatalogueError, match=r"catalogue.yaml:\d+: topic messages: unknown schema 'MessagePostd'") as err:
         _load_with(tmp_path, text)
+    assert err.value.line is not None
     assert text.splitlines()[err.value.line - 1].strip() == "MessagePostd: [dac, cpts, crt]"
 
 
 def test_bad_setting_is_refused_with_its_line(tmp_path: Path) -> None:
     text = CATALOGUE.replace("cleanup.policy: compact}", "cleanup.policy: compakt}")
-    with pytest.raises(CatalogueError, match="bad value 'compakt' for cleanup.policy") as err:
+    with pytest.raises(CatalogueError, match=r"bad value 'compakt' for cleanup\.policy") as err:
         _load_with(tmp_path, text)
+    assert err.value.line is not None
     assert "compakt" in text.splitlines()[err.value.line - 1]
 
 
 def test_unknown_config_key_and_broken_copartitioning_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(CatalogueError, match="unknown config 'retention.hours'"):
+    with pytest.raises(CatalogueError, match=r"unknown config 'retention\.hours'"):
         _load_with(tmp_path, CATALOGUE.replace("retention.ms: 604800000", "retention.hours: 168"))
     text = CATALOGUE.replace("  evaluations:\n    role: canonical\n", "  evaluations:\n    role: canonical\n    partitions: 3\n")
     with pytest.raises(CatalogueError, match="must all have 6 partitions"):
@@ -96,7 +99,9 @@ def test_unknown_config_key_and_broken_copartitioning_are_refused(tmp_path: Path
 def test_registry_and_dev_tokens(tmp_path: Path) -> None:
     reg = Registry.load(topics_dir() / "structures.yaml")
     assert set(reg.structures) == {"dac-31", "cpts-31-nord", "cpts-31-sud", "crt-31-muret", "crt-31-nord"}
-    assert reg.by_token(dev_token("crt-31-muret")).slug == "crt-31-muret"
+    muret = reg.by_token(dev_token("crt-31-muret"))
+    assert muret is not None
+    assert muret.slug == "crt-31-muret"
     assert reg.by_token("dev-nobody") is None
     assert reg.with_dev_tokens() == list(reg.structures)
     assert [s.slug for s in reg.covered_by("cpts")] == ["cpts-31-nord", "cpts-31-sud"]
@@ -109,4 +114,5 @@ def test_registry_and_dev_tokens(tmp_path: Path) -> None:
 def test_kind_policy_ceiling() -> None:
     policy = KindPolicy.load(topics_dir() / "policy.yaml")
     assert policy.hidden["cpts"] == {"social", "medical", "functional"}
-    assert policy.hidden["dac"] == frozenset() and policy.hidden["crt"] == frozenset()
+    assert policy.hidden["dac"] == frozenset()
+    assert policy.hidden["crt"] == frozenset()

@@ -57,7 +57,7 @@ def test_metric_names_follow_prometheus_rules_and_carry_no_person_label() -> Non
 def test_alert_rules_pass_promtool() -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
-    out = subprocess.run([promtool, "check", "rules", str(DOCKER / "prometheus/alerts.yml")], capture_output=True, text=True)
+    out = subprocess.run([promtool, "check", "rules", str(DOCKER / "prometheus/alerts.yml")], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 6 rules found" in out.stdout
 

@@ -11,6 +11,7 @@ Idempotency-Key makes the retry converge on the same event.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -38,7 +39,7 @@ class Publisher:
                 )
                 try:
                     await asyncio.wait_for(p.start(), self.timeout_ms / 1000)
-                except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, KafkaError, OSError) as exc:
                     await p.stop()
                     raise KafkaUnavailable(f"Kafka is unreachable: {type(exc).__name__}") from exc
                 self._producer = p
@@ -53,7 +54,7 @@ class Publisher:
         try:
             future = await asyncio.wait_for(producer.send(topic, value, key=key, headers=headers), self.timeout_ms / 1000)
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_ms / 1000)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             await self._abort(producer)
             raise KafkaUnavailable(f"Kafka did not acknowledge the event within {self.timeout_ms} ms ({type(exc).__name__})") from exc
 
@@ -66,17 +67,15 @@ class Publisher:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        try:
+        with contextlib.suppress(TimeoutError, KafkaError, OSError):
             await asyncio.wait_for(producer.client.close(), 2)
-        except (KafkaError, OSError, asyncio.TimeoutError):
-            pass
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:
             producer = await self._get()
             await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
             return True
-        except (KafkaUnavailable, KafkaError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, KafkaUnavailable, KafkaError, OSError):
             return False
 
     async def close(self) -> None:

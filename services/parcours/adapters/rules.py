@@ -8,7 +8,8 @@ admission) read the publisher's own case views.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from parcours.adapters.errors import Forbidden, Invalid, NotFound
 from parcours.adapters.store import EdgeStore
@@ -24,6 +25,7 @@ from parcours.contract.models import (
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
+T = TypeVar("T")
 
 def check_kind(catalogue: Catalogue, caller: Structure, event_type: str) -> None:
     if not catalogue.may_publish(caller.kind, event_type):
@@ -88,7 +90,7 @@ async def eventually_referral(store: EdgeStore, slug: str, referral_id: str, wai
     return await _eventually(lambda: store.referral(slug, referral_id), wait)
 
 
-async def _eventually(probe: Any, wait: float) -> Any:
+async def _eventually(probe: Callable[[], T | None], wait: float) -> T | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:

@@ -77,7 +77,7 @@ class EdgeStore:
         async with self.changed:
             try:
                 await asyncio.wait_for(self.changed.wait_for(lambda: bool(self.notifications(slug, after, 1))), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
         return self.notifications(slug, after, limit)
 
@@ -88,10 +88,7 @@ class EdgeStore:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.gather(self._task, return_exceptions=True)  # wait for its end, whatever it is
 
     async def _run(self) -> None:
         while True:

@@ -25,11 +25,12 @@ bounded by its item's, and `assemble` turns a structure's item records back into
 from __future__ import annotations
 
 import hashlib
-import orjson
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import orjson
 
 from parcours.casefile.policy import (
     Policy,
@@ -44,7 +45,7 @@ from parcours.casefile.policy import (
     to_ms,
 )
 from parcours.casefile.state import canonical_digest
-from parcours.casefile.view import View, item_key, iso, render, unknown_referral, with_clock
+from parcours.casefile.view import View, iso, item_key, render, unknown_referral, with_clock
 from parcours.contract.models import ConsentRecorded, Event
 
 

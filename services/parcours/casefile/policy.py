@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from parcours.casefile.state import CaseState
 from parcours.contract.models import (
     CATEGORIES,
     AdmissionDecided,
@@ -29,7 +30,6 @@ from parcours.contract.models import (
     ReferralStatusChanged,
     ReferralSubmitted,
 )
-from parcours.casefile.state import CaseState
 
 #: event types whose item belongs to a referral (rule 2)
 REFERRAL_TYPES = frozenset({"ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided"})

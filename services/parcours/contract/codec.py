@@ -8,8 +8,9 @@ the writer schema from the shipped set and reads it with the newest version of t
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -86,14 +87,14 @@ class Codec:
         buf = io.BytesIO(value)
         try:
             datum = schemaless_reader(buf, writer.parsed, None if reader is writer else reader.parsed)
-        except Exception as exc:  # fastavro raises many types on garbage: wrap them all
+        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on garbage: wrap them all
             raise DecodeError(f"body is not {writer.event_type} Avro ({type(exc).__name__}: {exc})", **where) from None
         if buf.tell() != len(value):
             raise DecodeError(f"{len(value) - buf.tell()} trailing bytes after the Avro body", **where)
         try:
-            event = build_event(writer.event_type, datum)
+            event = build_event(writer.event_type, cast("dict[str, object]", datum))  # event schemas are records
         except EventValidationError as exc:
-            field, rule = exc.errors[0]
+            field, _ = exc.errors[0]
             raise DecodeError(str(exc), field=field, **where) from None
         if _text(h.get("ce_id")) not in (None, str(event.event_id)):
             raise DecodeError("ce_id differs from event_id", field="ce_id", **where)

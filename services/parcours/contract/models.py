@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from datetime import date as Date
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, get_args
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from parcours.contract.errors import EventValidationError
 
 Category = Literal["administrative", "social", "medical", "functional", "discussion"]
-CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+CATEGORIES: tuple[str, ...] = get_args(Category)
 Kind = Literal["dac", "cpts", "crt"]
-KINDS: tuple[str, ...] = Kind.__args__  # type: ignore[attr-defined]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 SLUG_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$"
 Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64)]
@@ -181,7 +181,7 @@ class RuptureReported(Event):
     item_field: ClassVar[str] = "rupture_id"
     category: Literal["administrative"] = "administrative"
 
-    case_id: Identifier | None = None  # type: ignore[assignment]
+    case_id: Identifier | None = None  # type: ignore[assignment]  # the one event that may have no case (a territorial rupture)
     rupture_id: Identifier
     territory: Annotated[str, Field(pattern=r"^([0-9]{2,3}|2[AB])$")]
     type: Literal["no_gp", "unanswered_referral", "readmission", "refused_admission_without_alternative", "other"]
@@ -192,15 +192,15 @@ class RuptureReported(Event):
         return self.case_id or f"territory-{self.territory}"
 
 
-AnyEvent = Union[
-    ReferralSubmitted,
-    ReferralStatusChanged,
-    EvaluationRecorded,
-    AdmissionDecided,
-    ConsentRecorded,
-    MessagePosted,
-    RuptureReported,
-]
+AnyEvent = (
+    ReferralSubmitted
+    | ReferralStatusChanged
+    | EvaluationRecorded
+    | AdmissionDecided
+    | ConsentRecorded
+    | MessagePosted
+    | RuptureReported
+)
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (

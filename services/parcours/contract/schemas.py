@@ -89,10 +89,10 @@ class SchemaSet:
         for event_type, vs in self.versions.items():
             for i, reader in enumerate(vs):
                 for writer in vs[:i]:
-                    for p in schema_problems(writer.raw, reader.raw):
-                        problems.append(
-                            f"{event_type} v{reader.version} cannot read v{writer.version}: {p}"
-                        )
+                    problems.extend(
+                        f"{event_type} v{reader.version} cannot read v{writer.version}: {p}"
+                        for p in schema_problems(writer.raw, reader.raw)
+                    )
         if problems:
             raise IncompatibleSchemaError(problems)
 
@@ -126,7 +126,7 @@ def _name(s: Any) -> str | None:
     return s.get("name") if isinstance(s, dict) else None
 
 
-def schema_problems(
+def schema_problems(  # noqa: C901, PLR0911, PLR0912 - one case per Avro type, in the order of the spec's resolution rules
     writer: Any,
     reader: Any,
     path: str = "",
@@ -178,9 +178,8 @@ def schema_problems(
         return schema_problems(writer["items"], reader["items"], f"{path}[]", names)
     if wk == "map":
         return schema_problems(writer["values"], reader["values"], f"{path}{{}}", names)
-    if wk == "fixed":
-        if writer.get("size") != reader.get("size"):
-            return [f"{where}: fixed size changed"]
+    if wk == "fixed" and writer.get("size") != reader.get("size"):
+        return [f"{where}: fixed size changed"]
     return []
 
 

@@ -9,6 +9,7 @@ round trip, not a sleep) and records where it runs in `<folder>/broker.json`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -16,10 +17,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from parcours.devbroker.errors import BrokerError, ToolMissingError
 
@@ -64,7 +65,7 @@ def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float
                 "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
                 "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
             ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BrokerError(f"maven could not fetch Kafka {KAFKA_VERSION}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
         shutil.rmtree(lib, ignore_errors=True)
@@ -132,7 +133,7 @@ async def wait_ready(bootstrap: str, timeout: float, alive: Callable[[], bool] |
 
 
 def _listening(bootstrap: str) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=1):
             return True
@@ -185,22 +186,21 @@ class EmbeddedBroker:
             ).stdout.strip()
             fmt = subprocess.run(
                 [java, *cp, *log_opts, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-                capture_output=True, text=True,
+                capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting {data} failed: {fmt.stdout}{fmt.stderr}")
-        out = open(self.folder / "stdout.log", "ab")
-        proc = subprocess.Popen(
-            [java, *JVM_OPTS, *log_opts, *cp, "kafka.Kafka", str(props)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        out.close()
+        with (self.folder / "stdout.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [java, *JVM_OPTS, *log_opts, *cp, "kafka.Kafka", str(props)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
         self._proc = proc  # keep the handle: it reaps the child on stop
         info = BrokerInfo(proc.pid, f"127.0.0.1:{port}", f"127.0.0.1:{cport}", str(self.folder), time.time())
         self.state_file.write_text(json.dumps(asdict(info)))
         try:
             asyncio.run(wait_ready(info.bootstrap, timeout, alive=lambda: proc.poll() is None))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - whatever ended the wait (Ctrl-C too), the half-started broker goes
             self._kill(proc.pid)
             tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise BrokerError(f"{exc}\n--- {self.log_file} ---\n{tail}") from None
@@ -233,10 +233,8 @@ class EmbeddedBroker:
             if not _alive(pid):
                 return
             time.sleep(0.1)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def _previous_ports(self) -> tuple[int, int] | None:
         props = self.folder / "server.properties"

@@ -179,7 +179,7 @@ def _without_time_alignment(app: Application) -> None:
     nothing here. If a Quix version renames the flag, alignment stays on: slower, still correct."""
     registry = getattr(app, "_dataframe_registry", None)
     if registry is not None and hasattr(registry, "_requires_time_alignment"):
-        registry._requires_time_alignment = False
+        registry._requires_time_alignment = False  # noqa: SLF001 - Quix has no public switch (see above)
 
 
 class _NoState:

@@ -46,7 +46,7 @@ class BytesState(Protocol):
 class StagedStore:
     """A case store over a `BytesState` whose writes stay staged until `commit`."""
 
-    __slots__ = ("_state", "_staged", "_limit")
+    __slots__ = ("_limit", "_staged", "_state")
 
     def __init__(self, state: BytesState, limit: int) -> None:
         self._state, self._limit = state, limit

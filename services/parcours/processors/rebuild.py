@@ -37,6 +37,10 @@ class Rebuild:
     seconds: float = 0.0
 
 
+def _state_of(states: dict[bytes, MemoryState], key: bytes) -> Callable[[], MemoryState]:
+    return lambda: states.setdefault(key, MemoryState())
+
+
 async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now: datetime | None = None,
                   progress: Callable[[int, float], None] | None = None) -> Rebuild:
     now = now or datetime.now(UTC)
@@ -49,7 +53,7 @@ async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now:
     async for records in read_to_end(bootstrap, [t.name for t in catalogue.canonical()]):
         for r in records:
             step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
-                                lambda k=r.key: states.setdefault(k, MemoryState()), now)
+                                _state_of(states, r.key), now)
             if step.dead_letter:
                 bad += 1  # the processor dead-lettered it too
                 continue
@@ -67,12 +71,15 @@ async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now:
     return Rebuild(views, events, len(states), bad, time.monotonic() - t0)
 
 
+_REDRAW_S = 0.5
+
+
 def print_progress(total: int | None = None) -> Callable[[int, float], None]:
     """A progress line on stderr, redrawn at most twice a second."""
     last = [0.0]
 
     def show(done: int, secs: float) -> None:
-        if secs - last[0] < 0.5:
+        if secs - last[0] < _REDRAW_S:
             return
         last[0] = secs
         rate = done / secs if secs else 0.0

@@ -52,9 +52,8 @@ class Validator:
                 if not batch:
                     continue
                 pending = []
-                for tp, records in batch.items():
-                    for r in records:
-                        pending.append(await self._route(producer, r))
+                for records in batch.values():
+                    pending.extend([await self._route(producer, r) for r in records])
                 await asyncio.gather(*pending)  # every output acknowledged...
                 await consumer.commit()  # ...before the inputs are marked done
         finally:

@@ -23,13 +23,16 @@ ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress"}
 SERVICES = {"processor", "validator", "adapter", "ops", "owner"}
 KINDS = {"dac", "cpts", "crt"}
 
+#: the broker refuses smaller segments
+_MIN_SEGMENT_BYTES = 14
+
 # Topic configs the catalogue may set, with a check for each value.
 _CONFIG_RULES: dict[str, Any] = {
     "cleanup.policy": lambda v: v in ("delete", "compact", "compact,delete"),
     "retention.ms": lambda v: isinstance(v, int) and v >= -1,
     "retention.bytes": lambda v: isinstance(v, int) and v >= -1,
     "segment.ms": lambda v: isinstance(v, int) and v > 0,
-    "segment.bytes": lambda v: isinstance(v, int) and v >= 14,
+    "segment.bytes": lambda v: isinstance(v, int) and v >= _MIN_SEGMENT_BYTES,
     "min.compaction.lag.ms": lambda v: isinstance(v, int) and v >= 0,
     "min.cleanable.dirty.ratio": lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
     "max.message.bytes": lambda v: isinstance(v, int) and v > 0,
@@ -75,7 +78,7 @@ class Catalogue:
     event_topic: dict[str, TopicSpec]
 
     @classmethod
-    def load(
+    def load(  # noqa: C901, PLR0912, PLR0915 - checks every key of the catalogue, each with its own message
         cls,
         path: Path | None = None,
         *,
@@ -135,9 +138,10 @@ class Catalogue:
                     raise CatalogueError(path, ln, f"topic {lname}: canonical topics must all have {canon_parts} partitions (co-partitioning)")
                 partitions = canon_parts
             else:
-                partitions = spec.get("partitions")
-                if not isinstance(partitions, int) or partitions < 1:
+                declared = spec.get("partitions")
+                if not isinstance(declared, int) or declared < 1:
                     raise CatalogueError(path, ln, f"topic {lname}: partitions must be a positive integer")
+                partitions = declared
                 if role == "internal" and partitions != canon_parts:
                     raise CatalogueError(path, ln, f"topic {lname}: internal topics are co-partitioned: {canon_parts} partitions")
             producers = frozenset(spec.get("producers") or [])
