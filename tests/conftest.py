@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from parcours.kafkaio import KafkaAccess
+from parcours.runtime import Cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,21 +25,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real broker: the configured cluster, or an embedded one started with the project's code."""
-    configured = os.environ.get("PARCOURS_KAFKA_BOOTSTRAP")
-    if configured:
-        yield configured
-        return
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real broker: the configured cluster, or an embedded one started with the project's code
+    (SASL/SCRAM and ACLs on, as in production; its credential store beside its data)."""
     from parcours.devbroker.broker import EmbeddedBroker
+    from parcours.runtime import cluster
     from parcours.settings import Settings
+    from tests.stack import cluster_of
 
+    if os.environ.get("PARCOURS_KAFKA_BOOTSTRAP"):
+        yield cluster(Settings())
+        return
     broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka"), Settings().cache_dir)
     info = broker.start()
     try:
-        yield info.bootstrap
+        yield cluster_of(broker, info)
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_cluster: Cluster) -> KafkaAccess:
+    """The cluster as its administrator (topics, ACLs, test data); services run as their own principals."""
+    from parcours.security.credentials import ADMIN
+
+    return kafka_cluster.access(ADMIN)
 
 
 @pytest.fixture
@@ -46,11 +59,11 @@ def prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
+def stack(kafka_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
     """The processor, the three adapters and the validator as subprocesses, on topics of their own."""
     from tests.stack import Stack
 
-    s = Stack(kafka_bootstrap, f"s{uuid.uuid4().hex[:10]}", tmp_path_factory.mktemp("stack"))
+    s = Stack(kafka_cluster, f"s{uuid.uuid4().hex[:10]}", tmp_path_factory.mktemp("stack"))
     s.start()
     try:
         yield s

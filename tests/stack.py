@@ -15,7 +15,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from parcours.devbroker.broker import free_port
+from parcours.devbroker.broker import BrokerInfo, EmbeddedBroker, free_port
+from parcours.kafkaio import KafkaAccess
+from parcours.runtime import Cluster
+from parcours.security.credentials import ADMIN
 
 T = TypeVar("T")
 KINDS = ("dac", "cpts", "crt")
@@ -38,9 +41,18 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def cluster_of(broker: EmbeddedBroker, info: BrokerInfo) -> Cluster:
+    """An embedded broker as services see it: its address, protocol and credential store."""
+    from parcours.runtime import cluster
+    from parcours.settings import Settings
+
+    return cluster(Settings(kafka_bootstrap=info.bootstrap, kafka_security_protocol=info.security_protocol,
+                            credentials_file=broker.credentials.path))
+
+
 @dataclass
 class Stack:
-    bootstrap: str
+    cluster: Cluster
     prefix: str
     logdir: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -48,8 +60,14 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.env = {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": self.bootstrap, "PARCOURS_TOPIC_PREFIX": self.prefix,
+        # each service finds its own principal's secret in the cluster's credential store
+        self.env = {**os.environ, **self.cluster.env(), "PARCOURS_TOPIC_PREFIX": self.prefix,
                     "PARCOURS_WEBHOOK_ATTEMPTS": "3", "PARCOURS_WEBHOOK_FIRST_DELAY_S": "0.2", **self.env}
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """The cluster as its administrator: what a test reads and writes directly."""
+        return self.cluster.access(ADMIN)
 
     def url(self, kind: str) -> str:
         return f"http://127.0.0.1:{self.ports[kind]}"

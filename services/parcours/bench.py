@@ -36,8 +36,10 @@ from confluent_kafka.admin import AdminClient
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess
 from parcours.processors.app import consumer_lag, group_id
+from parcours.runtime import Cluster
+from parcours.security.credentials import ADMIN
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import default_policy
@@ -65,9 +67,9 @@ def case_events(cases: int, per_case: int, tag: str) -> Iterator[Event]:
                 "message_id": f"m{i}", "body": "Synthetic benchmark message."})
 
 
-def produce(bootstrap: str, cat: Catalogue, events: Iterator[Event]) -> tuple[int, float]:
+def produce(kafka: KafkaAccess, cat: Catalogue, events: Iterator[Event]) -> tuple[int, float]:
     codec = Codec()
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+    producer = Producer({**kafka.librdkafka(), "acks": "all", "enable.idempotence": True,
                          "linger.ms": 20, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000, **LIBRDKAFKA_PARTITIONER})
     n = 0
     t0 = time.perf_counter()
@@ -86,10 +88,10 @@ def produce(bootstrap: str, cat: Catalogue, events: Iterator[Event]) -> tuple[in
     return n, time.perf_counter() - t0
 
 
-def consume_decode(bootstrap: str, cat: Catalogue) -> tuple[int, float]:
+def consume_decode(kafka: KafkaAccess, cat: Catalogue) -> tuple[int, float]:
     """Every canonical record from the beginning, decoded: the plumbing's ceiling."""
     codec = Codec()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+    consumer = Consumer({**kafka.librdkafka(), "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
     ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
@@ -108,16 +110,19 @@ def consume_decode(bootstrap: str, cat: Catalogue) -> tuple[int, float]:
     return n, secs
 
 
-def engine_baseline(bootstrap: str, prefix: str, total: int) -> float:
+def engine_baseline(prefix: str, total: int) -> float:
     """A Quix pipeline with the processor's settings that only updates state and sends one
     output per event (runs in a subprocess: Quix owns the main thread's signals)."""
     from quixstreams import Application
 
     from parcours.processors.app import _transactional_producer, _without_time_alignment
+    from parcours.runtime import resolve_kafka
+
+    kafka = resolve_kafka(ADMIN)
 
     cat = Catalogue.load(prefix=prefix)
     out = cat.topic("observatory").name
-    app = Application(broker_address=bootstrap, consumer_group=f"bench-engine-{uuid.uuid4().hex[:6]}",
+    app = Application(broker_address=kafka.quix(), consumer_group=f"bench-engine-{uuid.uuid4().hex[:6]}",
                       auto_offset_reset="earliest", processing_guarantee="exactly-once", commit_interval=0.5,
                       state_dir=str(Path(tempfile.gettempdir()) / f"parcours-bench-engine-{uuid.uuid4().hex[:6]}"), loglevel="WARNING",
                       max_partition_buffer_size=1000, consumer_poll_timeout=0.1)
@@ -153,9 +158,9 @@ def _rss_mb(pid: int) -> float:
 class ProcessorRun:
     """`parcours processor` as a subprocess on the bench topics, with figures read from outside."""
 
-    def __init__(self, bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Path) -> None:
-        self.bootstrap, self.cat = bootstrap, cat
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+    def __init__(self, kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path) -> None:
+        self.kafka, self.cat = kafka, cat
+        self.admin = AdminClient(kafka.librdkafka())
         self.parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
         self.port = free_port()
         self.proc = _spawn(["processor", "--metrics-port", str(self.port), "--state-dir", str(logdir / f"state-{cat.prefix}")],
@@ -208,11 +213,12 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _fresh(bootstrap: str) -> tuple[Catalogue, dict[str, str]]:
+def _fresh(where: Cluster) -> tuple[Catalogue, dict[str, str]]:
+    """Topics, principals and ACLs of a prefix of its own; the environment of its services."""
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     cat = Catalogue.load(prefix=prefix)
-    asyncio.run(admin.apply(cat, bootstrap))
-    return cat, {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": bootstrap, "PARCOURS_TOPIC_PREFIX": prefix}
+    asyncio.run(admin.apply(cat, where.access(ADMIN), where.credentials))
+    return cat, {**os.environ, **where.env(), "PARCOURS_TOPIC_PREFIX": prefix}
 
 
 class _Figures(dict[str, Any]):
@@ -227,41 +233,42 @@ class _Figures(dict[str, Any]):
             self[k] = v
 
 
-def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,  # noqa: PLR0913 - one keyword per `parcours bench` option
+def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,  # noqa: PLR0913 - one keyword per `parcours bench` option
         rebuild_events: int, post_seconds: float, concurrency: int, latency_samples: int, logdir: Path) -> dict[str, Any]:
     logdir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = _Figures(cases=cases, per_case=per_case)
+    kafka = where.access(ADMIN)  # the bench's own clients; each service runs as its own principal
     # 1. the burst on fresh topics, produced before anything reads it
-    cat, env = _fresh(bootstrap)
-    n, secs = produce(bootstrap, cat, case_events(cases, per_case, "a"))
+    cat, env = _fresh(where)
+    n, secs = produce(kafka, cat, case_events(cases, per_case, "a"))
     out["events"] = n
     out["produce_events_per_s"] = n / secs
-    n, secs = consume_decode(bootstrap, cat)
+    n, secs = consume_decode(kafka, cat)
     out["raw_consume_decode_events_per_s"] = n / secs
     # 2. the engine baseline on the same records
     res = subprocess.run([sys.executable, "-c", ("import sys; from parcours.bench import engine_baseline; "
-                                                 "print(engine_baseline(sys.argv[1], sys.argv[2], int(sys.argv[3])))"),
-                          bootstrap, cat.prefix, str(n)],
-                         capture_output=True, text=True, timeout=1800, check=True)
+                                                 "print(engine_baseline(sys.argv[1], int(sys.argv[2])))"),
+                          cat.prefix, str(n)],
+                         capture_output=True, text=True, timeout=1800, check=True, env=env)
     out["engine_baseline_events_per_s"] = float(res.stdout.strip().splitlines()[-1])
     # 3. the processor on the same records (cases of `per_case` events), then memory as cases grow
-    proc = ProcessorRun(bootstrap, cat, env, logdir)
+    proc = ProcessorRun(kafka, cat, env, logdir)
     try:
         out["processor_events_per_s"] = proc.rate(n)
         rss = {cases: proc.rss_mb()}
         out["processor_rss_mb_at_cases"] = rss
         more = max(0, rss_cases - cases)
         if more:
-            m, _ = produce(bootstrap, cat, case_events(more, 1, "b"))
+            m, _ = produce(kafka, cat, case_events(more, 1, "b"))
             proc.rate(n + m)
             rss[rss_cases] = proc.rss_mb()
             out["processor_rss_mb_at_cases"] = rss
     finally:
         proc.stop()
     # 3b. long cases on fresh topics
-    cat2, env2 = _fresh(bootstrap)
-    n2, _ = produce(bootstrap, cat2, case_events(long_cases, long_per_case, "l"))
-    proc = ProcessorRun(bootstrap, cat2, env2, logdir)
+    cat2, env2 = _fresh(where)
+    n2, _ = produce(kafka, cat2, case_events(long_cases, long_per_case, "l"))
+    proc = ProcessorRun(kafka, cat2, env2, logdir)
     try:
         out["processor_long_cases_events_per_s"] = proc.rate(n2)
         out["long_cases"] = long_cases
@@ -272,24 +279,24 @@ def run(bootstrap: str, *, cases: int, per_case: int, long_cases: int, long_per_
     if rebuild_events:
         from parcours.processors import rebuild as rb
 
-        cat3, _ = _fresh(bootstrap)
+        cat3, _ = _fresh(where)
         rcases = max(1, rebuild_events // 100)
-        n3, _ = produce(bootstrap, cat3, case_events(rcases, rebuild_events // rcases, "r"))
-        result = asyncio.run(rb.rebuild(cat3, bootstrap, default_policy(), progress=rb.print_progress(n3)))
+        n3, _ = produce(kafka, cat3, case_events(rcases, rebuild_events // rcases, "r"))
+        result = asyncio.run(rb.rebuild(cat3, kafka, default_policy(), progress=rb.print_progress(n3)))
         print(file=sys.stderr)
         out["rebuild_events"] = result.events
         out["rebuild_seconds"] = result.seconds
     # 5. the HTTP edge on the first topics
     # 5. the HTTP edge on fresh, small topics: the adapter's start-up read of every view it serves
     #    (issue 13) must not be what this figure measures
-    cat4, env4 = _fresh(bootstrap)
+    cat4, env4 = _fresh(where)
     edge_cases = 500
-    produce(bootstrap, cat4, case_events(edge_cases, 2, "a"))
-    out.update(asyncio.run(_edge(bootstrap, cat4, env4, logdir, edge_cases, post_seconds, concurrency, latency_samples)))
+    produce(kafka, cat4, case_events(edge_cases, 2, "a"))
+    out.update(asyncio.run(_edge(kafka, cat4, env4, logdir, edge_cases, post_seconds, concurrency, latency_samples)))
     return out
 
 
-async def _edge(bootstrap: str, cat: Catalogue, env: dict[str, str], logdir: Path, cases: int, post_seconds: float,
+async def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, cases: int, post_seconds: float,
                 concurrency: int, latency_samples: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     procs = [_spawn(["processor", "--metrics-port", "0", "--state-dir", str(logdir / f"state-edge-{cat.prefix}")],

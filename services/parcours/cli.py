@@ -42,7 +42,8 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import cluster
+    from parcours.security.credentials import ADMIN
     from parcours.topology import admin
     from parcours.topology.catalogue import default_catalogue
 
@@ -51,15 +52,19 @@ def _topics(args: argparse.Namespace) -> int:
         for acl in cat.acls():
             print(acl)
         return 0
-    bootstrap = resolve_bootstrap()
+    where = cluster()
+    kafka = where.access(ADMIN)
     run = admin.plan if args.action == "plan" else admin.apply
-    changes = asyncio.run(run(cat, bootstrap))
+    changes = asyncio.run(run(cat, kafka, where.credentials))
     verb = "to do" if args.action == "plan" else "done"
+    if not kafka.sasl:
+        print(f"warning: {kafka} does not authenticate: principals and ACLs are not managed", file=sys.stderr)
     if not changes:
-        print(f"no changes: {len(cat.topics)} topics match the catalogue ({cat.profile} profile)")
+        print(f"no changes: {len(cat.topics)} topics, {len(cat.principals())} principals and {len(cat.acls())} ACLs "
+              f"match the catalogue ({cat.profile} profile)")
     for c in changes:
         print(f"{verb}: {c}")
-    return 1 if any(c.action == "drift" for c in changes) else 0
+    return 1 if any(c.action in admin.DRIFT for c in changes) else 0
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -82,7 +87,7 @@ def _processor(args: argparse.Namespace) -> int:
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
     from parcours.processors.app import create_app
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
@@ -93,7 +98,7 @@ def _processor(args: argparse.Namespace) -> int:
     serve(metrics.registry, args.metrics_port)
     cat = default_catalogue()
     state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
-    app, threads = create_app(cat, resolve_bootstrap(), default_policy(), metrics, state_dir=state_dir,
+    app, threads = create_app(cat, resolve_kafka(cat.service_principal("processor")), default_policy(), metrics, state_dir=state_dir,
                               commit_interval=args.commit_interval)
     for t in threads:
         t.start()
@@ -104,22 +109,24 @@ def _processor(args: argparse.Namespace) -> int:
 
 def _views(args: argparse.Namespace) -> int:
     from parcours.processors import rebuild as rb
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
 
-    cat, bootstrap = default_catalogue(), resolve_bootstrap()
+    cat = default_catalogue()
+    # the rebuild is the processor's step run again: it reads and writes what the processor does
+    kafka = resolve_kafka(cat.service_principal("processor"))
 
     async def run() -> int:
         t0 = time.monotonic()
-        result = await rb.rebuild(cat, bootstrap, default_policy(), progress=rb.print_progress())
+        result = await rb.rebuild(cat, kafka, default_policy(), progress=rb.print_progress())
         print(file=sys.stderr)
-        live = await rb.live_views(cat, bootstrap)
+        live = await rb.live_views(cat, kafka)
         diffs = rb.differences(live, result.views)
         print(f"rebuilt {len(result.views)} view items of {result.cases} cases from {result.events} events "
               f"({result.undecodable} dead letters skipped) in {time.monotonic() - t0:.1f}s")
         if args.write:
-            print(f"wrote {await rb.write(cat, bootstrap, live, result.views)} view item records")
+            print(f"wrote {await rb.write(cat, kafka, live, result.views)} view item records")
             return 0
         for d in diffs:
             print(f"  {d}")
@@ -134,7 +141,7 @@ def _adapter(args: argparse.Namespace) -> int:
 
     from parcours.adapters.app import DEFAULT_PORTS, create_app
     from parcours.ops.logs import setup_logging
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
 
@@ -147,7 +154,7 @@ def _adapter(args: argparse.Namespace) -> int:
     from parcours.adapters.webhooks import RetryPolicy
 
     s = get_settings()
-    app = create_app(args.kind, cat, resolve_bootstrap(), RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s))
+    app = create_app(args.kind, cat, resolve_kafka(cat.service_principal("adapter", args.kind)), RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s))
     uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0
 
@@ -158,7 +165,7 @@ def _validator(args: argparse.Namespace) -> int:
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ValidatorMetrics, serve
     from parcours.processors.validator import Validator
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
     from parcours.topology.catalogue import default_catalogue
 
     setup_logging("validator")
@@ -170,7 +177,8 @@ def _validator(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Validator(default_catalogue(), resolve_bootstrap(), metrics).run(stop)
+        cat = default_catalogue()
+        await Validator(cat, resolve_kafka(cat.service_principal("validator")), metrics).run(stop)
 
     asyncio.run(run())
     return 0
@@ -178,23 +186,24 @@ def _validator(args: argparse.Namespace) -> int:
 
 def _webhooks(args: argparse.Namespace) -> int:
     from parcours.adapters.webhooks import RetryPolicy, redeliver
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
     from parcours.topology.catalogue import default_catalogue
 
-    sent, failed = asyncio.run(redeliver(default_catalogue(), resolve_bootstrap(), RetryPolicy(), args.structure))
+    cat = default_catalogue()
+    sent, failed = asyncio.run(redeliver(cat, resolve_kafka(cat.service_principal("ops")), RetryPolicy(), args.structure))
     print(f"redelivered {sent} notification(s); {failed} still failing")
     return 1 if failed else 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     from parcours import bench
-    from parcours.runtime import bootstrap_or_start
+    from parcours.runtime import cluster_or_start
     from parcours.settings import get_settings
 
     s = get_settings()
-    bootstrap, broker = bootstrap_or_start(s)
+    where, broker = cluster_or_start(s)
     try:
-        figures = bench.run(bootstrap, cases=args.cases, per_case=args.per_case, long_cases=args.long_cases,
+        figures = bench.run(where, cases=args.cases, per_case=args.per_case, long_cases=args.long_cases,
                             long_per_case=args.long_per_case, rss_cases=args.rss_cases, rebuild_events=args.rebuild_events,
                             post_seconds=args.post_seconds, concurrency=args.concurrency,
                             latency_samples=args.latency_samples, logdir=s.broker_dir.parent / "bench-logs")
@@ -207,22 +216,24 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace) -> int:
     from parcours import recording
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
+    from parcours.security.credentials import ADMIN
     from parcours.topology.catalogue import default_catalogue
 
     cat = default_catalogue()
     topics = args.topics.split(",") if args.topics else [t.name for t in cat.canonical()]
-    n = asyncio.run(recording.record(cat, resolve_bootstrap(), topics, Path(args.out)))
+    n = asyncio.run(recording.record(cat, resolve_kafka(ADMIN), topics, Path(args.out)))
     print(f"recorded {n} records of {len(topics)} topics into {args.out}")
     return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
     from parcours import recording
-    from parcours.runtime import resolve_bootstrap
+    from parcours.runtime import resolve_kafka
+    from parcours.security.credentials import ADMIN
     from parcours.topology.catalogue import default_catalogue
 
-    n = asyncio.run(recording.replay(default_catalogue(), resolve_bootstrap(), Path(args.file), progress=not args.quiet))
+    n = asyncio.run(recording.replay(default_catalogue(), resolve_kafka(ADMIN), Path(args.file), progress=not args.quiet))
     print(f"replayed {n} records from {args.file}")
     return 0
 
@@ -244,15 +255,19 @@ def _up(args: argparse.Namespace) -> int:
     s = get_settings()
     for port in SERVICE_PORTS.values():
         _check_port("127.0.0.1", port)
-    from parcours.runtime import bootstrap_or_start
+    from parcours.runtime import cluster_or_start
+    from parcours.security.credentials import ADMIN
 
-    bootstrap, broker = bootstrap_or_start(s)
+    where, broker = cluster_or_start(s)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     cat = default_catalogue()
-    changes = asyncio.run(admin.apply(cat, bootstrap))
-    print(f"Kafka at {bootstrap}; topics: {len(cat.topics)} in the catalogue, {len(changes)} changed", flush=True)
+    kafka = where.access(ADMIN)
+    changes = asyncio.run(admin.apply(cat, kafka, where.credentials))
+    print(f"Kafka at {kafka}; {len(cat.topics)} topics, {len(cat.principals())} principals, {len(cat.acls())} ACLs "
+          f"in the catalogue; {len(changes)} changed", flush=True)
     logdir = s.broker_dir.parent / "logs"
-    sup = Supervisor({**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": bootstrap}, logdir)
+    # each service connects as its own principal, its secret read from the credential store
+    sup = Supervisor({**os.environ, **where.env()}, logdir)
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
     for kind in ("dac", "cpts", "crt"):

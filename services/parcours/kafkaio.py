@@ -1,12 +1,17 @@
-"""Small aiokafka helpers shared by the tools: read topics up to their current end, in batches."""
+"""How every client of the project reaches Kafka (`KafkaAccess`: address, protocol, principal and
+secret), and small aiokafka helpers shared by the tools: read topics up to their current end."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 
 from parcours.topology.errors import ClusterError
 
@@ -15,15 +20,72 @@ from parcours.topology.errors import ClusterError
 #: and a compacted key must always land on the same partition (librdkafka's default is CRC32)
 LIBRDKAFKA_PARTITIONER = {"partitioner": "murmur2_random"}
 
+SCRAM = "SCRAM-SHA-512"
 
-async def read_to_end(bootstrap: str, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """A cluster address and who speaks to it. Every Kafka client of the project is built from one,
+    so a service connects as its own principal and nothing else (PLAINTEXT only for a cluster
+    configured without authentication: `PARCOURS_KAFKA_SECURITY_PROTOCOL`)."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SASL_PLAINTEXT or SASL_SSL
+    username: str | None = None
+    password: SecretStr | None = None
+    #: the CA that signed the brokers' certificates (SASL_SSL)
+    cafile: str | None = None
+
+    def __str__(self) -> str:  # what logs may show: never the secret
+        return f"{self.bootstrap} ({self.security_protocol}{', as ' + self.username if self.username else ''})"
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
+    def as_user(self, username: str, password: SecretStr | str) -> KafkaAccess:
+        secret = password if isinstance(password, SecretStr) else SecretStr(password)
+        protocol = self.security_protocol if self.sasl else "SASL_PLAINTEXT"
+        return replace(self, security_protocol=protocol, username=username, password=secret)
+
+    def aiokafka(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer, consumer and admin client."""
+        out: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        if self.sasl:
+            out |= {"sasl_mechanism": SCRAM, "sasl_plain_username": self.username,
+                    "sasl_plain_password": self.password.get_secret_value() if self.password else None}
+        if self.security_protocol.endswith("SSL"):
+            out["ssl_context"] = ssl.create_default_context(cafile=self.cafile)
+        return out
+
+    def librdkafka(self) -> dict[str, Any]:
+        """Configuration entries for confluent-kafka (librdkafka) clients."""
+        out: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "security.protocol": self.security_protocol}
+        if self.sasl:
+            out |= {"sasl.mechanism": SCRAM, "sasl.username": self.username,
+                    "sasl.password": self.password.get_secret_value() if self.password else None}
+        if self.security_protocol.endswith("SSL") and self.cafile:
+            out["ssl.ca.location"] = self.cafile
+        return out
+
+    def quix(self) -> Any:
+        """Quix Streams' connection settings."""
+        from quixstreams.kafka.configuration import ConnectionConfig
+
+        settings: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol.lower(),
+                                    "sasl_mechanism": SCRAM if self.sasl else None, "sasl_username": self.username,
+                                    "sasl_password": self.password, "ssl_ca_location": self.cafile}
+        return ConnectionConfig(**settings)
+
+
+async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:
     """Yield batches of every record of `topics`, from the beginning to the end offsets seen at start."""
     # read_committed: the processor writes in transactions; an aborted attempt is never read
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None,
                                 max_partition_fetch_bytes=16 * 1024 * 1024, isolation_level="read_committed")
     try:
         topics = list(topics)
-        counts = await partition_counts(bootstrap, topics)
+        counts = await partition_counts(kafka, topics)
         await consumer.start()
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
         if not parts:
@@ -52,9 +114,9 @@ async def read_to_end(bootstrap: str, topics: Iterable[str], *, batch: int = 200
         await consumer.stop()
 
 
-async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+async def partition_counts(kafka: KafkaAccess, topics: list[str]) -> dict[str, int]:
     """Partitions per existing topic (missing topics are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     try:
         await admin.start()
         described = await admin.describe_topics(topics)
@@ -65,15 +127,15 @@ async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
     return {t["topic"]: len(t["partitions"]) for t in described if not t["error_code"]}
 
 
-async def read_compacted(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+async def read_compacted(kafka: KafkaAccess, topic: str) -> dict[bytes, bytes]:
     """The latest value per key of a compacted topic; tombstones remove the key."""
-    return {key: value for (_, key), value in (await read_latest(bootstrap, [topic])).items()}
+    return {key: value for (_, key), value in (await read_latest(kafka, [topic])).items()}
 
 
-async def read_latest(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, bytes], bytes]:
+async def read_latest(kafka: KafkaAccess, topics: Iterable[str]) -> dict[tuple[str, bytes], bytes]:
     """The latest value per (topic, key) of compacted topics, read with one consumer."""
     out: dict[tuple[str, bytes], bytes] = {}
-    async for records in read_to_end(bootstrap, topics):
+    async for records in read_to_end(kafka, topics):
         for r in records:
             if r.value is None:
                 out.pop((r.topic, r.key), None)

@@ -16,7 +16,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, reader, writer
 
-from parcours.kafkaio import partition_counts, read_to_end
+from parcours.kafkaio import KafkaAccess, partition_counts, read_to_end
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.errors import TopologyError
 
@@ -51,10 +51,10 @@ def _logical(catalogue: Catalogue, names: Iterable[str]) -> dict[str, str]:
     return out
 
 
-async def record(catalogue: Catalogue, bootstrap: str, topics: list[str], out: Path) -> int:
+async def record(catalogue: Catalogue, kafka: KafkaAccess, topics: list[str], out: Path) -> int:
     names = _logical(catalogue, topics)
     rows: list[dict[str, Any]] = []
-    async for batch in read_to_end(bootstrap, list(names)):
+    async for batch in read_to_end(kafka, list(names)):
         rows.extend({"topic": names[r.topic], "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp,
                      "key": r.key, "value": r.value, "headers": [{"key": k, "value": v} for k, v in (r.headers or [])]}
                     for r in batch)
@@ -64,7 +64,7 @@ async def record(catalogue: Catalogue, bootstrap: str, topics: list[str], out: P
     return len(rows)
 
 
-async def replay(catalogue: Catalogue, bootstrap: str, path: Path, progress: bool = True) -> int:
+async def replay(catalogue: Catalogue, kafka: KafkaAccess, path: Path, progress: bool = True) -> int:
     try:
         with path.open("rb") as fh:
             rows = cast("list[dict[str, Any]]", list(reader(fh)))  # RECORD_SCHEMA is a record
@@ -74,8 +74,8 @@ async def replay(catalogue: Catalogue, bootstrap: str, path: Path, progress: boo
     missing = [t for t in topics if t not in catalogue.logical]
     if missing:
         raise RecordingError(f"{path}: topics {missing} are not in the catalogue")
-    counts = await partition_counts(bootstrap, [catalogue.topic(t).name for t in topics])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10)
+    counts = await partition_counts(kafka, [catalogue.topic(t).name for t in topics])
+    producer = AIOKafkaProducer(**kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=10)
     await producer.start()
     t0, total = time.monotonic(), len(rows)
     try:

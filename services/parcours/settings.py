@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,6 +15,16 @@ class Settings(BaseSettings):
 
     #: an external cluster; when empty the embedded broker's state file is used
     kafka_bootstrap: str = ""
+    #: PLAINTEXT, SASL_PLAINTEXT or SASL_SSL for an external cluster (the embedded broker says its own)
+    kafka_security_protocol: str = ""
+    #: this process's Kafka principal and secret, from the platform's secret store (production);
+    #: when unset, the principal of the service is used with its secret from `credentials_file`
+    kafka_username: str = ""
+    kafka_password: SecretStr | None = None
+    #: the CA certificate that signed the brokers' (SASL_SSL)
+    kafka_ca_file: str = ""
+    #: the development credential store (JSON, 0600); default: the embedded broker's
+    credentials_file: Path | None = None
     profile: Literal["dev", "production"] = "dev"
     #: folder of the embedded broker (data, logs, state file)
     broker_dir: Path = Path(".parcours/broker")

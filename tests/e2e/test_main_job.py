@@ -11,13 +11,15 @@ import uuid
 
 import httpx
 
-
-def _env(kafka_bootstrap: str) -> dict[str, str]:
-    return {**os.environ, "PARCOURS_KAFKA_BOOTSTRAP": kafka_bootstrap, "PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"}
+from parcours.runtime import Cluster
 
 
-def test_demo_prints_every_view_and_exits_0(kafka_bootstrap: str, tmp_path) -> None:
-    env = _env(kafka_bootstrap) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+def _env(kafka_cluster: Cluster) -> dict[str, str]:
+    return {**os.environ, **kafka_cluster.env(), "PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"}
+
+
+def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path) -> None:
+    env = _env(kafka_cluster) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
     out = subprocess.run([sys.executable, "-m", "parcours.cli", "demo"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
@@ -30,8 +32,8 @@ def test_demo_prints_every_view_and_exits_0(kafka_bootstrap: str, tmp_path) -> N
     assert "cpts-31-sud   (nothing visible" in text
 
 
-def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_bootstrap: str, tmp_path) -> None:
-    env = _env(kafka_bootstrap) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path) -> None:
+    env = _env(kafka_cluster) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
     proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []

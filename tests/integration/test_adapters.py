@@ -20,11 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from parcours.contract.codec import Codec
 from parcours.devbroker.broker import EmbeddedBroker, free_port
+from parcours.kafkaio import KafkaAccess
+from parcours.security.credentials import ADMIN
 from parcours.settings import Settings
 from parcours.topology.catalogue import Catalogue
 from tests.api import Api, referral_body
 from tests.factories import ev
-from tests.stack import Stack, eventually
+from tests.stack import Stack, cluster_of, eventually
 
 
 @pytest.fixture
@@ -249,7 +251,7 @@ async def test_ingress_path(api: Api) -> None:
     good = ev("ReferralSubmitted", case_id=case, source="cpts-31-nord", to_structure="dac-31", referral_id=f"ref-{case}")
     spoofed = ev("MessagePosted", case_id=case, source="dac-31")  # on the CPTS's ingress
     forbidden = ev("AdmissionDecided", case_id=case, source="cpts-31-nord", referral_id=f"ref-{case}")
-    producer = AIOKafkaProducer(bootstrap_servers=api.stack.bootstrap, acks="all")
+    producer = AIOKafkaProducer(**api.stack.kafka.aiokafka(), acks="all")
     await producer.start()
     ingress = cat.per_structure("ingress", "cpts-31-nord").name
     try:
@@ -262,7 +264,7 @@ async def test_ingress_path(api: Api) -> None:
     view = await api.view_with("dac-31", case, f"referral:ref-{case}")
     assert view["referrals"][0]["from"] == "cpts-31-nord"
 
-    consumer = AIOKafkaConsumer(cat.topic("deadletter").name, bootstrap_servers=api.stack.bootstrap,
+    consumer = AIOKafkaConsumer(cat.topic("deadletter").name, **api.stack.kafka.aiokafka(),
                                 group_id=f"{api.stack.prefix}-dl-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest")
     await consumer.start()
     reasons: dict[str, str] = {}
@@ -286,7 +288,7 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
     """A broker of its own, stopped under a running adapter."""
     broker = EmbeddedBroker(tmp_path / "kafka", Settings().cache_dir)
     info = await asyncio.to_thread(broker.start)
-    stack = Stack(info.bootstrap, f"d{uuid.uuid4().hex[:8]}", tmp_path)
+    stack = Stack(cluster_of(broker, info), f"d{uuid.uuid4().hex[:8]}", tmp_path)
     try:
         await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
         stack.ports["cpts"] = free_port()
@@ -303,17 +305,17 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
             assert (await client.get(stack.url("cpts") + "/readyz")).status_code == 503
         stack.stop()
         again = await asyncio.to_thread(broker.start)
-        counted = [r async for batch in _read(again.bootstrap, f"{stack.prefix}.referrals") for r in batch]
+        counted = [r async for batch in _read(cluster_of(broker, again).access(ADMIN), f"{stack.prefix}.referrals") for r in batch]
         assert len(counted) == 1  # the refused event never reached Kafka
     finally:
         stack.stop()
         await asyncio.to_thread(broker.stop)
 
 
-def _read(bootstrap: str, topic: str):
+def _read(kafka: KafkaAccess, topic: str):
     from parcours.kafkaio import read_to_end
 
-    return read_to_end(bootstrap, [topic])
+    return read_to_end(kafka, [topic])
 
 
 async def test_the_largest_events_the_edge_accepts_reach_the_views(api: Api) -> None:

@@ -9,25 +9,29 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event
+from parcours.kafkaio import KafkaAccess
+from parcours.runtime import Cluster
+from parcours.security.cluster import SecurityChange
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
 from tests.factories import one_of_each
 
 
-async def test_apply_is_idempotent_and_repairs_config_drift(kafka_bootstrap: str, prefix: str) -> None:
+async def test_apply_is_idempotent_and_repairs_config_drift(kafka_cluster: Cluster, kafka: KafkaAccess, prefix: str) -> None:
     cat = Catalogue.load(prefix=prefix)
-    planned = await admin.plan(cat, kafka_bootstrap)
-    assert {c.action for c in planned} == {"create"}
-    assert len(planned) == len(cat.topics)
-    done = await admin.apply(cat, kafka_bootstrap)
-    assert len(done) == len(cat.topics)
-    assert await admin.apply(cat, kafka_bootstrap) == []  # second apply: nothing to do
+    planned = await admin.plan(cat, kafka, kafka_cluster.credentials)
+    assert [c for c in planned if c.action == "create"] == [c for c in planned if isinstance(c, admin.Change)]
+    assert len([c for c in planned if c.action == "create"]) == len(cat.topics)
+    assert {c.acl for c in planned if isinstance(c, SecurityChange) and c.action == "add-acl"} == set(cat.acls())
+    done = await admin.apply(cat, kafka, kafka_cluster.credentials)
+    assert len([c for c in done if c.action in ("create", "add-acl")]) == len(cat.topics) + len(cat.acls())
+    assert await admin.apply(cat, kafka, kafka_cluster.credentials) == []  # second apply: nothing to do, ACLs included
 
     # someone changes a topic by hand: plan sees it, apply puts it back
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    client = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    client = AIOKafkaAdminClient(**kafka.aiokafka())
     await client.start()
     try:
         name = f"{prefix}.messages"
@@ -35,42 +39,42 @@ async def test_apply_is_idempotent_and_repairs_config_drift(kafka_bootstrap: str
         assert [r["error_code"] for x in resp for r in x.to_object()["resources"]] == [0], resp
     finally:
         await client.close()
-    drift = await _eventually_planned(cat, kafka_bootstrap)
-    assert [(c.action, c.topic) for c in drift] == [("set-config", name)]
-    await admin.apply(cat, kafka_bootstrap)
-    assert await admin.plan(cat, kafka_bootstrap) == []
+    drift = await _eventually_planned(cat, kafka)
+    assert [(c.action, c.subject) for c in drift] == [("set-config", name)]
+    await admin.apply(cat, kafka)
+    assert await admin.plan(cat, kafka) == []
 
 
-async def _eventually_planned(cat: Catalogue, bootstrap: str) -> list[admin.Change]:
+async def _eventually_planned(cat: Catalogue, kafka: KafkaAccess) -> list[admin.Planned]:
     """KRaft propagates config changes to the broker's cache asynchronously: await them."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
-    while not (changes := await admin.plan(cat, bootstrap)) and loop.time() < deadline:  # noqa: ASYNC110 - polls the broker, which signals nothing
+    while not (changes := await admin.plan(cat, kafka)) and loop.time() < deadline:  # noqa: ASYNC110 - polls the broker, which signals nothing
         await asyncio.sleep(0.1)
     return changes
 
 
-async def test_adding_partitions_is_planned_and_applied(kafka_bootstrap: str, prefix: str) -> None:
+async def test_adding_partitions_is_planned_and_applied(kafka: KafkaAccess, prefix: str) -> None:
     cat = Catalogue.load(prefix=prefix)
-    await admin.apply(cat, kafka_bootstrap)
+    await admin.apply(cat, kafka)
     grown = Catalogue.load(prefix=prefix)
     spec = grown.topics[f"{prefix}.deadletter"]
     from dataclasses import replace
 
     grown.topics[spec.name] = replace(spec, partitions=5)
-    assert [c.action for c in await admin.plan(grown, kafka_bootstrap)] == ["add-partitions"]
-    await admin.apply(grown, kafka_bootstrap)
-    assert await admin.plan(grown, kafka_bootstrap) == []
+    assert [c.action for c in await admin.plan(grown, kafka)] == ["add-partitions"]
+    await admin.apply(grown, kafka)
+    assert await admin.plan(grown, kafka) == []
     shrunk = Catalogue.load(prefix=prefix)  # back to 3: Kafka cannot shrink, so it is drift
-    assert [c.action for c in await admin.plan(shrunk, kafka_bootstrap)] == ["drift"]
+    assert [c.action for c in await admin.plan(shrunk, kafka)] == ["drift"]
 
 
-async def test_every_event_type_round_trips_through_the_broker(kafka_bootstrap: str, prefix: str) -> None:
+async def test_every_event_type_round_trips_through_the_broker(kafka: KafkaAccess, prefix: str) -> None:
     cat = Catalogue.load(prefix=prefix)
-    await admin.apply(cat, kafka_bootstrap)
+    await admin.apply(cat, kafka)
     codec = Codec()
     events = one_of_each(case_id=f"case-{uuid.uuid4().hex[:6]}")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka.aiokafka(), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for e in events:
@@ -81,7 +85,7 @@ async def test_every_event_type_round_trips_through_the_broker(kafka_bootstrap: 
 
     topics = sorted({cat.for_event(e.event_type).name for e in events})
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=kafka_bootstrap, group_id=f"{prefix}-rt", auto_offset_reset="earliest"
+        *topics, **kafka.aiokafka(), group_id=f"{prefix}-rt", auto_offset_reset="earliest"
     )
     await consumer.start()
     got: dict[uuid.UUID, Event] = {}

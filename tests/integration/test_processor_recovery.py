@@ -26,6 +26,7 @@ from parcours.kafkaio import read_to_end
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
 from parcours.processors.app import consumer_lag, group_id
+from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 from tests.factories import ev
@@ -59,16 +60,16 @@ def random_history(rng: random.Random, cases: int, per_case: int) -> list:
 
 
 class Load:
-    def __init__(self, bootstrap: str, stack: Stack) -> None:
-        self.bootstrap, self.stack = bootstrap, stack
+    def __init__(self, stack: Stack) -> None:
+        self.kafka, self.stack = stack.kafka, stack
         subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env, check=True, capture_output=True)
         self.cat = Catalogue.load(prefix=stack.prefix)
         self.policy = KindPolicy.load(topics_dir() / "policy.yaml")
         self.codec = Codec()
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin = AdminClient(stack.kafka.librdkafka())
 
     async def send(self, events: list, pause_every: int = 0) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(**self.kafka.aiokafka(), acks="all", linger_ms=5)
         await producer.start()
         try:
             for i, e in enumerate(events):
@@ -95,19 +96,19 @@ class Load:
         diffs: list[str] = []
 
         async def identical() -> bool:
-            rebuilt = await rb.rebuild(self.cat, self.bootstrap, self.policy)
-            diffs[:] = rb.differences(await rb.live_views(self.cat, self.bootstrap), rebuilt.views)
+            rebuilt = await rb.rebuild(self.cat, self.kafka, self.policy)
+            diffs[:] = rb.differences(await rb.live_views(self.cat, self.kafka), rebuilt.views)
             return not diffs
         try:
             await eventually(identical, 60, "live views identical to the rebuild")
         except AssertionError:
             raise AssertionError(f"{len(diffs)} view items differ, e.g. {diffs[:5]}") from None
-        live = await rb.live_views(self.cat, self.bootstrap)
+        live = await rb.live_views(self.cat, self.kafka)
         assert len({key.split(b"/")[0] for _, key in live}) == cases
         for slug in SLUGS:
             visible: set[tuple[str, str]] = set()
             ids: set[str] = set()
-            async for records in read_to_end(self.bootstrap, [self.cat.per_structure("inbox", slug).name]):
+            async for records in read_to_end(self.kafka, [self.cat.per_structure("inbox", slug).name]):
                 for r in records:
                     n = json.loads(r.value)
                     assert n["notification_id"] not in ids, f"{slug}: duplicate notification {n['notification_id']}"
@@ -121,16 +122,16 @@ class Load:
                         visible.discard(item)
             shown = {tuple(key.decode().split("/", 1)) for s, key in live if s == slug}
             assert visible == shown, f"{slug}: notifications and views disagree on {visible ^ shown}"
-        dead = [r async for records in read_to_end(self.bootstrap, [self.cat.topic("deadletter").name]) for r in records]
+        dead = [r async for records in read_to_end(self.kafka, [self.cat.topic("deadletter").name]) for r in records]
         assert not dead, f"{len(dead)} dead letters, e.g. {dict(dead[0].headers)}"
 
 
 @pytest.fixture
-def load(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Load]:
+def load(kafka_cluster: Cluster, tmp_path: Path) -> Iterator[Load]:
     """Topics of this test's own, a producer of events, and the stack's processes stopped after."""
-    stack = Stack(kafka_bootstrap, f"k{uuid.uuid4().hex[:8]}", tmp_path)
+    stack = Stack(kafka_cluster, f"k{uuid.uuid4().hex[:8]}", tmp_path)
     try:
-        yield Load(kafka_bootstrap, stack)
+        yield Load(stack)
     finally:
         stack.stop()
 
@@ -144,7 +145,7 @@ async def test_sigkill_mid_stream_then_restart_equals_rebuild(load: Load) -> Non
 
     async def some_views() -> bool:
         stack.check_alive()
-        return len(await rb.live_views(load.cat, load.bootstrap)) > 20
+        return len(await rb.live_views(load.cat, load.kafka)) > 20
     await eventually(some_views, 60, "the processor to write views")
     stack.kill("processor", signal.SIGKILL)  # mid-stream: the first half is not all processed
     await load.send(history[half:] + history[:50])  # the second half, and some duplicates

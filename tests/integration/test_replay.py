@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from parcours.processors import rebuild as rb
+from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from tests.stack import Stack, eventually
 
@@ -23,8 +24,8 @@ def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return out
 
 
-async def test_recorded_story_replays_to_the_expected_views(kafka_bootstrap: str, tmp_path: Path) -> None:
-    stack = Stack(kafka_bootstrap, f"r{uuid.uuid4().hex[:8]}", tmp_path)
+async def test_recorded_story_replays_to_the_expected_views(kafka_cluster: Cluster, tmp_path: Path) -> None:
+    stack = Stack(kafka_cluster, f"r{uuid.uuid4().hex[:8]}", tmp_path)
     cat = Catalogue.load(prefix=stack.prefix)
     _cli(stack, "topics", "apply")
     replayed = _cli(stack, "replay", str(FIXTURES / "story.avro"))
@@ -35,7 +36,7 @@ async def test_recorded_story_replays_to_the_expected_views(kafka_bootstrap: str
     try:
         async def views() -> dict | None:
             stack.check_alive()
-            live = rb.assembled(await rb.live_views(cat, kafka_bootstrap))
+            live = rb.assembled(await rb.live_views(cat, stack.kafka))
             return live if live == expected else None
         await eventually(views, 90, "the replayed story's views")
     finally:
@@ -54,10 +55,10 @@ async def test_recorded_story_replays_to_the_expected_views(kafka_bootstrap: str
     assert rows(again) == rows(FIXTURES / "story.avro")
 
 
-async def test_replay_refuses_a_file_that_is_not_a_recording(kafka_bootstrap: str, tmp_path: Path) -> None:
+async def test_replay_refuses_a_file_that_is_not_a_recording(kafka_cluster: Cluster, tmp_path: Path) -> None:
     bad = tmp_path / "bad.avro"
     bad.write_bytes(b"not avro at all")
-    stack = Stack(kafka_bootstrap, f"r{uuid.uuid4().hex[:8]}", tmp_path)
+    stack = Stack(kafka_cluster, f"r{uuid.uuid4().hex[:8]}", tmp_path)
     out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parcours.cli", "replay", str(bad)], env=stack.env,
                                   capture_output=True, text=True, check=False)
     assert out.returncode == 2

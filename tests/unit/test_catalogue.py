@@ -65,11 +65,40 @@ def test_kind_rights_come_from_the_catalogue() -> None:
 
 def test_acls_are_derived_from_producers_and_consumers() -> None:
     acls = {str(a) for a in Catalogue.load().acls()}
-    assert "User:cpts-31-nord WRITE topic:parcours.ingress.cpts-31-nord" in acls
-    assert "User:cpts-31-nord READ topic:parcours.inbox.cpts-31-nord" in acls
-    assert "User:cpts-31-nord WRITE topic:parcours.ingress.dac-31" not in acls
-    assert "User:processor READ topic:parcours.consents" in acls
-    assert "User:adapter WRITE topic:parcours.consents" in acls
+    # a partner: its own ingress, views and inbox, its own consumer groups, nothing else
+    mine = {a for a in acls if a.startswith("User:cpts-31-nord ")}
+    assert mine == {
+        "User:cpts-31-nord WRITE topic:parcours.ingress.cpts-31-nord",
+        "User:cpts-31-nord READ topic:parcours.views.cpts-31-nord",
+        "User:cpts-31-nord READ topic:parcours.inbox.cpts-31-nord",
+        "User:cpts-31-nord READ group:parcours-cpts-31-nord*",
+    }
+    assert "User:svc-processor READ topic:parcours.consents" in acls
+    assert "User:svc-processor WRITE transactional_id:parcours-processor*" in acls
+
+
+def test_an_adapter_writes_only_what_its_kind_may_publish_and_reads_only_its_kind() -> None:
+    acls = {str(a) for a in Catalogue.load().acls()}
+    assert "User:svc-adapter-crt WRITE topic:parcours.admissions" in acls
+    assert "User:svc-adapter-cpts WRITE topic:parcours.admissions" not in acls  # only a CRT decides
+    assert "User:svc-adapter-cpts WRITE topic:parcours.consents" not in acls
+    assert "User:svc-adapter-cpts READ topic:parcours.views.cpts-31-sud" in acls
+    assert "User:svc-adapter-cpts READ topic:parcours.views.dac-31" not in acls
+    assert "User:svc-adapter-dac READ topic:parcours.observatory" in acls
+    assert "User:svc-adapter-crt READ topic:parcours.observatory" not in acls  # readers: [dac]
+
+
+def test_principals_are_the_structures_and_one_per_service() -> None:
+    cat = Catalogue.load()
+    assert cat.principals() == ["cpts-31-nord", "cpts-31-sud", "crt-31-muret", "crt-31-nord", "dac-31",
+                                "svc-adapter-cpts", "svc-adapter-crt", "svc-adapter-dac", "svc-ops",
+                                "svc-processor", "svc-validator"]
+    assert cat.service_principal("adapter", "dac") == "svc-adapter-dac"
+    assert cat.group_id("processor", "-clock") == "parcours-processor-clock"
+    assert cat.owns("parcours.views.dac-31")
+    assert cat.owns("parcours-processor-x")
+    assert not cat.owns("parcoursX.views.dac-31")
+    assert not cat.owns("other.views.dac-31")
 
 
 def test_unknown_schema_is_refused_with_its_line(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from parcours.adapters.store import EdgeStore
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import build_event
+from parcours.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
@@ -62,11 +63,13 @@ class Adapter:
     idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
 
 
-def create_app(kind: str, catalogue: Catalogue, bootstrap: str, retry: RetryPolicy | None = None) -> FastAPI:
+def create_app(kind: str, catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy | None = None) -> FastAPI:
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
     metrics = AdapterMetrics()
-    publisher = Publisher(bootstrap, catalogue)
-    adapter = Adapter(kind, catalogue, publisher, EdgeStore(bootstrap, catalogue, slugs), metrics, retry or RetryPolicy())
+    publisher = Publisher(kafka, catalogue)
+    reads_observatory = kind in catalogue.topic("observatory").readers
+    store = EdgeStore(kafka, catalogue, slugs, observatory=reads_observatory)
+    adapter = Adapter(kind, catalogue, publisher, store, metrics, retry or RetryPolicy())
     delivery = WebhookDelivery(adapter.store, publisher, catalogue, metrics, adapter.retry)
 
     @asynccontextmanager

@@ -20,12 +20,13 @@ from aiokafka.errors import KafkaError
 from parcours.adapters.errors import KafkaUnavailable
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event
+from parcours.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, catalogue: Catalogue, timeout_ms: int = 5000) -> None:
-        self.bootstrap, self.catalogue, self.codec = bootstrap, catalogue, Codec()
+    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, timeout_ms: int = 5000) -> None:
+        self.kafka, self.catalogue, self.codec = kafka, catalogue, Codec()
         self.timeout_ms = timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -34,7 +35,7 @@ class Publisher:
         async with self._lock:
             if self._producer is None:
                 p = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
+                    **self.kafka.aiokafka(), acks="all", enable_idempotence=True,
                     request_timeout_ms=self.timeout_ms, linger_ms=2, retry_backoff_ms=100,
                 )
                 try:

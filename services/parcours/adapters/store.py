@@ -23,15 +23,18 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import partition_counts
+from parcours.kafkaio import KafkaAccess, partition_counts
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.adapter.store")
 
 
 class EdgeStore:
-    def __init__(self, bootstrap: str, catalogue: Catalogue, slugs: list[str]) -> None:
-        self.bootstrap, self.catalogue, self.slugs = bootstrap, catalogue, list(slugs)
+    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, slugs: list[str], *, inbox: bool = True,
+                 observatory: bool = True, webhooks: bool = True) -> None:
+        """A store of the views of `slugs`, and of what else its reader may read (its principal's
+        ACLs): their inboxes, the observatory, the webhook registrations."""
+        self.kafka, self.catalogue, self.slugs = kafka, catalogue, list(slugs)
         #: slug -> case id -> item -> item record
         self.views: dict[str, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in slugs}
         self.inbox: dict[str, list[dict[str, Any]]] = {s: [] for s in slugs}
@@ -39,10 +42,11 @@ class EdgeStore:
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Condition()
-        self._inbox_topics = {catalogue.per_structure("inbox", s).name: s for s in slugs}
+        self._inbox_topics = {catalogue.per_structure("inbox", s).name: s for s in slugs} if inbox else {}
         self._views_topics = {catalogue.per_structure("views", s).name: s for s in slugs}
         self._obs_topic = catalogue.topic("observatory").name
         self._hooks_topic = catalogue.topic("webhooks").name
+        self._extra = [t for t, on in ((self._obs_topic, observatory), (self._hooks_topic, webhooks)) if on]
         self._task: asyncio.Task[None] | None = None
 
     # --- queries ----------------------------------------------------------------------
@@ -101,10 +105,10 @@ class EdgeStore:
                 await asyncio.sleep(1)
 
     async def _tail(self) -> None:
-        topics = [*self._views_topics, self._obs_topic, self._hooks_topic, *self._inbox_topics]
-        counts = await partition_counts(self.bootstrap, topics)
+        topics = [*self._views_topics, *self._extra, *self._inbox_topics]
+        counts = await partition_counts(self.kafka, topics)
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False,
                                     isolation_level="read_committed", max_partition_fetch_bytes=16 * 1024 * 1024)
         await consumer.start()
         try:

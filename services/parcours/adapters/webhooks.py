@@ -20,6 +20,7 @@ import httpx
 
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.store import EdgeStore
+from parcours.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.adapter.webhooks")
@@ -101,13 +102,13 @@ class WebhookDelivery:
                                   json.dumps({"structure": slug, "reason": reason, "notification": note}).encode())
 
 
-async def redeliver(catalogue: Catalogue, bootstrap: str, retry: RetryPolicy, structure: str | None = None) -> tuple[int, int]:
+async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy, structure: str | None = None) -> tuple[int, int]:
     """Send dead-lettered notifications again; tombstone those delivered. Returns (sent, failed)."""
     from parcours.kafkaio import read_compacted
 
-    hooks = {k.decode(): json.loads(v) for k, v in (await read_compacted(bootstrap, catalogue.topic("webhooks").name)).items()}
-    dead = await read_compacted(bootstrap, catalogue.topic("webhook-deadletters").name)
-    publisher = Publisher(bootstrap, catalogue)
+    hooks = {k.decode(): json.loads(v) for k, v in (await read_compacted(kafka, catalogue.topic("webhooks").name)).items()}
+    dead = await read_compacted(kafka, catalogue.topic("webhook-deadletters").name)
+    publisher = Publisher(kafka, catalogue)
     sent = failed = 0
     try:
         async with httpx.AsyncClient() as client:

@@ -4,6 +4,12 @@
 outside the repository; `EmbeddedBroker` formats a data folder, starts `kafka.Kafka` on free
 loopback ports as a detached process, awaits readiness on the broker itself (a metadata
 round trip, not a sleep) and records where it runs in `<folder>/broker.json`.
+
+The broker authenticates and authorizes, in development too: clients speak SASL/SCRAM-SHA-512 on
+its one client listener, the `StandardAuthorizer` refuses whatever no ACL allows, and the only
+super user is `admin`, whose secret is generated when the data folder is formatted and kept in
+`<folder>/credentials.json` (mode 0600, beside the data it protects, never in the repository).
+The controller listener is PLAINTEXT on loopback (SCRAM cannot be used there, KAFKA-15513).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 
 from parcours.devbroker.errors import BrokerError, ToolMissingError
+from parcours.kafkaio import KafkaAccess
+from parcours.security.credentials import ADMIN, CredentialStore
 
 KAFKA_VERSION = "4.3.1"
 JVM_OPTS = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
@@ -35,6 +43,7 @@ class BrokerInfo:
     controller: str
     folder: str
     started_at: float
+    security_protocol: str = "SASL_PLAINTEXT"
 
 
 def _require(tool: str, why: str) -> str:
@@ -105,7 +114,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-async def wait_ready(bootstrap: str, timeout: float, alive: Callable[[], bool] | None = None) -> None:
+async def wait_ready(kafka: KafkaAccess, timeout: float, alive: Callable[[], bool] | None = None) -> None:
     """Return once the broker answers a metadata request; raise BrokerError after `timeout`."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
@@ -115,10 +124,10 @@ async def wait_ready(bootstrap: str, timeout: float, alive: Callable[[], bool] |
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise BrokerError("the broker process exited during start-up")
-        if not _listening(bootstrap):
+        if not _listening(kafka.bootstrap):
             await asyncio.sleep(0.1)
             continue
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=3000)
         try:
             await admin.start()
             cluster = await admin.describe_cluster()
@@ -129,7 +138,7 @@ async def wait_ready(bootstrap: str, timeout: float, alive: Callable[[], bool] |
         finally:
             await admin.close()
         await asyncio.sleep(0.2)
-    raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s ({last})")
+    raise BrokerError(f"broker at {kafka.bootstrap} not ready after {timeout:.0f}s ({last})")
 
 
 def _listening(bootstrap: str) -> bool:
@@ -146,11 +155,16 @@ class EmbeddedBroker:
         self.folder = folder.resolve()
         self.cache_dir = cache_dir
         self.state_file = self.folder / "broker.json"
+        self.credentials = CredentialStore(self.folder / "credentials.json")
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def log_file(self) -> Path:
         return self.folder / "server.log"
+
+    def access(self, info: BrokerInfo, principal: str = ADMIN) -> KafkaAccess:
+        """How `principal` reaches this broker, with its secret from the credential store."""
+        return KafkaAccess(info.bootstrap).as_user(principal, self.credentials.secret(principal))
 
     def status(self) -> BrokerInfo | None:
         """The running broker of this folder, or None."""
@@ -173,7 +187,13 @@ class EmbeddedBroker:
             ports = (free_port(), free_port())
         port, cport = ports
         props = self.folder / "server.properties"
-        props.write_text(_server_properties(data, port, cport))
+        if (data / "meta.properties").exists() and not self.credentials.has(ADMIN):
+            # formatted by a version without authentication: development data, formatted again
+            print(f"{data} was formatted without credentials: formatting it again (development data)", flush=True)
+            shutil.rmtree(data)
+        admin_secret = self.credentials.ensure(ADMIN).get_secret_value()
+        props.write_text(_server_properties(data, port, cport, admin_secret))
+        props.chmod(0o600)  # it holds the admin's secret (the broker's own SCRAM login)
         cp = ["-cp", f"{lib}/*"]
         log_opts = [
             f"-Dlog4j2.configurationFile={resources.files('parcours.devbroker').joinpath('log4j2.properties')}",
@@ -185,7 +205,8 @@ class EmbeddedBroker:
                 [java, *cp, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True, check=True
             ).stdout.strip()
             fmt = subprocess.run(
-                [java, *cp, *log_opts, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                [java, *cp, *log_opts, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                 "--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={admin_secret}]"],
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
@@ -199,7 +220,7 @@ class EmbeddedBroker:
         info = BrokerInfo(proc.pid, f"127.0.0.1:{port}", f"127.0.0.1:{cport}", str(self.folder), time.time())
         self.state_file.write_text(json.dumps(asdict(info)))
         try:
-            asyncio.run(wait_ready(info.bootstrap, timeout, alive=lambda: proc.poll() is None))
+            asyncio.run(wait_ready(self.access(info), timeout, alive=lambda: proc.poll() is None))
         except BaseException as exc:  # noqa: BLE001 - whatever ended the wait (Ctrl-C too), the half-started broker goes
             self._kill(proc.pid)
             tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
@@ -246,20 +267,28 @@ class EmbeddedBroker:
                 for part in line.split("=", 1)[1].split(","):
                     name, _, port = part.rpartition(":")
                     found[name.split(":")[0]] = int(port)
-        if "PLAINTEXT" in found and "CONTROLLER" in found:
-            return found["PLAINTEXT"], found["CONTROLLER"]
+        if "SASL_PLAINTEXT" in found and "CONTROLLER" in found:
+            return found["SASL_PLAINTEXT"], found["CONTROLLER"]
         return None
 
 
-def _server_properties(data: Path, port: int, cport: int) -> str:
+def _server_properties(data: Path, port: int, cport: int, admin_secret: str) -> str:
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
     return f"""# written by parcours; single-node KRaft broker for development and tests
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram} required username="{ADMIN}" password="{admin_secret}";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+# User:ANONYMOUS is the controller listener's (loopback, internal); no client listener is anonymous
+super.users=User:{ADMIN};User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
 controller.quorum.voters=1@127.0.0.1:{cport}
 log.dirs={data}
 num.partitions=1

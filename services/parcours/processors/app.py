@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from quixstreams import Application, message_context
 from quixstreams.models.topics import TopicManager
 
 from parcours.casefile.incremental import Outcome
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
@@ -44,7 +45,7 @@ PRODUCER_MAX_BYTES = 16 * 1024 * 1024
 
 
 def group_id(catalogue: Catalogue) -> str:
-    return f"{catalogue.prefix}-processor"
+    return catalogue.group_id("processor")
 
 
 class _CatalogueTopics(TopicManager):
@@ -61,14 +62,16 @@ class _CatalogueTopics(TopicManager):
         return super()._internal_name(topic_type, topic_name, suffix)
 
 
-def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics: ProcessorMetrics, *,
+def create_app(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, metrics: ProcessorMetrics, *,
                state_dir: Path, commit_interval: float = 0.5) -> tuple[Application, list[threading.Thread]]:
     """The Quix application and the side threads to start with it."""
     core = RecordProcessor(catalogue, policy)
     group = group_id(catalogue)
     producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 5, **LIBRDKAFKA_PARTITIONER}
+    # within the prefix the catalogue's ACLs give the processor's principal; unique per instance
+    transactional_id = catalogue.group_id("processor", f"-{uuid.uuid4()}")
     app = Application(
-        broker_address=bootstrap,
+        broker_address=kafka.quix(),
         consumer_group=group,
         auto_offset_reset="earliest",
         processing_guarantee="exactly-once",
@@ -77,13 +80,13 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
         loglevel="WARNING",
         # the catalogue creates every topic (`parcours topics apply`); the changelog is one of them
         auto_create_topics=False,
-        producer_extra_config=producer_config,
+        producer_extra_config={**producer_config, "transactional.id": transactional_id},
         consumer_extra_config={"isolation.level": "read_committed", "session.timeout.ms": 10000,
                                "heartbeat.interval.ms": 2000},
         # a consume call returns once this many records are buffered or after the poll timeout
         max_partition_buffer_size=1000,
         consumer_poll_timeout=0.1,
-        topic_manager=_topic_manager(catalogue, bootstrap, group, producer_config),
+        topic_manager=_topic_manager(catalogue, kafka, group, producer_config),
     )
     topics = [app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
               for name in core.input_topics(catalogue)]
@@ -113,8 +116,8 @@ def create_app(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, metrics
     sdf = sdf.filter(keyed, metadata=True)
     sdf.apply(step, stateful=True, metadata=True)
     _without_time_alignment(app)
-    clock = ConsentClock(bootstrap, catalogue)
-    lag = threading.Thread(target=_report_lag, args=(catalogue, bootstrap, metrics), name="lag", daemon=True)
+    clock = ConsentClock(kafka, catalogue)
+    lag = threading.Thread(target=_report_lag, args=(catalogue, kafka, metrics), name="lag", daemon=True)
     return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
 
 
@@ -156,10 +159,10 @@ class _Counts:
             self.metrics.latency.observe(max(0.0, time.time() - step.event.occurred_at.timestamp()))
 
 
-def _topic_manager(catalogue: Catalogue, bootstrap: str, group: str, producer_config: dict[str, Any]) -> TopicManager:
+def _topic_manager(catalogue: Catalogue, kafka: KafkaAccess, group: str, producer_config: dict[str, Any]) -> TopicManager:
     from quixstreams.models.topics import TopicAdmin
 
-    return _CatalogueTopics(TopicAdmin(broker_address=bootstrap, extra_config=producer_config), group,
+    return _CatalogueTopics(TopicAdmin(broker_address=kafka.quix(), extra_config=producer_config), group,
                             changelog=catalogue.topic("case-state").name, auto_create_topics=False)
 
 
@@ -190,10 +193,10 @@ class _NoState:
         raise EngineError("no state for a record without a key")
 
 
-def _report_lag(catalogue: Catalogue, bootstrap: str, metrics: ProcessorMetrics) -> None:
+def _report_lag(catalogue: Catalogue, kafka: KafkaAccess, metrics: ProcessorMetrics) -> None:
     """Records behind, per canonical partition: end offsets minus the group's committed offsets,
     both read through the admin API: never a consumer of the processor's group."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.librdkafka())
     parts = [TopicPartition(t.name, p) for t in catalogue.canonical() for p in range(t.partitions)]
     while True:
         try:

@@ -18,18 +18,18 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor.clock")
 
 
 class ConsentClock:
-    def __init__(self, bootstrap: str, catalogue: Catalogue, poll_s: float = 0.5) -> None:
-        self.bootstrap, self.poll_s = bootstrap, poll_s
+    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, poll_s: float = 0.5) -> None:
+        self.kafka, self.poll_s = kafka, poll_s
         self.schedule_topic = catalogue.topic("clock-schedule").name
         self.ticks_topic = catalogue.topic("clock-ticks").name
-        self.group = f"{catalogue.prefix}-processor-clock"
+        self.group = catalogue.group_id("processor", "-clock")
         self.due: dict[bytes, int] = {}  # case id -> next expiry (ms), for the partitions assigned
         self.partition_of: dict[bytes, int] = {}
         self.sent: dict[bytes, int] = {}  # case id -> the due time a tick was sent for
@@ -44,10 +44,10 @@ class ConsentClock:
                 time.sleep(1)
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+        consumer = Consumer({**self.kafka.librdkafka(), "group.id": self.group,
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "isolation.level": "read_committed", "session.timeout.ms": 10000})
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
+        producer = Producer({**self.kafka.librdkafka(), "acks": "all", "enable.idempotence": True,
                              **LIBRDKAFKA_PARTITIONER})
         consumer.subscribe([self.schedule_topic], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)

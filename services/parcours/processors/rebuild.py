@@ -19,7 +19,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import read_latest, read_to_end
+from parcours.kafkaio import KafkaAccess, read_latest, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -41,7 +41,7 @@ def _state_of(states: dict[bytes, MemoryState], key: bytes) -> Callable[[], Memo
     return lambda: states.setdefault(key, MemoryState())
 
 
-async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now: datetime | None = None,
+async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime | None = None,
                   progress: Callable[[int, float], None] | None = None) -> Rebuild:
     now = now or datetime.now(UTC)
     core = RecordProcessor(catalogue, policy)
@@ -50,7 +50,7 @@ async def rebuild(catalogue: Catalogue, bootstrap: str, policy: KindPolicy, now:
     views: Views = {}
     events = bad = 0
     t0 = time.monotonic()
-    async for records in read_to_end(bootstrap, [t.name for t in catalogue.canonical()]):
+    async for records in read_to_end(kafka, [t.name for t in catalogue.canonical()]):
         for r in records:
             step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
                                 _state_of(states, r.key), now)
@@ -94,10 +94,10 @@ def print_progress(total: int | None = None) -> Callable[[int, float], None]:
     return show
 
 
-async def live_views(catalogue: Catalogue, bootstrap: str) -> Views:
+async def live_views(catalogue: Catalogue, kafka: KafkaAccess) -> Views:
     """The latest item record per key of every `views.<slug>` topic, read with one consumer."""
     slug_of = {catalogue.per_structure("views", slug).name: slug for slug in catalogue.registry.structures}
-    return {(slug_of[topic], key): value for (topic, key), value in (await read_latest(bootstrap, list(slug_of))).items()}
+    return {(slug_of[topic], key): value for (topic, key), value in (await read_latest(kafka, list(slug_of))).items()}
 
 
 def assembled(views: Views) -> dict[str, dict[str, Any]]:
@@ -127,9 +127,9 @@ def differences(live: Views, rebuilt: Views) -> list[str]:
     return out
 
 
-async def write(catalogue: Catalogue, bootstrap: str, live: Views, rebuilt: Views) -> int:
+async def write(catalogue: Catalogue, kafka: KafkaAccess, live: Views, rebuilt: Views) -> int:
     """Publish what differs; return how many records were written."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+    producer = AIOKafkaProducer(**kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=5,
                                 max_request_size=16 * 1024 * 1024)
     await producer.start()
     n = 0

@@ -21,6 +21,7 @@ from parcours.adapters.store import EdgeStore
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
 from parcours.contract.models import Event, ReferralSubmitted
+from parcours.kafkaio import KafkaAccess
 from parcours.ops.metrics import ValidatorMetrics
 from parcours.processors.deadletter import dead_letter_headers
 from parcours.topology.catalogue import Catalogue
@@ -29,21 +30,22 @@ log = logging.getLogger("parcours.validator")
 
 
 class Validator:
-    def __init__(self, catalogue: Catalogue, bootstrap: str, metrics: ValidatorMetrics, view_wait: float = 5.0) -> None:
-        self.catalogue, self.bootstrap, self.metrics, self.view_wait = catalogue, bootstrap, metrics, view_wait
+    def __init__(self, catalogue: Catalogue, kafka: KafkaAccess, metrics: ValidatorMetrics, view_wait: float = 5.0) -> None:
+        self.catalogue, self.kafka, self.metrics, self.view_wait = catalogue, kafka, metrics, view_wait
         self.codec = Codec()
         self.owners = {t.name: catalogue.registry.structures[t.owner] for t in catalogue.topics.values()
                        if t.role == "ingress" and t.owner}
-        self.store = EdgeStore(bootstrap, catalogue, list(catalogue.registry.structures))
+        self.store = EdgeStore(kafka, catalogue, list(catalogue.registry.structures), inbox=False, observatory=False,
+                               webhooks=False)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self.store.start()
         consumer = AIOKafkaConsumer(
-            *self.owners, bootstrap_servers=self.bootstrap, group_id=f"{self.catalogue.prefix}-validator",
+            *self.owners, **self.kafka.aiokafka(), group_id=self.catalogue.group_id("validator"),
             enable_auto_commit=False, auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+        producer = AIOKafkaProducer(**self.kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=5)
         await asyncio.gather(consumer.start(), producer.start())
         try:
             await self.store.caught_up.wait()

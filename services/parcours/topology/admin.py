@@ -1,8 +1,10 @@
-"""Plan and apply the catalogue against a live cluster (aiokafka admin client).
+"""Plan and apply the catalogue against a live cluster: topics (aiokafka admin client), then
+principals and ACLs (`parcours.security.cluster`).
 
 `plan` lists the changes; `apply` makes them and is idempotent: a second run plans nothing.
 Alterations are limited to what Kafka can do in place: create topics, add partitions, set
 configs. Fewer partitions or another replication factor are reported as drift, never applied.
+On a cluster without authentication (PLAINTEXT) there are no principals to manage: only topics.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from parcours.kafkaio import KafkaAccess
+from parcours.security import cluster as security
+from parcours.security.credentials import CredentialStore
 from parcours.topology.catalogue import Catalogue, TopicSpec
 from parcours.topology.errors import ClusterError
 
@@ -27,6 +32,10 @@ class Change:
     topic: str
     detail: str
     spec: TopicSpec
+
+    @property
+    def subject(self) -> str:
+        return self.topic
 
     def __str__(self) -> str:
         return f"{self.action:<15} {self.topic:<40} {self.detail}"
@@ -51,9 +60,18 @@ async def _live(admin: AIOKafkaAdminClient, names: list[str]) -> tuple[dict[str,
     return meta, configs
 
 
-async def plan(catalogue: Catalogue, bootstrap: str) -> list[Change]:
-    async with _admin(bootstrap) as admin:
-        return await _plan(admin, catalogue)
+#: what `plan` and `apply` report: topic changes, then principal and ACL changes
+Planned = Change | security.SecurityChange
+#: changes `apply` cannot make: reported, and `topics apply` exits 1
+DRIFT = frozenset({"drift", "missing-user"})
+
+
+async def plan(catalogue: Catalogue, kafka: KafkaAccess, credentials: CredentialStore | None = None) -> list[Planned]:
+    async with _admin(kafka) as admin:
+        topics: list[Planned] = list(await _plan(admin, catalogue))
+    if kafka.sasl:
+        topics += await security.plan(catalogue, kafka, credentials)
+    return topics
 
 
 async def _plan(admin: AIOKafkaAdminClient, catalogue: Catalogue) -> list[Change]:
@@ -79,9 +97,17 @@ async def _plan(admin: AIOKafkaAdminClient, catalogue: Catalogue) -> list[Change
     return changes
 
 
-async def apply(catalogue: Catalogue, bootstrap: str) -> list[Change]:
-    """Make the cluster match the catalogue; return what was done (empty when nothing was needed)."""
-    async with _admin(bootstrap) as admin:
+async def apply(catalogue: Catalogue, kafka: KafkaAccess, credentials: CredentialStore | None = None) -> list[Planned]:
+    """Make the cluster match the catalogue, topics first, then principals (secrets generated into
+    `credentials`) and ACLs; return what was done (empty when nothing was needed)."""
+    done: list[Planned] = list(await _apply_topics(catalogue, kafka))
+    if kafka.sasl:
+        done += await security.apply(catalogue, kafka, credentials)
+    return [c for c in done if c.action not in DRIFT] + [c for c in done if c.action in DRIFT]
+
+
+async def _apply_topics(catalogue: Catalogue, kafka: KafkaAccess) -> list[Change]:
+    async with _admin(kafka) as admin:
         changes = await _plan(admin, catalogue)
         creates = [c.spec for c in changes if c.action == "create"]
         if creates:
@@ -106,7 +132,7 @@ async def apply(catalogue: Catalogue, bootstrap: str) -> list[Change]:
                         raise ClusterError(f"set config of {res['resource_name']}: {res['error_message']}")
         if creates or grow or alter:
             await _await_metadata(admin, catalogue)
-        return [c for c in changes if c.action != "drift"] + [c for c in changes if c.action == "drift"]
+        return changes
 
 
 async def _await_metadata(admin: AIOKafkaAdminClient, catalogue: Catalogue, timeout: float = 30.0) -> None:
@@ -125,8 +151,8 @@ async def _await_metadata(admin: AIOKafkaAdminClient, catalogue: Catalogue, time
 
 
 class _admin:
-    def __init__(self, bootstrap: str) -> None:
-        self.client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    def __init__(self, kafka: KafkaAccess) -> None:
+        self.client = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=15000)
 
     async def __aenter__(self) -> AIOKafkaAdminClient:
         try:

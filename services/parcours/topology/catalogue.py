@@ -57,14 +57,32 @@ class TopicSpec:
     readers: frozenset[str] = frozenset()  # structure kinds that may read it through the API
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Acl:
-    principal: str
-    operation: str  # READ / WRITE / DESCRIBE
-    topic: str
+    """One ALLOW rule: `principal` may `operation` on a resource (any host)."""
+
+    principal: str  # User:<name>
+    operation: str  # READ / WRITE / DESCRIBE / DESCRIBE_CONFIGS
+    resource: str  # topic / group / transactional_id
+    name: str
+    pattern: str = "literal"  # literal / prefixed
 
     def __str__(self) -> str:
-        return f"{self.principal} {self.operation} topic:{self.topic}"
+        star = "*" if self.pattern == "prefixed" else ""
+        return f"{self.principal} {self.operation} {self.resource}:{self.name}{star}"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    groups: tuple[str, ...] = ()
+    transactional_ids: tuple[str, ...] = ()
+    per_kind: bool = False
+    #: may read the configs of the topics it reads or writes
+    describe_configs: bool = False
+
+
+SERVICE_PRINCIPAL_PREFIX = "svc-"
 
 
 @dataclass
@@ -76,6 +94,7 @@ class Catalogue:
     #: logical name ("referrals") -> spec, for the shared topics
     logical: dict[str, TopicSpec]
     event_topic: dict[str, TopicSpec]
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
 
     @classmethod
     def load(  # noqa: C901, PLR0912, PLR0915 - checks every key of the catalogue, each with its own message
@@ -166,7 +185,7 @@ class Catalogue:
         missing = set(schemas.versions) - set(event_topic)
         if missing:
             raise CatalogueError(path, line(raw_topics), f"no topic carries {sorted(missing)}")
-        return cls(prefix, profile, topics, registry, logical, event_topic)
+        return cls(prefix, profile, topics, registry, logical, event_topic, _services(path, data.get("services")))
 
     # --- questions the services ask -----------------------------------------------------
     def topic(self, logical_name: str) -> TopicSpec:
@@ -191,17 +210,94 @@ class Catalogue:
                 return t
         raise KeyError(f"no {role} topic for {slug}")
 
-    def acls(self) -> list[Acl]:
-        """Kafka ACLs derived from producers/consumers: services are User:<service>, structures User:<slug>."""
-        out: list[Acl] = []
-        for t in self.topics.values():
-            for who in sorted(t.producers):
-                principal = t.owner if who == "owner" else who
-                out.append(Acl(f"User:{principal}", "WRITE", t.name))
-            for who in sorted(t.consumers):
-                principal = t.owner if who == "owner" else who
-                out.append(Acl(f"User:{principal}", "READ", t.name))
+    # --- principals and ACLs -------------------------------------------------------------
+    def service_principal(self, service: str, kind: str | None = None) -> str:
+        """The Kafka user a service runs as: svc-<service>, svc-adapter-<kind> for an adapter."""
+        spec = self.services.get(service)
+        if spec is None:
+            raise KeyError(f"no service {service!r} in the catalogue; defined: {sorted(self.services)}")
+        if spec.per_kind:
+            if kind not in KINDS:
+                raise KeyError(f"service {service!r} runs per structure kind: one of {sorted(KINDS)}")
+            return f"{SERVICE_PRINCIPAL_PREFIX}{service}-{kind}"
+        return f"{SERVICE_PRINCIPAL_PREFIX}{service}"
+
+    def principals(self) -> list[str]:
+        """Every Kafka user the catalogue gives rights to: the structures, then the services."""
+        out = sorted(self.registry.structures)
+        for name, spec in sorted(self.services.items()):
+            out += [self.service_principal(name, k) for k in sorted(KINDS)] if spec.per_kind else [self.service_principal(name)]
         return out
+
+    def group_id(self, service: str, suffix: str = "") -> str:
+        """A consumer group (or transactional id) of a service, within its ACL prefix."""
+        spec = self.services[service]
+        return f"{self.prefix}-{(spec.groups or spec.transactional_ids)[0]}{suffix}"
+
+    def _who(self, who: str, t: TopicSpec, writing: bool) -> list[str]:
+        """The principals behind a producer/consumer entry of topic `t`."""
+        if who == "owner":
+            return [t.owner] if t.owner else []
+        if who in KINDS:  # a structure kind: each structure of that kind
+            return sorted(s.slug for s in self.registry.structures.values() if s.kind == who)
+        spec = self.services.get(who)
+        if spec is None:
+            return []
+        if not spec.per_kind:
+            return [self.service_principal(who)]
+        if t.owner:  # a structure's own topic: the adapter of its kind
+            kinds = {self.registry.structures[t.owner].kind}
+        elif writing and t.events:  # a canonical topic: the kinds that may publish one of its events
+            kinds = set().union(*t.events.values())
+        elif t.readers:
+            kinds = set(t.readers)
+        else:
+            kinds = set(KINDS)
+        return [self.service_principal(who, k) for k in sorted(kinds)]
+
+    def acls(self) -> list[Acl]:
+        """The cluster's ALLOW rules, all derived from this file: topic rights from producers and
+        consumers, consumer groups and transactional ids from `services`; nothing else is allowed."""
+        out: set[Acl] = set()
+        for t in self.topics.values():
+            for who in t.producers:
+                out |= {Acl(f"User:{p}", "WRITE", "topic", t.name) for p in self._who(who, t, True)}
+            for who in t.consumers:
+                out |= {Acl(f"User:{p}", "READ", "topic", t.name) for p in self._who(who, t, False)}
+        for name, spec in self.services.items():
+            users = [self.service_principal(name, k) for k in sorted(KINDS)] if spec.per_kind else [self.service_principal(name)]
+            for user in users:
+                if spec.describe_configs:
+                    used = {a.name for a in out if a.principal == f"User:{user}" and a.resource == "topic"}
+                    out |= {Acl(f"User:{user}", "DESCRIBE_CONFIGS", "topic", t) for t in used}
+                out |= {Acl(f"User:{user}", "READ", "group", f"{self.prefix}-{g}", "prefixed") for g in spec.groups}
+                for tid in spec.transactional_ids:
+                    out |= {Acl(f"User:{user}", op, "transactional_id", f"{self.prefix}-{tid}", "prefixed")
+                            for op in ("WRITE", "DESCRIBE")}
+        for slug in self.registry.structures:
+            out.add(Acl(f"User:{slug}", "READ", "group", f"{self.prefix}-{slug}", "prefixed"))
+        return sorted(out)
+
+    def owns(self, resource_name: str) -> bool:
+        """Whether a topic, group or transactional id belongs to this catalogue's prefix (the ACLs
+        `topics apply` manages; other prefixes on the same cluster are left alone)."""
+        return resource_name.startswith((f"{self.prefix}.", f"{self.prefix}-"))
+
+
+def _services(path: Path, raw: Any) -> dict[str, ServiceSpec]:
+    if not isinstance(raw, dict) or not fields(raw):
+        raise CatalogueError(path, line(raw) if raw else None, "`services` must map each service to its groups")
+    out: dict[str, ServiceSpec] = {}
+    for name, given in fields(raw).items():
+        if name not in SERVICES - {"owner"}:
+            raise CatalogueError(path, line(raw), f"unknown service {name!r}; known: {sorted(SERVICES - {'owner'})}")
+        spec = given or {}
+        unknown = set(fields(spec)) - {"groups", "transactional_ids", "per_kind", "describe_configs"}
+        if unknown:
+            raise CatalogueError(path, line(spec) or line(raw), f"service {name}: unknown settings {sorted(unknown)}")
+        out[name] = ServiceSpec(name, tuple(spec.get("groups") or ()), tuple(spec.get("transactional_ids") or ()),
+                                bool(spec.get("per_kind")), bool(spec.get("describe_configs")))
+    return out
 
 
 def _config(path: Path, lname: str, raw: dict[str, Any], ln: int | None) -> dict[str, str]:

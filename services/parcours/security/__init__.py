@@ -1,0 +1,1 @@
+"""Who may speak to Kafka: principals, their secrets, the ACLs that follow from the catalogue."""
