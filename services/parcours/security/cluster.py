@@ -9,6 +9,7 @@ or `p-*`, so several prefixes (test runs) share a cluster without touching each 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,9 +126,22 @@ class SecurityAdmin:
         stale = {c.acl for c in changes if c.action == "remove-acl" and c.acl}
         if stale:
             _, raw = self.acls(catalogue)
-            filters = [b for b in raw if _from_binding(b) in stale]
+            filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+                                        b.permission_type) for b in raw if _from_binding(b) in stale]
             self._wait(self.admin.delete_acls(filters), "delete ACLs")
+        if users or add or stale:
+            self._await_propagation(catalogue, credentials)
         return changes
+
+    def _await_propagation(self, catalogue: Catalogue, credentials: CredentialStore | None, timeout: float = 30.0) -> None:
+        """The authorizer and the SCRAM cache follow the metadata log asynchronously (a few hundred
+        ms here): return once the broker answers with what was applied, so the next client of a
+        new principal is not refused."""
+        deadline = time.monotonic() + timeout
+        while pending := [c for c in self.plan(catalogue, credentials) if c.action != "missing-user"]:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the cluster still lacks {len(pending)} principal/ACL changes after {timeout:.0f}s: {pending[0]}")
+            time.sleep(0.1)  # polled: the broker offers no signal for its metadata cache
 
     @staticmethod
     def _wait(futures: dict[Any, Any], what: str) -> None:

@@ -229,10 +229,10 @@ class Catalogue:
             out += [self.service_principal(name, k) for k in sorted(KINDS)] if spec.per_kind else [self.service_principal(name)]
         return out
 
-    def group_id(self, service: str, suffix: str = "") -> str:
+    def group_id(self, service: str, suffix: str = "", kind: str | None = None) -> str:
         """A consumer group (or transactional id) of a service, within its ACL prefix."""
         spec = self.services[service]
-        return f"{self.prefix}-{(spec.groups or spec.transactional_ids)[0]}{suffix}"
+        return f"{self.prefix}-{(spec.groups or spec.transactional_ids)[0]}{f'-{kind}' if spec.per_kind else ''}{suffix}"
 
     def _who(self, who: str, t: TopicSpec, writing: bool) -> list[str]:
         """The principals behind a producer/consumer entry of topic `t`."""
@@ -266,11 +266,12 @@ class Catalogue:
                 out |= {Acl(f"User:{p}", "READ", "topic", t.name) for p in self._who(who, t, False)}
         for name, spec in self.services.items():
             users = [self.service_principal(name, k) for k in sorted(KINDS)] if spec.per_kind else [self.service_principal(name)]
-            for user in users:
+            for user, kind in zip(users, sorted(KINDS) if spec.per_kind else [None], strict=False):
+                own = f"-{kind}" if kind else ""
                 if spec.describe_configs:
                     used = {a.name for a in out if a.principal == f"User:{user}" and a.resource == "topic"}
                     out |= {Acl(f"User:{user}", "DESCRIBE_CONFIGS", "topic", t) for t in used}
-                out |= {Acl(f"User:{user}", "READ", "group", f"{self.prefix}-{g}", "prefixed") for g in spec.groups}
+                out |= {Acl(f"User:{user}", "READ", "group", f"{self.prefix}-{g}{own}", "prefixed") for g in spec.groups}
                 for tid in spec.transactional_ids:
                     out |= {Acl(f"User:{user}", op, "transactional_id", f"{self.prefix}-{tid}", "prefixed")
                             for op in ("WRITE", "DESCRIBE")}
