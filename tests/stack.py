@@ -62,7 +62,9 @@ class Stack:
     def __post_init__(self) -> None:
         # each service finds its own principal's secret in the cluster's credential store
         self.env = {**os.environ, **self.cluster.env(), "PARCOURS_TOPIC_PREFIX": self.prefix,
-                    "PARCOURS_WEBHOOK_ATTEMPTS": "3", "PARCOURS_WEBHOOK_FIRST_DELAY_S": "0.2", **self.env}
+                    "PARCOURS_WEBHOOK_ATTEMPTS": "3", "PARCOURS_WEBHOOK_FIRST_DELAY_S": "0.2",
+                    # load tests post faster than a partner may
+                    "PARCOURS_RATE_LIMIT_PER_S": "10000", **self.env}
 
     @property
     def kafka(self) -> KafkaAccess:

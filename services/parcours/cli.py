@@ -141,7 +141,7 @@ def _adapter(args: argparse.Namespace) -> int:
 
     from parcours.adapters.app import DEFAULT_PORTS, create_app
     from parcours.ops.logs import setup_logging
-    from parcours.runtime import resolve_kafka
+    from parcours.runtime import cluster
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
 
@@ -154,7 +154,9 @@ def _adapter(args: argparse.Namespace) -> int:
     from parcours.adapters.webhooks import RetryPolicy
 
     s = get_settings()
-    app = create_app(args.kind, cat, resolve_kafka(cat.service_principal("adapter", args.kind)), RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s))
+    where = cluster(s)
+    app = create_app(args.kind, cat, where.access(cat.service_principal("adapter", args.kind)), where.sealer(),
+                     RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s)
     uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0
 
@@ -186,11 +188,12 @@ def _validator(args: argparse.Namespace) -> int:
 
 def _webhooks(args: argparse.Namespace) -> int:
     from parcours.adapters.webhooks import RetryPolicy, redeliver
-    from parcours.runtime import resolve_kafka
+    from parcours.runtime import cluster
     from parcours.topology.catalogue import default_catalogue
 
-    cat = default_catalogue()
-    sent, failed = asyncio.run(redeliver(cat, resolve_kafka(cat.service_principal("ops")), RetryPolicy(), args.structure))
+    cat, where = default_catalogue(), cluster()
+    sent, failed = asyncio.run(redeliver(cat, where.access(cat.service_principal("ops")), RetryPolicy(), where.sealer(),
+                                         args.structure))
     print(f"redelivered {sent} notification(s); {failed} still failing")
     return 1 if failed else 0
 

@@ -17,6 +17,7 @@ from parcours.devbroker.errors import BrokerError
 from parcours.kafkaio import KafkaAccess
 from parcours.security.credentials import CredentialStore
 from parcours.security.errors import CredentialError
+from parcours.security.sealing import DEV_KEY_ENTRY, Sealer
 from parcours.settings import Settings, get_settings
 
 
@@ -38,6 +39,14 @@ class Cluster:
         if self.base.sasl:
             raise CredentialError(f"no secret for {principal}: set PARCOURS_KAFKA_USERNAME/_PASSWORD or PARCOURS_CREDENTIALS_FILE")
         return self.base
+
+    def sealer(self) -> Sealer:
+        """What seals webhook secrets on the bus: PARCOURS_WEBHOOK_KEY, else the dev store's key."""
+        if self.settings.webhook_key is not None:
+            return Sealer(self.settings.webhook_key)
+        if self.credentials is None or self.settings.profile == "production":
+            raise CredentialError("set PARCOURS_WEBHOOK_KEY: the key that seals webhook secrets on Kafka")
+        return Sealer(self.credentials.ensure(DEV_KEY_ENTRY))
 
     def env(self) -> dict[str, str]:
         """The environment that tells a child process where this cluster and its store are."""

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     #: where the processor and validator expose /metrics (0.0.0.0 in containers)
     metrics_host: str = "127.0.0.1"
     #: webhook delivery: attempts per notification and the first backoff delay (doubling)
+    #: the key that seals webhook secrets on Kafka (any long random string); in the development
+    #: profile one is generated into the credential store when unset
+    webhook_key: SecretStr | None = None
+    #: requests per second per partner token at the HTTP edge (bursts of twice as many); 429 beyond
+    rate_limit_per_s: float = 100.0
     webhook_attempts: int = 5
     webhook_first_delay_s: float = 0.5
 

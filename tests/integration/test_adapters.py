@@ -207,6 +207,14 @@ async def test_webhooks_signed_retried_ordered_and_redelivered(api: Api) -> None
     reg = (await api.client.put(api.stack.url("crt") + "/v1/webhook", json={"url": receiver.url},
                                 headers={"Authorization": "Bearer dev-crt-31-muret"})).json()
     secret = reg["secret"]
+    # on the bus the signing secret is sealed: a reader of the webhooks topic never sees it
+    from parcours.kafkaio import read_compacted
+
+    hooks = await read_compacted(api.stack.kafka, Catalogue.load(prefix=api.stack.prefix).topic("webhooks").name)
+    registered = json.loads(hooks[b"endpoint/crt-31-muret"])
+    assert registered["url"] == receiver.url
+    assert registered["secret"].startswith("fernet:")
+    assert secret not in hooks[b"endpoint/crt-31-muret"].decode()
     case, _ = await _case_for(api)
     await api.post("dac-31", f"/v1/cases/{case}/consents",
                    {"grantee": "crt-31-muret", "categories": ["discussion"], "decision": "permit", "method": "oral"})

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized
+from parcours.adapters.guard import EdgeGuard, TokenBucket
 from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.rules import check_kind, check_stateful, check_stateless, eventually_referral, eventually_view
@@ -29,6 +30,7 @@ from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import build_event
 from parcours.kafkaio import KafkaAccess
+from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
@@ -63,14 +65,15 @@ class Adapter:
     idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
 
 
-def create_app(kind: str, catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy | None = None) -> FastAPI:
+def create_app(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,
+               rate_limit_per_s: float = 100.0) -> FastAPI:
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
     reads_observatory = kind in catalogue.topic("observatory").readers
     store = EdgeStore(kafka, catalogue, slugs, observatory=reads_observatory)
     adapter = Adapter(kind, catalogue, publisher, store, metrics, retry or RetryPolicy())
-    delivery = WebhookDelivery(adapter.store, publisher, catalogue, metrics, adapter.retry)
+    delivery = WebhookDelivery(adapter.store, publisher, catalogue, metrics, adapter.retry, sealer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -89,8 +92,14 @@ def create_app(kind: str, catalogue: Catalogue, kafka: KafkaAccess, retry: Retry
         lifespan=lifespan,
     )
     app.state.adapter = adapter
+    app.state.sealer = sealer
     _install_errors(app, adapter)
     _routes(app, adapter)
+    # before any body is read: authentication, the kind's rights, the rate, the size
+    max_body = min(t.max_value_bytes for t in catalogue.canonical())
+    app.add_middleware(EdgeGuard, kind=kind, catalogue=catalogue, max_body=max_body,
+                       limiter=TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), routes=lambda: app.router.routes,
+                       on_refusal=lambda route, code: metrics.refused.labels(route, kind, code, "http").inc())
     return app
 
 
@@ -118,15 +127,10 @@ def _route_type(request: Request) -> str:
 # --- dependencies --------------------------------------------------------------------------
 
 def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Structure:
-    adapter: Adapter = request.app.state.adapter
-    if not authorization or not authorization.lower().startswith("bearer "):
+    """The structure the edge guard authenticated (the header is declared for the API description)."""
+    structure = getattr(request.state, "caller", None)
+    if not isinstance(structure, Structure):
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    structure = adapter.catalogue.registry.by_token(authorization[7:].strip())
-    if structure is None:
-        raise Unauthorized("unknown or revoked token")
-    if structure.kind != adapter.kind:
-        raise Forbidden(f"this adapter serves {adapter.kind} structures; {structure.slug} is a {structure.kind}",
-                        rule="one adapter per structure kind")
     return structure
 
 
@@ -275,11 +279,12 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
         return {"ruptures": [{"territory": t, "week": w, "type": ty, "count": n} for (t, w, ty), n in sorted(counts.items())]}
 
     @app.put("/v1/webhook", tags=["webhooks"])
-    async def put_webhook(body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
+    async def put_webhook(request: Request, body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
         import json
 
         secret = body.secret or secrets.token_urlsafe(32)
-        registration = {"url": body.url, "secret": secret,
+        # the signing secret travels sealed: Kafka readers without the key never see it
+        registration = {"url": body.url, "secret": request.app.state.sealer.seal(secret),
                         "from_sequence": len(store.inbox.get(caller.slug, [])) and store.inbox[caller.slug][-1]["sequence"]}
         await adapter.publisher.send(cat.topic("webhooks").name, f"endpoint/{caller.slug}".encode(), json.dumps(registration).encode())
         store.webhooks[f"endpoint/{caller.slug}"] = registration

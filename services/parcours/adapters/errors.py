@@ -38,6 +38,18 @@ class Conflict(AdapterError):
     status, code = 409, "conflict"
 
 
+class PayloadTooLarge(AdapterError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyRequests(AdapterError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, rule=f"retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
 class Invalid(AdapterError):
     status, code = 422, "invalid"
 

@@ -21,6 +21,8 @@ import httpx
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.store import EdgeStore
 from parcours.kafkaio import KafkaAccess
+from parcours.security.errors import SealError
+from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.adapter.webhooks")
@@ -50,8 +52,10 @@ async def post_signed(client: httpx.AsyncClient, url: str, secret: str, note: di
 
 
 class WebhookDelivery:
-    def __init__(self, store: EdgeStore, publisher: Publisher, catalogue: Catalogue, metrics: Any, retry: RetryPolicy) -> None:
+    def __init__(self, store: EdgeStore, publisher: Publisher, catalogue: Catalogue, metrics: Any, retry: RetryPolicy,
+                 sealer: Sealer) -> None:
         self.store, self.publisher, self.catalogue, self.metrics, self.retry = store, publisher, catalogue, metrics, retry
+        self.sealer = sealer
         self.cursors: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -85,9 +89,15 @@ class WebhookDelivery:
 
     async def _deliver(self, client: httpx.AsyncClient, slug: str, endpoint: dict[str, Any], note: dict[str, Any]) -> None:
         delays = self.retry.delays()
-        for attempt in range(self.retry.attempts):
+        try:
+            secret = self.sealer.unseal(endpoint["secret"])
+        except SealError:
+            reason, attempts = "sealed_secret_unreadable", 0  # cannot sign: no attempt can succeed
+        else:
+            attempts = self.retry.attempts
+        for attempt in range(attempts):
             try:
-                await post_signed(client, endpoint["url"], endpoint["secret"], note, self.retry.timeout)
+                await post_signed(client, endpoint["url"], secret, note, self.retry.timeout)
                 self.metrics.webhook_deliveries.labels(slug).inc()
                 return
             except (httpx.HTTPError, OSError) as exc:
@@ -102,7 +112,8 @@ class WebhookDelivery:
                                   json.dumps({"structure": slug, "reason": reason, "notification": note}).encode())
 
 
-async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy, structure: str | None = None) -> tuple[int, int]:
+async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy, sealer: Sealer,
+                    structure: str | None = None) -> tuple[int, int]:
     """Send dead-lettered notifications again; tombstone those delivered. Returns (sent, failed)."""
     from parcours.kafkaio import read_compacted
 
@@ -120,8 +131,9 @@ async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy
                 try:
                     if endpoint is None:
                         raise httpx.HTTPError("no webhook registered")
-                    await post_signed(client, endpoint["url"], endpoint["secret"], item["notification"], retry.timeout)
-                except httpx.HTTPError:
+                    await post_signed(client, endpoint["url"], sealer.unseal(endpoint["secret"]), item["notification"],
+                                      retry.timeout)
+                except (httpx.HTTPError, SealError):
                     failed += 1
                     continue
                 await publisher.send(catalogue.topic("webhook-deadletters").name, key, None)

@@ -29,10 +29,6 @@ from parcours.topology.registry import KindPolicy
 log = logging.getLogger("parcours.processor")
 
 Headers = list[tuple[str, bytes]]
-#: what a record's key, headers and Kafka framing may add to a value, kept free under the topic limit
-FRAMING_BYTES = 16 * 1024
-#: Kafka's default max.message.bytes, for topics whose catalogue entry does not set one
-KAFKA_DEFAULT_MAX_BYTES = 1048588
 
 
 class BytesState(Protocol):
@@ -125,9 +121,8 @@ class RecordProcessor:
         self.observatory = catalogue.topic("observatory").name
         self.deadletter = catalogue.topic("deadletter").name
         self.schedule = catalogue.topic("clock-schedule").name
-        self.limits = {t.name: int(t.config.get("max.message.bytes", KAFKA_DEFAULT_MAX_BYTES)) - FRAMING_BYTES
-                       for t in catalogue.topics.values()}
-        self.state_limit = int(catalogue.topic("case-state").config.get("max.message.bytes", KAFKA_DEFAULT_MAX_BYTES)) - FRAMING_BYTES
+        self.limits = {t.name: t.max_value_bytes for t in catalogue.topics.values()}
+        self.state_limit = catalogue.topic("case-state").max_value_bytes
 
     def input_topics(self, catalogue: Catalogue) -> list[str]:
         return [t.name for t in catalogue.canonical()] + [self.ticks]

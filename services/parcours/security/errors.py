@@ -9,3 +9,7 @@ class SecurityError(ParcoursError):
 
 class CredentialError(SecurityError):
     """A principal's secret is missing or the credential store cannot be read or written."""
+
+
+class SealError(SecurityError):
+    """A sealed value cannot be opened (another key, or written in clear)."""

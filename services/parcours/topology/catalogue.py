@@ -40,6 +40,12 @@ _CONFIG_RULES: dict[str, Any] = {
 }
 
 
+#: what a record's key, headers and Kafka framing may add to a value, kept free under a topic's limit
+FRAMING_BYTES = 16 * 1024
+#: Kafka's default max.message.bytes, for topics whose catalogue entry does not set one
+KAFKA_DEFAULT_MAX_BYTES = 1048588
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -55,6 +61,11 @@ class TopicSpec:
     consumers: frozenset[str] = frozenset()
     owner: str | None = None  # the structure of a per-structure topic
     readers: frozenset[str] = frozenset()  # structure kinds that may read it through the API
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest value a record of this topic may carry (its limit less the framing)."""
+        return int(self.config.get("max.message.bytes", KAFKA_DEFAULT_MAX_BYTES)) - FRAMING_BYTES
 
 
 @dataclass(frozen=True, order=True)

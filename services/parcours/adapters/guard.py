@@ -1,0 +1,147 @@
+"""The edge's gate, before any body is read: who is calling (401), may its kind do this (403),
+is it within its rate (429 with Retry-After), is its body within the size Kafka can take (413).
+
+It is a plain ASGI middleware, so nothing here depends on the body: a CPTS posting an admission
+decision gets 403 whatever it sends, even bytes that are not JSON. Tokens are compared by their
+SHA-256 in constant time (`Registry.by_token`); the authenticated structure is left in the
+request's state for the handlers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.routing import Match
+
+from parcours.adapters.errors import AdapterError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
+from parcours.adapters.rules import check_kind
+from parcours.topology.catalogue import Catalogue
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: routes anyone may call: probes, metrics, the API description
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+
+@dataclass
+class TokenBucket:
+    """`rate` requests per second per token on average, bursts of `burst`."""
+
+    rate: float
+    burst: float
+    _level: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (tokens, at)
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 when the request may go; else the seconds to wait before one would."""
+        now = time.monotonic() if now is None else now
+        tokens, at = self._level.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens >= 1:
+            self._level[key] = (tokens - 1, now)
+            return 0.0
+        self._level[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+class EdgeGuard:
+    def __init__(self, app: App, *, kind: str, catalogue: Catalogue, limiter: TokenBucket, max_body: int,
+                 routes: Callable[[], list[Any]], on_refusal: Callable[[str, str], None]) -> None:
+        self.app, self.kind, self.catalogue = app, kind, catalogue
+        self.limiter, self.max_body, self.routes, self.on_refusal = limiter, max_body, routes, on_refusal
+        self.event_types = set(catalogue.event_topic)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        route = self._route(scope)
+        try:
+            caller = self._authenticate(scope)
+            if route in self.event_types:
+                check_kind(self.catalogue, caller, route)
+            wait = self.limiter.take(caller.slug)
+            if wait:
+                raise TooManyRequests(f"more than {self.limiter.rate:g} requests/s for {caller.slug}; retry later",
+                                      retry_after=math.ceil(wait))
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body:
+                raise PayloadTooLarge(f"the body of {declared} bytes exceeds {self.max_body} bytes",
+                                      rule="the largest record the catalogue's topics accept")
+            if declared is None:  # chunked: read up to the limit here, then hand it on
+                receive = await self._buffered(receive)
+        except AdapterError as exc:
+            self.on_refusal(route or "unknown", exc.code)
+            await _answer(send, exc)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+    def _route(self, scope: Scope) -> str | None:
+        for r in self.routes():
+            match, _ = r.matches(scope)
+            if match == Match.FULL:
+                return str(r.name)
+        return None
+
+    def _authenticate(self, scope: Scope) -> Any:
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if not authorization.lower().startswith("bearer "):
+            raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        structure = self.catalogue.registry.by_token(authorization[7:].strip())
+        if structure is None:
+            raise Unauthorized("unknown or revoked token")
+        if structure.kind != self.kind:
+            raise Forbidden(f"this adapter serves {self.kind} structures; {structure.slug} is a {structure.kind}",
+                            rule="one adapter per structure kind")
+        return structure
+
+    async def _buffered(self, receive: Receive) -> Receive:
+        """A body sent without Content-Length, counted as it arrives and replayed to the app."""
+        chunks: list[bytes] = []
+        seen, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                chunks = []
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                raise PayloadTooLarge(f"the body exceeds {self.max_body} bytes",
+                                      rule="the largest record the catalogue's topics accept")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> Message:
+            return replay.pop() if replay else await receive()
+
+        return replayed
+
+
+def _content_length(scope: Scope) -> int | None:
+    raw = dict(scope["headers"]).get(b"content-length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+async def _answer(send: Send, exc: AdapterError) -> None:
+    body = orjson.dumps(exc.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if exc.status == 401:  # noqa: PLR2004 - the status itself
+        headers.append((b"www-authenticate", b"Bearer"))
+    if isinstance(exc, TooManyRequests):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
