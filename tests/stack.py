@@ -46,7 +46,7 @@ def cluster_of(broker: EmbeddedBroker, info: BrokerInfo) -> Cluster:
     from parcours.runtime import cluster
     from parcours.settings import Settings
 
-    return cluster(Settings(kafka_bootstrap=info.bootstrap, kafka_security_protocol=info.security_protocol,
+    return cluster(Settings(kafka_bootstrap=info.bootstrap, kafka_security_protocol=info.security_protocol, kafka_ca_file=info.cafile or "",
                             credentials_file=broker.credentials.path))
 
 

@@ -28,8 +28,9 @@ def _broker(args: argparse.Namespace) -> int:
         print(f"Kafka jars in {lib}: {size / 1e6:.1f} MB ({secs:.1f}s)")
     elif args.action == "start":
         t0 = time.monotonic()
-        started = broker.start()
-        print(f"Kafka broker running: bootstrap {started.bootstrap}, pid {started.pid}, data in {started.folder} ({time.monotonic() - t0:.1f}s)")
+        started = broker.start(tls=args.tls or s.broker_tls)
+        print(f"Kafka broker running: bootstrap {started.bootstrap} ({started.security_protocol}), pid {started.pid}, "
+              f"data in {started.folder} ({time.monotonic() - t0:.1f}s)")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else f"no Kafka broker running in {broker.folder}")
     else:
@@ -65,6 +66,30 @@ def _topics(args: argparse.Namespace) -> int:
     for c in changes:
         print(f"{verb}: {c}")
     return 1 if any(c.action in admin.DRIFT for c in changes) else 0
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    """What a partner (or an operator) needs to connect as a principal: the client settings and
+    the rights the catalogue gives it. The secret is printed only when asked (`--show-secret`)."""
+    from parcours.runtime import cluster
+    from parcours.topology.catalogue import default_catalogue
+
+    cat, where = default_catalogue(), cluster()
+    if args.principal not in cat.principals():
+        raise ParcoursError(f"unknown principal {args.principal!r}; the catalogue's: {', '.join(cat.principals())}")
+    kafka = where.access(args.principal)
+    secret = kafka.password.get_secret_value() if kafka.password and args.show_secret else "********"
+    print(f"bootstrap.servers={kafka.bootstrap}")
+    print(f"security.protocol={kafka.security_protocol}")
+    if kafka.sasl:
+        print(f"sasl.mechanism=SCRAM-SHA-512\nsasl.username={kafka.username}\nsasl.password={secret}")
+    if kafka.cafile:
+        print(f"ssl.ca.location={kafka.cafile}")
+    print(f"# rights of User:{args.principal} (topics/catalogue.yaml):")
+    for acl in cat.acls():
+        if acl.principal == f"User:{args.principal}":
+            print(f"#   {acl}")
+    return 0
 
 
 def _schemas(args: argparse.Namespace) -> int:
@@ -370,7 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("broker", help="the embedded Apache Kafka broker")
     b.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    b.add_argument("--tls", action="store_true", help="client listener SASL_SSL, with a CA made on first start (PARCOURS_BROKER_TLS)")
     b.set_defaults(func=_broker)
+
+    c = sub.add_parser("credentials", help="client settings and rights of a Kafka principal (a partner's, a service's)")
+    c.add_argument("principal")
+    c.add_argument("--show-secret", action="store_true", help="print the SCRAM secret (to hand it to the partner)")
+    c.set_defaults(func=_credentials)
 
     t = sub.add_parser("topics", help="the topic catalogue against the cluster")
     t.add_argument("action", choices=["plan", "apply", "acls"])

@@ -76,7 +76,7 @@ def cluster(settings: Settings | None = None) -> Cluster:
     info = broker.status()
     if info is None:
         raise BrokerError(f"no Kafka: set PARCOURS_KAFKA_BOOTSTRAP or run `parcours broker start` (folder {s.broker_dir})")
-    return Cluster(KafkaAccess(info.bootstrap, info.security_protocol), _store(s, broker.credentials), s)
+    return Cluster(KafkaAccess(info.bootstrap, info.security_protocol, cafile=info.cafile), _store(s, broker.credentials), s)
 
 
 def resolve_kafka(principal: str, settings: Settings | None = None) -> KafkaAccess:
@@ -93,5 +93,5 @@ def cluster_or_start(settings: Settings | None = None) -> tuple[Cluster, Embedde
     if broker.status() is not None:
         return cluster(s), None
     print(f"starting the embedded Apache Kafka broker in {broker.folder} ...", flush=True)
-    broker.start()
+    broker.start(tls=s.broker_tls)
     return cluster(s), broker

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     profile: Literal["dev", "production"] = "dev"
     #: folder of the embedded broker (data, logs, state file)
     broker_dir: Path = Path(".parcours/broker")
+    #: the embedded broker's client listener speaks SASL_SSL (a CA is made on first start)
+    broker_tls: bool = False
     #: local state of the processors (RocksDB); a cache: Kafka's changelog topics are the truth
     state_dir: Path = Path(".parcours/state")
     #: cache of the broker jars, outside the repository

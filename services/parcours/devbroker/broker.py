@@ -44,6 +44,8 @@ class BrokerInfo:
     folder: str
     started_at: float
     security_protocol: str = "SASL_PLAINTEXT"
+    #: the CA clients trust (SASL_SSL)
+    cafile: str | None = None
 
 
 def _require(tool: str, why: str) -> str:
@@ -164,7 +166,8 @@ class EmbeddedBroker:
 
     def access(self, info: BrokerInfo, principal: str = ADMIN) -> KafkaAccess:
         """How `principal` reaches this broker, with its secret from the credential store."""
-        return KafkaAccess(info.bootstrap).as_user(principal, self.credentials.secret(principal))
+        return KafkaAccess(info.bootstrap, info.security_protocol, cafile=info.cafile).as_user(
+            principal, self.credentials.secret(principal))
 
     def status(self) -> BrokerInfo | None:
         """The running broker of this folder, or None."""
@@ -174,7 +177,9 @@ class EmbeddedBroker:
             return None
         return info if _alive(info.pid) else None
 
-    def start(self, timeout: float = 90.0) -> BrokerInfo:
+    def start(self, timeout: float = 90.0, *, tls: bool = False) -> BrokerInfo:
+        """Start the broker (or return the running one). `tls`: its client listener is SASL_SSL,
+        with a CA made on first use (the production shape); else SASL_PLAINTEXT on loopback."""
         running = self.status()
         if running:
             return running
@@ -192,7 +197,13 @@ class EmbeddedBroker:
             print(f"{data} was formatted without credentials: formatting it again (development data)", flush=True)
             shutil.rmtree(data)
         admin_secret = self.credentials.ensure(ADMIN).get_secret_value()
-        props.write_text(_server_properties(data, port, cport, admin_secret))
+        protocol, cafile, broker_pem = "SASL_PLAINTEXT", None, None
+        if tls:
+            from parcours.devbroker.tls import ensure_certificates
+
+            ca, pem = ensure_certificates(self.folder / "tls")
+            protocol, cafile, broker_pem = "SASL_SSL", str(ca), pem
+        props.write_text(_server_properties(data, port, cport, admin_secret, protocol, broker_pem, cafile))
         props.chmod(0o600)  # it holds the admin's secret (the broker's own SCRAM login)
         cp = ["-cp", f"{lib}/*"]
         log_opts = [
@@ -217,7 +228,7 @@ class EmbeddedBroker:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         self._proc = proc  # keep the handle: it reaps the child on stop
-        info = BrokerInfo(proc.pid, f"127.0.0.1:{port}", f"127.0.0.1:{cport}", str(self.folder), time.time())
+        info = BrokerInfo(proc.pid, f"127.0.0.1:{port}", f"127.0.0.1:{cport}", str(self.folder), time.time(), protocol, cafile)
         self.state_file.write_text(json.dumps(asdict(info)))
         try:
             asyncio.run(wait_ready(self.access(info), timeout, alive=lambda: proc.poll() is None))
@@ -267,25 +278,33 @@ class EmbeddedBroker:
                 for part in line.split("=", 1)[1].split(","):
                     name, _, port = part.rpartition(":")
                     found[name.split(":")[0]] = int(port)
-        if "SASL_PLAINTEXT" in found and "CONTROLLER" in found:
-            return found["SASL_PLAINTEXT"], found["CONTROLLER"]
+        client = found.get("SASL_PLAINTEXT") or found.get("SASL_SSL")
+        if client and "CONTROLLER" in found:
+            return client, found["CONTROLLER"]
         return None
 
 
-def _server_properties(data: Path, port: int, cport: int, admin_secret: str) -> str:
+def _server_properties(data: Path, port: int, cport: int, admin_secret: str, protocol: str = "SASL_PLAINTEXT",
+                       broker_pem: Path | None = None, cafile: str | None = None) -> str:
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    tls = "" if broker_pem is None else f"""ssl.keystore.type=PEM
+ssl.keystore.location={broker_pem}
+ssl.truststore.type=PEM
+ssl.truststore.location={cafile}
+ssl.endpoint.identification.algorithm=https
+"""
     return f"""# written by parcours; single-node KRaft broker for development and tests
 process.roles=broker,controller
 node.id=1
-listeners=SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{port}
+listeners={protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners={protocol}://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map={protocol}:{protocol},CONTROLLER:PLAINTEXT
+inter.broker.listener.name={protocol}
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram} required username="{ADMIN}" password="{admin_secret}";
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config={scram} required username="{ADMIN}" password="{admin_secret}";
+{tls}authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 # User:ANONYMOUS is the controller listener's (loopback, internal); no client listener is anonymous
 super.users=User:{ADMIN};User:ANONYMOUS
 allow.everyone.if.no.acl.found=false
