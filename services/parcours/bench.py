@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess
+from parcours.kafkaio import KafkaAccess
 from parcours.processors.app import consumer_lag, group_id
 from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
@@ -69,8 +69,7 @@ def case_events(cases: int, per_case: int, tag: str) -> Iterator[Event]:
 
 def produce(kafka: KafkaAccess, cat: Catalogue, events: Iterator[Event]) -> tuple[int, float]:
     codec = Codec()
-    producer = Producer({**kafka.librdkafka(), "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 20, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000, **LIBRDKAFKA_PARTITIONER})
+    producer = Producer(kafka.producer_config(**{"linger.ms": 20, "batch.size": 512 * 1024, "queue.buffering.max.messages": 1_000_000}))
     n = 0
     t0 = time.perf_counter()
     for e in events:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parcours.errors import ParcoursError
+from parcours.ports import SERVICE_PORTS
 
 if TYPE_CHECKING:
     from parcours.supervisor import Supervisor
@@ -164,8 +165,9 @@ def _views(args: argparse.Namespace) -> int:
 def _adapter(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from parcours.adapters.app import DEFAULT_PORTS, create_app
+    from parcours.adapters.app import create_app
     from parcours.ops.logs import setup_logging
+    from parcours.ports import ADAPTER_PORTS
     from parcours.runtime import cluster
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
@@ -174,7 +176,7 @@ def _adapter(args: argparse.Namespace) -> int:
     cat = default_catalogue()
     if get_settings().profile == "production" and (dev := cat.registry.with_dev_tokens()):
         raise ParcoursError(f"production profile refuses dev tokens (structures {dev}): set real token hashes in the registry")
-    port = args.port or DEFAULT_PORTS[args.kind]
+    port = args.port or ADAPTER_PORTS[args.kind]
     _check_port(args.host, port)
     from parcours.adapters.webhooks import RetryPolicy
 
@@ -266,7 +268,6 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-SERVICE_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103, "processor": 8104, "validator": 8105}
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, reader, writer
 
 from parcours.kafkaio import KafkaAccess, partition_counts, read_to_end
@@ -75,7 +74,7 @@ async def replay(catalogue: Catalogue, kafka: KafkaAccess, path: Path, progress:
     if missing:
         raise RecordingError(f"{path}: topics {missing} are not in the catalogue")
     counts = await partition_counts(kafka, [catalogue.topic(t).name for t in topics])
-    producer = AIOKafkaProducer(**kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=10)
+    producer = kafka.producer(linger_ms=10)
     await producer.start()
     t0, total = time.monotonic(), len(rows)
     try:

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -20,21 +20,21 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from parcours.adapters import requests as rq
-from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized
+from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
 from parcours.adapters.guard import EdgeGuard, TokenBucket
 from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
 from parcours.adapters.publisher import Publisher
-from parcours.adapters.rules import check_kind, check_stateful, check_stateless, eventually_referral, eventually_view
-from parcours.adapters.store import EdgeStore
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import build_event
 from parcours.kafkaio import KafkaAccess
+from parcours.publishing.errors import PublishingError
+from parcours.publishing.rules import check_kind, check_stateful, check_stateless, eventually_referral, eventually_view
+from parcours.readmodel.store import EdgeStore
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
-DEFAULT_PORTS = {"dac": 8101, "cpts": 8102, "crt": 8103}
 #: how long a write waits for the caller's view of its case before answering 404
 VIEW_WAIT_S = 3.0
 
@@ -111,6 +111,10 @@ def _install_errors(app: FastAPI, adapter: Adapter) -> None:
         adapter.metrics.refused.labels(_route_type(request), adapter.kind, exc.code, "http").inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == HTTPStatus.UNAUTHORIZED else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(PublishingError)
+    async def publishing_error(request: Request, exc: PublishingError) -> JSONResponse:
+        return await adapter_error(request, from_domain(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -222,12 +226,11 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
     async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
         build = on_case(case_id, None, "", body)
 
-        def with_date(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        def with_referral(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             fields, _ = build(short)
-            fields["start_date"] = date.fromisoformat(body.start_date) if body.start_date else None
             return fields, {"referral_id": body.referral_id}
 
-        return await submit(request, caller, key, body, "AdmissionDecided", with_date)
+        return await submit(request, caller, key, body, "AdmissionDecided", with_referral)
 
     @app.post("/v1/cases/{case_id}/consents", status_code=202, name="ConsentRecorded", tags=["events"])
     async def post_consent(request: Request, case_id: str, body: rq.ConsentIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:

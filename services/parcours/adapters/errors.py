@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from parcours.errors import ParcoursError
+from parcours.publishing.errors import BadReference, NotPermitted, NotVisible, PublishingError
 
 
 class AdapterError(ParcoursError):
@@ -60,3 +61,13 @@ class KafkaUnavailable(AdapterError):
 
 class NotReady(AdapterError):
     status, code = 503, "not_ready"
+
+
+_FROM_DOMAIN: dict[type[PublishingError], type[AdapterError]] = {
+    NotPermitted: Forbidden, BadReference: Invalid, NotVisible: NotFound}
+
+
+def from_domain(exc: PublishingError) -> AdapterError:
+    """The HTTP answer to a refusal of the publishing rules."""
+    cls = next((c for d, c in _FROM_DOMAIN.items() if isinstance(exc, d)), AdapterError)
+    return cls(exc.message, rule=exc.rule, fields=exc.fields)

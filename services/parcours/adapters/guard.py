@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 from starlette.routing import Match
 
-from parcours.adapters.errors import AdapterError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized
-from parcours.adapters.rules import check_kind
+from parcours.adapters.errors import AdapterError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, from_domain
+from parcours.publishing.errors import PublishingError
+from parcours.publishing.rules import check_kind
 from parcours.topology.catalogue import Catalogue
 
 Scope = MutableMapping[str, Any]
@@ -67,7 +68,10 @@ class EdgeGuard:
         try:
             caller = self._authenticate(scope)
             if route in self.event_types:
-                check_kind(self.catalogue, caller, route)
+                try:
+                    check_kind(self.catalogue, caller, route)
+                except PublishingError as exc:
+                    raise from_domain(exc) from None
             wait = self.limiter.take(caller.slug)
             if wait:
                 raise TooManyRequests(f"more than {self.limiter.rate:g} requests/s for {caller.slug}; retry later",

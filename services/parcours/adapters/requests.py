@@ -1,72 +1,64 @@
-"""Request bodies of the HTTP API. They never carry `source`, `event_id` or `occurred_at`:
-Parcours sets those from the authenticated caller and its clock (extra fields are refused)."""
+"""Request bodies of the HTTP API, derived from the contract's event models: each field keeps the
+contract's type, constraints and default, so the edge and the events have one source of field
+rules. A body never carries `event_id`, `occurred_at` or `source` (Parcours sets them from the
+authenticated caller and its clock), nor what the path or the server provides (a case id from the
+path, the generated item id); extra fields are refused.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from parcours.contract.models import Category, Identifier, Person, ReferralContext, Slug
+from parcours.contract.models import (
+    AdmissionDecided,
+    ConsentRecorded,
+    EvaluationRecorded,
+    Event,
+    Identifier,
+    MessagePosted,
+    ReferralStatusChanged,
+    ReferralSubmitted,
+    RuptureReported,
+)
+
+#: set by Parcours on every event, never by a partner
+SERVER_SET = frozenset({"event_id", "occurred_at", "source"})
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class ReferralIn(_Body):
-    to_structure: Slug
-    person: Person
-    reasons: Annotated[list[str], Field(min_length=1, max_length=20)]
-    urgency: Literal["routine", "soon", "urgent"]
-    context: ReferralContext | None = None
-    summary: Annotated[str, Field(min_length=1, max_length=20_000)]
-    case_id: Identifier | None = None
-
-
-class StatusIn(_Body):
-    status: Literal["acknowledged", "accepted", "declined", "redirected", "withdrawn", "completed"]
-    reason: str | None = None
-    redirect_to: Slug | None = None
-
-
-class EvaluationIn(_Body):
-    type: Literal["aggir", "icope_step1", "multidimensional"]
-    category: Category = "functional"
-    results: dict[str, str]
-    gir: int | None = None
-
-
-class AdmissionIn(_Body):
-    referral_id: Identifier
-    decision: Literal["admitted", "refused", "waitlisted"]
-    volet: Literal[1, 2]
-    start_date: str | None = None
-    reasons: list[str] = []
-
-
-class ConsentIn(_Body):
-    grantee: str
-    categories: Annotated[list[Category], Field(min_length=1)]
-    decision: Literal["permit", "deny"]
-    valid_until: datetime | None = None
-    method: Literal["oral", "written", "digital"]
-
-
-class MessageIn(_Body):
-    body: Annotated[str, Field(min_length=1, max_length=20_000)]
-    category: Category = "discussion"
-    reply_to: Identifier | None = None
-
-
-class RuptureIn(_Body):
-    territory: str
-    type: Literal["no_gp", "unanswered_referral", "readmission", "refused_admission_without_alternative", "other"]
-    description: Annotated[str, Field(min_length=1, max_length=2000)]
-    case_id: Identifier | None = None
+def body_of(event: type[Event], name: str, *, omit: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> type[BaseModel]:
+    """The body a partner posts for `event`: its fields less `omit` and the server-set ones."""
+    fields: dict[str, Any] = {f: (info.annotation, info) for f, info in event.model_fields.items()
+                              if f not in SERVER_SET and f not in omit}
+    return create_model(name, __base__=_Body, __doc__=f"A {event.event_type} as a partner posts it.",
+                        **fields, **(extra or {}))
 
 
 class WebhookIn(_Body):
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)]
     secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
+
+
+if TYPE_CHECKING:  # models made at import time: handlers see validated bodies of these shapes
+    ReferralIn: TypeAlias = Any
+    StatusIn: TypeAlias = Any
+    EvaluationIn: TypeAlias = Any
+    AdmissionIn: TypeAlias = Any
+    ConsentIn: TypeAlias = Any
+    MessageIn: TypeAlias = Any
+    RuptureIn: TypeAlias = Any
+else:
+    # the category of a referral, a status, an admission or a consent is fixed by the contract
+    ReferralIn = body_of(ReferralSubmitted, "ReferralIn", omit=("case_id", "referral_id", "category"),
+                         extra={"case_id": (Identifier | None, None)})  # attach to one of your cases
+    StatusIn = body_of(ReferralStatusChanged, "StatusIn", omit=("case_id", "referral_id", "category"))
+    EvaluationIn = body_of(EvaluationRecorded, "EvaluationIn", omit=("case_id", "evaluation_id"))
+    AdmissionIn = body_of(AdmissionDecided, "AdmissionIn", omit=("case_id", "category"))
+    ConsentIn = body_of(ConsentRecorded, "ConsentIn", omit=("case_id", "consent_id", "category"))
+    MessageIn = body_of(MessagePosted, "MessageIn", omit=("case_id", "message_id"))
+    RuptureIn = body_of(RuptureReported, "RuptureIn", omit=("rupture_id", "category"))

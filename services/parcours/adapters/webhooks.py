@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 
 from parcours.adapters.publisher import Publisher
-from parcours.adapters.store import EdgeStore
 from parcours.kafkaio import KafkaAccess
+from parcours.readmodel.store import EdgeStore
 from parcours.security.errors import SealError
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue

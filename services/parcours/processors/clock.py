@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess
+from parcours.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor.clock")
@@ -47,8 +47,7 @@ class ConsentClock:
         consumer = Consumer({**self.kafka.librdkafka(), "group.id": self.group,
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "isolation.level": "read_committed", "session.timeout.ms": 10000})
-        producer = Producer({**self.kafka.librdkafka(), "acks": "all", "enable.idempotence": True,
-                             **LIBRDKAFKA_PARTITIONER})
+        producer = Producer(self.kafka.producer_config())
         consumer.subscribe([self.schedule_topic], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)
         try:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from parcours.casefile.incremental import assemble
 from parcours.kafkaio import KafkaAccess, read_latest, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
@@ -129,8 +127,7 @@ def differences(live: Views, rebuilt: Views) -> list[str]:
 
 async def write(catalogue: Catalogue, kafka: KafkaAccess, live: Views, rebuilt: Views) -> int:
     """Publish what differs; return how many records were written."""
-    producer = AIOKafkaProducer(**kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=5,
-                                max_request_size=16 * 1024 * 1024)
+    producer = kafka.producer(max_request_size=16 * 1024 * 1024)
     await producer.start()
     n = 0
     try:

@@ -3,8 +3,9 @@ canonical topics, invalid ones to the dead-letter topic with the reason, and the
 committed only once every output of a batch is acknowledged (at-least-once; the processor
 folds duplicates away by event id).
 
-It applies the very rules of the HTTP edge (`parcours.adapters.rules`), with the publisher being
-the ingress topic's owner, whatever the event's `source` says.
+It applies the very rules of the HTTP edge (`parcours.publishing.rules`), with the publisher being
+the ingress topic's owner, whatever the event's `source` says; a refusal's dead-letter reason is
+the rule's own (`forbidden`, `invalid`, `not_found`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from parcours.adapters.errors import AdapterError, NotFound
-from parcours.adapters.rules import check_stateful, check_stateless
-from parcours.adapters.store import EdgeStore
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
 from parcours.contract.models import Event, ReferralSubmitted
 from parcours.kafkaio import KafkaAccess
 from parcours.ops.metrics import ValidatorMetrics
 from parcours.processors.deadletter import dead_letter_headers
+from parcours.publishing.errors import NotVisible, PublishingError
+from parcours.publishing.rules import check_stateful, check_stateless
+from parcours.readmodel.store import EdgeStore
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.validator")
@@ -45,7 +46,7 @@ class Validator:
             *self.owners, **self.kafka.aiokafka(), group_id=self.catalogue.group_id("validator"),
             enable_auto_commit=False, auto_offset_reset="earliest",
         )
-        producer = AIOKafkaProducer(**self.kafka.aiokafka(), acks="all", enable_idempotence=True, linger_ms=5)
+        producer = self.kafka.producer()
         await asyncio.gather(consumer.start(), producer.start())
         try:
             await self.store.caught_up.wait()
@@ -67,14 +68,16 @@ class Validator:
             event = self.codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
         except DecodeError as exc:
             return await self._dead(producer, r, "undecodable", str(exc), "unknown", owner.kind)
+        if r.key != event.key.encode():
+            self.metrics.refused.labels(event.event_type, owner.kind, "key_mismatch", "kafka").inc()
+            return await self._dead(producer, r, "key_mismatch", f"record key {r.key!r} differs from the event's key {event.key!r}",
+                                    event.event_type, owner.kind)
         try:
-            if r.key != event.key.encode():
-                raise AdapterError(f"record key {r.key!r} differs from the event's key {event.key!r}")
             check_stateless(self.catalogue, owner, event)
             await self._check_case(owner, event)
-        except AdapterError as exc:
-            self.metrics.refused.labels(event.event_type, owner.kind, exc.code, "kafka").inc()
-            return await self._dead(producer, r, exc.code, str(exc) + (f" ({exc.rule})" if exc.rule else ""), event.event_type, owner.kind)
+        except PublishingError as exc:
+            self.metrics.refused.labels(event.event_type, owner.kind, exc.reason, "kafka").inc()
+            return await self._dead(producer, r, exc.reason, str(exc) + (f" ({exc.rule})" if exc.rule else ""), event.event_type, owner.kind)
         self.metrics.accepted.labels(event.event_type, owner.kind, "kafka").inc()
         topic = self.catalogue.for_event(event.event_type).name
         return await producer.send(topic, r.value, key=r.key, headers=list(r.headers or []))
@@ -84,7 +87,7 @@ class Validator:
             # a referral may open a case, but not slip into someone else's
             exists = any(event.case_id in views for views in self.store.views.values())
             if exists and self.store.view(owner.slug, event.case_id) is None:
-                raise NotFound(f"no case {event.case_id} visible to {owner.slug}")
+                raise NotVisible(f"no case {event.case_id} visible to {owner.slug}")
             return
         await check_stateful(self.store, owner, event, wait=self.view_wait)
 

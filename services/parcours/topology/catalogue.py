@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from parcours.contract.models import KINDS as CONTRACT_KINDS
 from parcours.contract.schemas import SchemaSet, default_schema_set
 from parcours.paths import topics_dir
 from parcours.topology.errors import CatalogueError
@@ -21,7 +22,7 @@ from parcours.topology.yamlfile import fields, line, load
 
 ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress"}
 SERVICES = {"processor", "validator", "adapter", "ops", "owner"}
-KINDS = {"dac", "cpts", "crt"}
+KINDS = frozenset(CONTRACT_KINDS)  # the structure kinds, from the contract
 
 #: the broker refuses smaller segments
 _MIN_SEGMENT_BYTES = 14

@@ -2,17 +2,15 @@
 
 Stateless rules come from the topic catalogue and the registry; stateful ones (the case is
 visible to the publisher, only a referral's recipient changes its status or decides on
-admission) read the publisher's own case views.
+admission) read the publisher's own case views through `CaseViews` (the read model).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from parcours.adapters.errors import Forbidden, Invalid, NotFound
-from parcours.adapters.store import EdgeStore
 from parcours.contract.models import (
     KINDS,
     AdmissionDecided,
@@ -22,15 +20,24 @@ from parcours.contract.models import (
     ReferralSubmitted,
     RuptureReported,
 )
+from parcours.publishing.errors import BadReference, NotPermitted, NotVisible
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
 T = TypeVar("T")
 
+
+class CaseViews(Protocol):
+    """What the stateful rules read: a structure's view of a case, a referral it sees."""
+
+    def view(self, slug: str, case_id: str) -> dict[str, Any] | None: ...
+
+    def referral(self, slug: str, referral_id: str) -> tuple[str, dict[str, Any]] | None: ...
+
 def check_kind(catalogue: Catalogue, caller: Structure, event_type: str) -> None:
     if not catalogue.may_publish(caller.kind, event_type):
         allowed = sorted(catalogue.for_event(event_type).events[event_type])
-        raise Forbidden(f"a {caller.kind} may not publish {event_type}",
+        raise NotPermitted(f"a {caller.kind} may not publish {event_type}",
                         rule=f"topics/catalogue.yaml: {event_type} may be published by {allowed}")
 
 
@@ -38,16 +45,16 @@ def check_stateless(catalogue: Catalogue, caller: Structure, event: Event) -> No
     """Rights of the kind, authorship, and references to registered structures."""
     check_kind(catalogue, caller, event.event_type)
     if event.source != caller.slug:
-        raise Forbidden(f"source {event.source} is not the publisher {caller.slug}", rule="source is the authenticated structure")
+        raise NotPermitted(f"source {event.source} is not the publisher {caller.slug}", rule="source is the authenticated structure")
     known = catalogue.registry.structures
     if isinstance(event, ReferralSubmitted) and event.to_structure not in known:
-        raise Invalid("unknown recipient", fields=[{"field": "to_structure", "rule": f"{event.to_structure} is not a registered structure"}])
+        raise BadReference("unknown recipient", fields=[{"field": "to_structure", "rule": f"{event.to_structure} is not a registered structure"}])
     if isinstance(event, ReferralStatusChanged) and event.redirect_to and event.redirect_to not in known:
-        raise Invalid("unknown redirect target", fields=[{"field": "redirect_to", "rule": "must be a registered structure"}])
+        raise BadReference("unknown redirect target", fields=[{"field": "redirect_to", "rule": "must be a registered structure"}])
     if isinstance(event, ConsentRecorded) and event.grantee not in KINDS and event.grantee not in known:
-        raise Invalid("unknown grantee", fields=[{"field": "grantee", "rule": "a registered structure slug or a kind (dac, cpts, crt)"}])
+        raise BadReference("unknown grantee", fields=[{"field": "grantee", "rule": "a registered structure slug or a kind (dac, cpts, crt)"}])
     if isinstance(event, RuptureReported) and event.territory != caller.territory:
-        raise Forbidden(f"{caller.slug} reports ruptures for territory {caller.territory} only", rule="ruptures: own territory")
+        raise NotPermitted(f"{caller.slug} reports ruptures for territory {caller.territory} only", rule="ruptures: own territory")
 
 
 def current_recipient(ref: dict[str, Any]) -> str:
@@ -59,34 +66,34 @@ def current_recipient(ref: dict[str, Any]) -> str:
     return str(recipient)
 
 
-async def check_stateful(store: EdgeStore, caller: Structure, event: Event, wait: float = 0.0) -> None:
+async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait: float = 0.0) -> None:
     """The publisher must see the case it writes into (a new referral opens a case), and only a
     referral's recipient changes its status (the sender may withdraw) or decides on admission.
     `wait`: how long to wait for a view the processor may not have written yet."""
     if isinstance(event, (ReferralStatusChanged, AdmissionDecided)):
         found = await _eventually(lambda: store.referral(caller.slug, event.referral_id), wait)
         if found is None or found[0] != event.case_id:
-            raise NotFound(f"no referral {event.referral_id} in case {event.case_id} visible to {caller.slug}")
+            raise NotVisible(f"no referral {event.referral_id} in case {event.case_id} visible to {caller.slug}")
         ref = found[1]
         if isinstance(event, ReferralStatusChanged) and event.status == "withdrawn":
             if caller.slug != ref["from"]:
-                raise Forbidden("only the sender may withdraw a referral", rule="withdrawn: sender only")
+                raise NotPermitted("only the sender may withdraw a referral", rule="withdrawn: sender only")
         elif caller.slug != current_recipient(ref):
             what = "decide on admission" if isinstance(event, AdmissionDecided) else f"set a referral's status to {event.status}"
-            raise Forbidden(f"only the recipient ({current_recipient(ref)}) may {what}",
+            raise NotPermitted(f"only the recipient ({current_recipient(ref)}) may {what}",
                             rule="referral status and admission: recipient only (the sender may withdraw)")
         return
     if isinstance(event, ReferralSubmitted) or event.case_id is None:
         return  # a referral may open a case: each entry point checks an attached case itself
     if await _eventually(lambda: store.view(caller.slug, event.case_id), wait) is None:
-        raise NotFound(f"no case {event.case_id} visible to {caller.slug}")
+        raise NotVisible(f"no case {event.case_id} visible to {caller.slug}")
 
 
-async def eventually_view(store: EdgeStore, slug: str, case_id: str, wait: float) -> dict[str, Any] | None:
+async def eventually_view(store: CaseViews, slug: str, case_id: str, wait: float) -> dict[str, Any] | None:
     return await _eventually(lambda: store.view(slug, case_id), wait)
 
 
-async def eventually_referral(store: EdgeStore, slug: str, referral_id: str, wait: float) -> tuple[str, dict[str, Any]] | None:
+async def eventually_referral(store: CaseViews, slug: str, referral_id: str, wait: float) -> tuple[str, dict[str, Any]] | None:
     return await _eventually(lambda: store.referral(slug, referral_id), wait)
 
 
