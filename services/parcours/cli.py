@@ -14,6 +14,7 @@ from parcours.errors import ParcoursError
 from parcours.ports import SERVICE_PORTS
 
 if TYPE_CHECKING:
+    from parcours.runtime import Cluster
     from parcours.supervisor import Supervisor
 
 
@@ -113,6 +114,7 @@ def _processor(args: argparse.Namespace) -> int:
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
     from parcours.processors.app import create_app
+    from parcours.processors.core import RecordProcessor
     from parcours.runtime import resolve_kafka
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
@@ -124,7 +126,8 @@ def _processor(args: argparse.Namespace) -> int:
     serve(metrics.registry, args.metrics_port)
     cat = default_catalogue()
     state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
-    app, threads = create_app(cat, resolve_kafka(cat.service_principal("processor")), default_policy(), metrics, state_dir=state_dir,
+    core = RecordProcessor(cat, default_policy())
+    app, threads = create_app(cat, resolve_kafka(cat.service_principal("processor")), core, metrics, state_dir=state_dir,
                               commit_interval=args.commit_interval)
     for t in threads:
         t.start()
@@ -165,7 +168,7 @@ def _views(args: argparse.Namespace) -> int:
 def _adapter(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from parcours.adapters.app import create_app
+    from parcours.adapters.app import build_adapter, create_app
     from parcours.ops.logs import setup_logging
     from parcours.ports import ADAPTER_PORTS
     from parcours.runtime import cluster
@@ -182,8 +185,9 @@ def _adapter(args: argparse.Namespace) -> int:
 
     s = get_settings()
     where = cluster(s)
-    app = create_app(args.kind, cat, where.access(cat.service_principal("adapter", args.kind)), where.sealer(),
-                     RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s)
+    adapter = build_adapter(args.kind, cat, where.access(cat.service_principal("adapter", args.kind)), where.sealer(),
+                            RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s)
+    app = create_app(adapter)
     uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0
 
@@ -272,48 +276,26 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     """`parcours up` and `parcours demo`: the whole backbone, seeded with the demo story."""
-    import os
     import signal
 
-    from parcours import demo
+    from parcours.runtime import cluster_or_start
     from parcours.settings import get_settings
-    from parcours.supervisor import Supervisor
-    from parcours.topology import admin
-    from parcours.topology.catalogue import default_catalogue
 
     s = get_settings()
     for port in SERVICE_PORTS.values():
         _check_port("127.0.0.1", port)
-    from parcours.runtime import cluster_or_start
-    from parcours.security.credentials import ADMIN
-
     where, broker = cluster_or_start(s)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    cat = default_catalogue()
-    kafka = where.access(ADMIN)
-    changes = asyncio.run(admin.apply(cat, kafka, where.credentials))
-    print(f"Kafka at {kafka}; {len(cat.topics)} topics, {len(cat.principals())} principals, {len(cat.acls())} ACLs "
-          f"in the catalogue; {len(changes)} changed", flush=True)
     logdir = s.broker_dir.parent / "logs"
-    # each service connects as its own principal, its secret read from the credential store
-    sup = Supervisor({**os.environ, **where.env()}, logdir)
-    sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
-    sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
-    for kind in ("dac", "cpts", "crt"):
-        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]))
+    _apply_catalogue(where)
+    sup = _supervisor(where, logdir)
     urls = {k: f"http://127.0.0.1:{SERVICE_PORTS[k]}" for k in ("dac", "cpts", "crt")}
     sup.start()
     try:
         _await_ready(urls, sup)
-        print("seeding the demo territory (Haute-Garonne) ...", flush=True)
-        cases = asyncio.run(demo.seed(urls))
+        cases = _seed(urls)
         if args.command == "demo":
-            views = asyncio.run(_settled_views(urls, cases))
-            for label, case_id in cases.items():
-                print(f"\n== case {case_id}: {label}")
-                for slug in demo.KIND_OF:
-                    print(demo.render(slug, views[(slug, case_id)]))
-            print("\ndemo finished: every structure's view printed above")
+            _print_views(urls, cases)
             return 0
         _print_endpoints(urls, logdir)
         while True:
@@ -326,6 +308,50 @@ def _up(args: argparse.Namespace) -> int:
         sup.stop()
         if broker is not None:
             broker.stop()
+
+
+def _apply_catalogue(where: Cluster) -> None:
+    from parcours.security.credentials import ADMIN
+    from parcours.topology import admin
+    from parcours.topology.catalogue import default_catalogue
+
+    cat, kafka = default_catalogue(), where.access(ADMIN)
+    changes = asyncio.run(admin.apply(cat, kafka, where.credentials))
+    print(f"Kafka at {kafka}; {len(cat.topics)} topics, {len(cat.principals())} principals, {len(cat.acls())} ACLs "
+          f"in the catalogue; {len(changes)} changed", flush=True)
+
+
+def _supervisor(where: Cluster, logdir: Path) -> Supervisor:
+    """Every service as a child process; each connects as its own principal, its secret read from
+    the credential store the environment names."""
+    import os
+
+    from parcours.supervisor import Supervisor
+
+    sup = Supervisor({**os.environ, **where.env()}, logdir)
+    sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
+    sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
+    for kind in ("dac", "cpts", "crt"):
+        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]))
+    return sup
+
+
+def _seed(urls: dict[str, str]) -> dict[str, str]:
+    from parcours import demo
+
+    print("seeding the demo territory (Haute-Garonne) ...", flush=True)
+    return asyncio.run(demo.seed(urls))
+
+
+def _print_views(urls: dict[str, str], cases: dict[str, str]) -> None:
+    from parcours import demo
+
+    views = asyncio.run(_settled_views(urls, cases))
+    for label, case_id in cases.items():
+        print(f"\n== case {case_id}: {label}")
+        for slug in demo.KIND_OF:
+            print(demo.render(slug, views[(slug, case_id)]))
+    print("\ndemo finished: every structure's view printed above")
 
 
 def _await_ready(urls: dict[str, str], sup: Supervisor, timeout: float = 120) -> None:

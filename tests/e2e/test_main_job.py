@@ -34,6 +34,14 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path) ->
 
 def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path) -> None:
     env = _env(kafka_cluster) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+    _run_up_once(env)
+    # at once again: the ports just closed (TIME_WAIT) must not stop a new start
+    again = _run_up_once(env | {"PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"})
+    assert "changed" in again
+
+
+def _run_up_once(env: dict[str, str]) -> str:
+    """`parcours up` until it serves, every printed URL answered, then Ctrl-C; its output."""
     proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
@@ -69,3 +77,4 @@ def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, 
             raise AssertionError(f"port {port} still answers")
         except httpx.ConnectError:
             pass
+    return "".join(lines)

@@ -7,7 +7,7 @@ event (validated by the contract), publish it, and answer 202 once Kafka acknowl
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,34 +56,47 @@ class AdapterMetrics:
 
 @dataclass
 class Adapter:
+    """Everything an adapter's routes use: the composition root (`create_app`) takes it whole, so a
+    test may pass fakes for any part."""
+
     kind: str
     catalogue: Catalogue
     publisher: Publisher
     store: EdgeStore
     metrics: AdapterMetrics
+    sealer: Sealer
+    delivery: WebhookDelivery
+    limiter: TokenBucket
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
 
 
-def create_app(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,
-               rate_limit_per_s: float = 100.0) -> FastAPI:
-    slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
+def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,
+                  rate_limit_per_s: float = 100.0) -> Adapter:
+    """The real collaborators of an adapter of `kind`, on `kafka` as the kind's own principal."""
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
-    reads_observatory = kind in catalogue.topic("observatory").readers
-    store = EdgeStore(kafka, catalogue, slugs, observatory=reads_observatory)
-    adapter = Adapter(kind, catalogue, publisher, store, metrics, retry or RetryPolicy())
-    delivery = WebhookDelivery(adapter.store, publisher, catalogue, metrics, adapter.retry, sealer)
+    slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
+    store = EdgeStore(kafka, catalogue, slugs, observatory=kind in catalogue.topic("observatory").readers)
+    retry = retry or RetryPolicy()
+    delivery = WebhookDelivery(store, publisher, catalogue, metrics, retry, sealer)
+    return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
+                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), retry)
+
+
+def create_app(adapter: Adapter) -> FastAPI:
+    """The HTTP application of one adapter: its lifespan, its gate, its error mapping, its routes."""
+    kind = adapter.kind
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         adapter.store.start()
-        delivery.start()
-        metrics.up.labels(kind).set(1)
+        adapter.delivery.start()
+        adapter.metrics.up.labels(kind).set(1)
         yield
-        await delivery.stop()
+        await adapter.delivery.stop()
         await adapter.store.stop()
-        await publisher.close()
+        await adapter.publisher.close()
 
     app = FastAPI(
         title=f"Parcours {kind.upper()} adapter",
@@ -92,14 +105,17 @@ def create_app(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Seal
         lifespan=lifespan,
     )
     app.state.adapter = adapter
-    app.state.sealer = sealer
     _install_errors(app, adapter)
-    _routes(app, adapter)
+    _referral_routes(app, adapter)
+    _item_routes(app, adapter)
+    _view_routes(app, adapter)
+    _webhook_routes(app, adapter)
+    _ops_routes(app, adapter)
     # before any body is read: authentication, the kind's rights, the rate, the size
-    max_body = min(t.max_value_bytes for t in catalogue.canonical())
-    app.add_middleware(EdgeGuard, kind=kind, catalogue=catalogue, max_body=max_body,
-                       limiter=TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), routes=lambda: app.router.routes,
-                       on_refusal=lambda route, code: metrics.refused.labels(route, kind, code, "http").inc())
+    max_body = min(t.max_value_bytes for t in adapter.catalogue.canonical())
+    app.add_middleware(EdgeGuard, kind=kind, catalogue=adapter.catalogue, max_body=max_body, limiter=adapter.limiter,
+                       routes=lambda: app.router.routes,
+                       on_refusal=lambda route, code: adapter.metrics.refused.labels(route, kind, code, "http").inc())
     return app
 
 
@@ -144,57 +160,69 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 # --- handlers --------------------------------------------------------------------------------
 
-def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - one place for every route
+async def _visible_case(store: EdgeStore, caller: Structure, case_id: str, wait: float = 0.0) -> dict[str, Any]:
+    view = await eventually_view(store, caller.slug, case_id, wait)
+    if view is None:
+        raise NotFound(f"no case {case_id} visible to {caller.slug}")
+    return view
+
+
+Build = Callable[[str], tuple[dict[str, Any], dict[str, Any]]]
+
+
+async def _submit(adapter: Adapter, request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
+                  build: Build) -> dict[str, Any]:
+    """Every POST's path: idempotency, event build + validation, rules, publish, answer."""
+    cat = adapter.catalogue
+    check_kind(cat, caller, event_type)  # the gate checked it already; the rules module owns it
+    digest = body_hash(request.url.path, body.model_dump(mode="json"))
+    if key:
+        cached = adapter.idempotency.lookup(caller.slug, key, digest)
+        if cached is not None:
+            return cached
+    event_id = derived_event_id(caller.slug, key)
+    fields, answer = build(event_id.hex[:16])
+    data = {"event_id": str(event_id), "occurred_at": datetime.now(UTC), "source": caller.slug, **fields}
+    try:
+        event = build_event(event_type, data)
+    except EventValidationError as exc:
+        raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
+    check_stateless(cat, caller, event)
+    # a partner often writes right after opening a case: give the processor a moment
+    await check_stateful(adapter.store, caller, event, wait=VIEW_WAIT_S)
+    await adapter.publisher.publish(event)
+    adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
+    response = {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
+    if key:
+        adapter.idempotency.store(caller.slug, key, digest, response)
+    return response
+
+
+def _on_case(case_id: str, id_field: str | None, prefix: str, body: Any) -> Build:
+    """Build function for an event on an existing case that creates an item `prefix-<id>`."""
+    def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        fields = {"case_id": case_id, **body.model_dump()}
+        if id_field is None:
+            return fields, {}
+        fields[id_field] = f"{prefix}-{short}"
+        return fields, {id_field: fields[id_field]}
+    return build
+
+
+def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
+    """Referrals and their statuses: decode the body, build the event, check the rules, publish."""
     cat, store = adapter.catalogue, adapter.store
 
-    async def visible_case(caller: Structure, case_id: str, wait: float = 0.0) -> dict[str, Any]:
-        view = await eventually_view(store, caller.slug, case_id, wait)
-        if view is None:
-            raise NotFound(f"no case {case_id} visible to {caller.slug}")
-        return view
-
     async def submit(request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
-                     build: Any) -> dict[str, Any]:
-        """Common path: rights, idempotency, event build + validation, rules, publish, answer."""
-        check_kind(cat, caller, event_type)  # 403 before anything else
-        digest = body_hash(request.url.path, body.model_dump(mode="json"))
-        if key:
-            cached = adapter.idempotency.lookup(caller.slug, key, digest)
-            if cached is not None:
-                return cached
-        event_id = derived_event_id(caller.slug, key)
-        fields, answer = build(event_id.hex[:16])
-        data = {"event_id": str(event_id), "occurred_at": datetime.now(UTC), "source": caller.slug, **fields}
-        try:
-            event = build_event(event_type, data)
-        except EventValidationError as exc:
-            raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
-        check_stateless(cat, caller, event)
-        # a partner often writes right after opening a case: give the processor a moment
-        await check_stateful(store, caller, event, wait=VIEW_WAIT_S)
-        await adapter.publisher.publish(event)
-        adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
-        response = {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
-        if key:
-            adapter.idempotency.store(caller.slug, key, digest, response)
-        return response
-
-    def on_case(case_id: str, id_field: str | None, prefix: str, body: Any) -> Any:
-        """Build function for an event on an existing case that creates an item `prefix-<id>`."""
-        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            fields = {"case_id": case_id, **body.model_dump()}
-            if id_field is None:
-                return fields, {}
-            fields[id_field] = f"{prefix}-{short}"
-            return fields, {id_field: fields[id_field]}
-        return build
+                     build: Build) -> dict[str, Any]:
+        return await _submit(adapter, request, caller, key, body, event_type, build)
 
     @app.post("/v1/referrals", status_code=202, name="ReferralSubmitted", tags=["events"])
     async def post_referral(request: Request, body: rq.ReferralIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
         """Refer a person to another structure; opens a new case unless `case_id` names one of yours."""
         check_kind(cat, caller, "ReferralSubmitted")
         if body.case_id is not None:
-            await visible_case(caller, body.case_id, VIEW_WAIT_S)
+            await _visible_case(store, caller, body.case_id, VIEW_WAIT_S)
 
         def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             referral_id = f"ref-{short}"
@@ -210,7 +238,7 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
         found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
         if found is None:
             raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
-        build = on_case(found[0], None, "", body)
+        build = _on_case(found[0], None, "", body)
 
         def with_ref(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             fields, _ = build(short)
@@ -218,13 +246,22 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
 
         return await submit(request, caller, key, body, "ReferralStatusChanged", with_ref)
 
+
+
+def _item_routes(app: FastAPI, adapter: Adapter) -> None:
+    """The items of a case (and territorial ruptures): one POST per event type."""
+
+    async def submit(request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
+                     build: Build) -> dict[str, Any]:
+        return await _submit(adapter, request, caller, key, body, event_type, build)
+
     @app.post("/v1/cases/{case_id}/evaluations", status_code=202, name="EvaluationRecorded", tags=["events"])
     async def post_evaluation(request: Request, case_id: str, body: rq.EvaluationIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        return await submit(request, caller, key, body, "EvaluationRecorded", on_case(case_id, "evaluation_id", "eval", body))
+        return await submit(request, caller, key, body, "EvaluationRecorded", _on_case(case_id, "evaluation_id", "eval", body))
 
     @app.post("/v1/cases/{case_id}/admission-decisions", status_code=202, name="AdmissionDecided", tags=["events"])
     async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        build = on_case(case_id, None, "", body)
+        build = _on_case(case_id, None, "", body)
 
         def with_referral(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             fields, _ = build(short)
@@ -234,11 +271,11 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
 
     @app.post("/v1/cases/{case_id}/consents", status_code=202, name="ConsentRecorded", tags=["events"])
     async def post_consent(request: Request, case_id: str, body: rq.ConsentIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        return await submit(request, caller, key, body, "ConsentRecorded", on_case(case_id, "consent_id", "consent", body))
+        return await submit(request, caller, key, body, "ConsentRecorded", _on_case(case_id, "consent_id", "consent", body))
 
     @app.post("/v1/cases/{case_id}/messages", status_code=202, name="MessagePosted", tags=["events"])
     async def post_message(request: Request, case_id: str, body: rq.MessageIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        return await submit(request, caller, key, body, "MessagePosted", on_case(case_id, "message_id", "msg", body))
+        return await submit(request, caller, key, body, "MessagePosted", _on_case(case_id, "message_id", "msg", body))
 
     @app.post("/v1/ruptures", status_code=202, name="RuptureReported", tags=["events"])
     async def post_rupture(request: Request, body: rq.RuptureIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
@@ -248,10 +285,14 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
 
         return await submit(request, caller, key, body, "RuptureReported", build)
 
-    # --- reads ---
+
+def _view_routes(app: FastAPI, adapter: Adapter) -> None:
+    """The caller's consent-filtered views, its inbox feed and (DAC) the observatory."""
+    cat, store = adapter.catalogue, adapter.store
+
     @app.get("/v1/cases/{case_id}", tags=["views"])
     async def get_case(case_id: str, caller: Caller) -> dict[str, Any]:
-        return await visible_case(caller, case_id)
+        return await _visible_case(store, caller, case_id)
 
     @app.get("/v1/cases", tags=["views"])
     async def list_cases(caller: Caller) -> dict[str, Any]:
@@ -281,20 +322,27 @@ def _routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901, PLR0915 - on
             counts[k] = counts.get(k, 0) + 1
         return {"ruptures": [{"territory": t, "week": w, "type": ty, "count": n} for (t, w, ty), n in sorted(counts.items())]}
 
+
+def _webhook_routes(app: FastAPI, adapter: Adapter) -> None:
+    cat, store = adapter.catalogue, adapter.store
+
     @app.put("/v1/webhook", tags=["webhooks"])
     async def put_webhook(request: Request, body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
         import json
 
         secret = body.secret or secrets.token_urlsafe(32)
         # the signing secret travels sealed: Kafka readers without the key never see it
-        registration = {"url": body.url, "secret": request.app.state.sealer.seal(secret),
+        registration = {"url": body.url, "secret": adapter.sealer.seal(secret),
                         "from_sequence": len(store.inbox.get(caller.slug, [])) and store.inbox[caller.slug][-1]["sequence"]}
         await adapter.publisher.send(cat.topic("webhooks").name, f"endpoint/{caller.slug}".encode(), json.dumps(registration).encode())
         store.webhooks[f"endpoint/{caller.slug}"] = registration
         return {"url": body.url, "secret": secret, "signature_header": "X-Parcours-Signature",
                 "from_sequence": registration["from_sequence"]}
 
-    # --- operations ---
+
+def _ops_routes(app: FastAPI, adapter: Adapter) -> None:
+    store = adapter.store
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "kind": adapter.kind}

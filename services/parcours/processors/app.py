@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
 from parcours.processors.errors import EngineError
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.registry import KindPolicy
 
 log = logging.getLogger("parcours.processor")
 
@@ -62,15 +62,24 @@ class _CatalogueTopics(TopicManager):
         return super()._internal_name(topic_type, topic_name, suffix)
 
 
-def create_app(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, metrics: ProcessorMetrics, *,
+def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, metrics: ProcessorMetrics, *,
                state_dir: Path, commit_interval: float = 0.5) -> tuple[Application, list[threading.Thread]]:
-    """The Quix application and the side threads to start with it."""
-    core = RecordProcessor(catalogue, policy)
+    """The composition root: the Quix application running `core` (the transport-free step), and
+    the side threads to start with it (the consent clock, the lag reporter)."""
+    app = _application(catalogue, kafka, state_dir, commit_interval)
+    _pipeline(app, core, [app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
+                          for name in core.input_topics(catalogue)], _Counts(metrics))
+    clock = ConsentClock(kafka, catalogue)
+    lag = threading.Thread(target=_report_lag, args=(catalogue, kafka, metrics), name="lag", daemon=True)
+    return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
+
+
+def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, commit_interval: float) -> Application:
     group = group_id(catalogue)
     producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 5, **LIBRDKAFKA_PARTITIONER}
     # within the prefix the catalogue's ACLs give the processor's principal; unique per instance
     transactional_id = catalogue.group_id("processor", f"-{uuid.uuid4()}")
-    app = Application(
+    return Application(
         broker_address=kafka.quix(),
         consumer_group=group,
         auto_offset_reset="earliest",
@@ -88,13 +97,15 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, met
         consumer_poll_timeout=0.1,
         topic_manager=_topic_manager(catalogue, kafka, group, producer_config),
     )
-    topics = [app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
-              for name in core.input_topics(catalogue)]
+
+
+def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count: Callable[[Step], None]) -> None:
+    """The agent: every input record through `core.process`, its outputs to Quix's transactional
+    producer (so they commit with the state and the input offsets), its figures to the metrics."""
     sdf = app.dataframe(topics[0])
     for t in topics[1:]:
         sdf = sdf.concat(app.dataframe(t))
     producer = _transactional_producer(app)
-    count = _Counts(metrics)
 
     def emit(step: Step) -> None:
         for o in step.outputs:
@@ -116,9 +127,6 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, met
     sdf = sdf.filter(keyed, metadata=True)
     sdf.apply(step, stateful=True, metadata=True)
     _without_time_alignment(app)
-    clock = ConsentClock(kafka, catalogue)
-    lag = threading.Thread(target=_report_lag, args=(catalogue, kafka, metrics), name="lag", daemon=True)
-    return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
 
 
 class _Counts:
