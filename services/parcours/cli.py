@@ -94,6 +94,26 @@ def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    """docs/events.md from schemas/ and the catalogue; `--check` fails when the file differs."""
+    from parcours.contract.schemas import default_schema_set
+    from parcours.paths import project_root
+    from parcours.topology.catalogue import Catalogue
+    from parcours.topology.docs import render
+
+    out = Path(args.out) if args.out else project_root() / "docs" / "events.md"
+    text = render(Catalogue.load(), default_schema_set())
+    if args.check:
+        if not out.exists() or out.read_text() != text:
+            print(f"{out} differs from the catalogue and schemas: run `parcours docs`", file=sys.stderr)
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    out.write_text(text)
+    print(f"wrote {out}")
+    return 0
+
+
 def _schemas(args: argparse.Namespace) -> int:
     from parcours.contract.schemas import SchemaSet
     from parcours.paths import schemas_dir
@@ -416,6 +436,23 @@ def _check_port(host: str, port: int) -> None:
             raise ParcoursError(f"port {host}:{port} is already taken ({exc.strerror}); pass --port") from None
 
 
+def _admin_parsers(sub: Any) -> None:
+    """The administrative commands: credentials, docs, topics."""
+    c = sub.add_parser("credentials", help="client settings and rights of a Kafka principal (a partner's, a service's)")
+    c.add_argument("principal")
+    c.add_argument("--show-secret", action="store_true", help="print the SCRAM secret (to hand it to the partner)")
+    c.set_defaults(func=_credentials)
+
+    d = sub.add_parser("docs", help="write docs/events.md from schemas/ and topics/ (--check: compare only)")
+    d.add_argument("--out")
+    d.add_argument("--check", action="store_true")
+    d.set_defaults(func=_docs)
+
+    t = sub.add_parser("topics", help="the topic catalogue against the cluster")
+    t.add_argument("action", choices=["plan", "apply", "acls"])
+    t.set_defaults(func=_topics)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parcours", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -425,14 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tls", action="store_true", help="client listener SASL_SSL, with a CA made on first start (PARCOURS_BROKER_TLS)")
     b.set_defaults(func=_broker)
 
-    c = sub.add_parser("credentials", help="client settings and rights of a Kafka principal (a partner's, a service's)")
-    c.add_argument("principal")
-    c.add_argument("--show-secret", action="store_true", help="print the SCRAM secret (to hand it to the partner)")
-    c.set_defaults(func=_credentials)
-
-    t = sub.add_parser("topics", help="the topic catalogue against the cluster")
-    t.add_argument("action", choices=["plan", "apply", "acls"])
-    t.set_defaults(func=_topics)
+    _admin_parsers(sub)
 
     sc = sub.add_parser("schemas", help="the Avro schema set")
     sc.add_argument("action", choices=["check"])

@@ -1,7 +1,7 @@
 """Property tests: over random histories of events, consents, revocations, duplicates and
 reorderings, no view holds an item its structure may not see, and views do not depend on order.
 
-The oracle below restates DESIGN.md section 3 plainly and independently of parcours.casefile.
+The oracle below restates docs/consent-rules.md plainly and independently of parcours.casefile.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN.md section 3, rule by rule, on the pure case file."""
+"""docs/consent-rules.md, rule by rule, on the pure case file."""
 
 from __future__ import annotations
 

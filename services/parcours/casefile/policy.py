@@ -1,4 +1,4 @@
-"""The consent rules of DESIGN.md section 3, as pure functions: the one place they are written.
+"""The consent rules of docs/consent-rules.md, as pure functions: the one place they are written.
 
 1. Author: a structure always sees the items it authored.
 2. Referral parties: sender, recipient (and a redirection's target) see the referral, its status

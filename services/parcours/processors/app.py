@@ -10,7 +10,7 @@
 - beside the pipeline, two threads that never touch the pipeline's consumer group: the consent
   clock (`clock.py`) and the lag reporter (admin API only).
 
-Why not faust (KAFKA.md, README): its own per-event cost capped a processor near 3,000 events/s
+Why not faust (README, "Architecture of the processor"): its own per-event cost capped a processor near 3,000 events/s
 on these machines, and a worker restarted after SIGKILL lost or never caught up events.
 """
 
