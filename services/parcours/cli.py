@@ -206,7 +206,9 @@ def _adapter(args: argparse.Namespace) -> int:
     s = get_settings()
     where = cluster(s)
     adapter = build_adapter(args.kind, cat, where.access(cat.service_principal("adapter", args.kind)), where.sealer(),
-                            RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s)
+                            RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s,
+                            webhook_https_only=s.profile == "production",
+                            webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks)
     app = create_app(adapter)
     uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0

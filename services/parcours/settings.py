@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     webhook_key: SecretStr | None = None
     #: requests per second per partner token at the HTTP edge (bursts of twice as many); 429 beyond
     rate_limit_per_s: float = 100.0
+    #: may a webhook point into loopback, link-local or private networks? (default: dev profile only)
+    webhook_private_networks: bool | None = None
     webhook_attempts: int = 5
     webhook_first_delay_s: float = 0.5
 

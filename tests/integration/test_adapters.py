@@ -327,13 +327,14 @@ def _read(kafka: KafkaAccess, topic: str):
 
 
 async def test_the_largest_events_the_edge_accepts_reach_the_views(api: Api) -> None:
-    """Evaluations as large as the edge lets through, of characters that JSON escapes six-fold,
-    twice in one case: each is either refused before the 202 (413: the body limit is the topic's
-    record limit) or held by the views, and the processor never dead-letters or stops on them."""
+    """Evaluations as large as the edge lets through, of characters that JSON escapes (twice their
+    Avro size; control characters, escaped six-fold, are refused by the contract), twice in one
+    case: each is either refused before the 202 (413: the body limit is the topic's record limit)
+    or held by the views, and the processor never dead-letters or stops on them."""
     case, _ = await _case_for(api)
-    value = "\u0001" * 2000  # 2,000 bytes in Avro, 12,000 in JSON
+    value = '"' * 2000  # 2,000 bytes in Avro, 4,000 in JSON
     accepted, refused = [], 0
-    for entries in (100, 86, 80, 75):  # from beyond the edge's ~1 MB body limit down to just under it
+    for entries in (300, 260, 240, 200):  # from beyond the edge's ~1 MB body limit down to just under it
         for copy in ("a", "b"):
             body = {"type": "multidimensional", "category": "functional",
                     "results": {f"{copy}{i:04d}": value for i in range(entries)}}
@@ -345,7 +346,7 @@ async def test_the_largest_events_the_edge_accepts_reach_the_views(api: Api) -> 
                 refused += 1
                 assert resp.json()["error"] == "payload_too_large"
     assert accepted, "the edge accepted none of the large evaluations"
-    assert refused == 4  # 100 and 86 entries: over the limit
+    assert refused == 4  # 300 and 260 entries: over the limit
     view = await api.view_with("dac-31", case, f"evaluation:{accepted[-1][0]}", timeout=90)
     held = {e["evaluation_id"]: e for e in view["evaluations"]}
     for evaluation_id, entries in accepted:
@@ -354,3 +355,11 @@ async def test_the_largest_events_the_edge_accepts_reach_the_views(api: Api) -> 
         assert set(held[evaluation_id]["results"].values()) == {value}
     api.stack.check_alive()
 
+
+
+async def test_text_with_control_characters_is_refused_naming_the_field(api: Api) -> None:
+    case, _ = await _case_for(api)
+    resp = await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "before\u0000after"}, expect=422)
+    assert resp.json()["fields"] == [{"field": "body", "rule": "control characters (NUL and other C0 but tab and newlines) are not allowed"}]
+    ok = await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "deux lignes\n\tet une tabulation"})
+    assert ok.json()["message_id"]

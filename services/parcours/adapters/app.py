@@ -6,6 +6,7 @@ event (validated by the contract), publish it, and answer 202 once Kafka acknowl
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,13 +19,15 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
 from parcours.adapters.guard import EdgeGuard, TokenBucket
 from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
 from parcours.adapters.publisher import Publisher
-from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
+from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery, check_endpoint
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import build_event
 from parcours.kafkaio import KafkaAccess
@@ -35,6 +38,7 @@ from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
+log = logging.getLogger("parcours.adapter")
 #: how long a write waits for the caller's view of its case before answering 404
 VIEW_WAIT_S = 3.0
 
@@ -69,10 +73,44 @@ class Adapter:
     limiter: TokenBucket
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
+    #: webhook endpoints: https only (production), or also in private networks (dev)
+    webhook_https_only: bool = False
+    webhook_private_networks: bool = True
+
+
+class FieldError(BaseModel):
+    field: str
+    rule: str
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a stable `error` code, a `message`, the `rule` it enforces, each bad field."""
+
+    error: str
+    message: str
+    rule: str | None = None
+    fields: list[FieldError] | None = None
+
+
+#: the refusals any route may answer, in the OpenAPI document
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in (
+        (400, "the body is not readable (not JSON, not UTF-8, nested too deep)"),
+        (401, "no token, or an unknown one"),
+        (403, "a rule forbids it (named in `rule`)"),
+        (404, "no such case or referral visible to the caller"),
+        (409, "the Idempotency-Key was used with another body"),
+        (413, "the body is larger than a record may be"),
+        (422, "a field breaks a rule (each named in `fields`)"),
+        (429, "over the token's rate; see Retry-After"),
+        (500, "an unexpected error (logged)"),
+        (503, "Kafka is unreachable; nothing was written"),
+    )}
 
 
 def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,
-                  rate_limit_per_s: float = 100.0) -> Adapter:
+                  rate_limit_per_s: float = 100.0, *, webhook_https_only: bool = False,
+                  webhook_private_networks: bool = True) -> Adapter:
     """The real collaborators of an adapter of `kind`, on `kafka` as the kind's own principal."""
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
@@ -81,7 +119,8 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, publisher, catalogue, metrics, retry, sealer)
     return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
-                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), retry)
+                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), retry,
+                   webhook_https_only=webhook_https_only, webhook_private_networks=webhook_private_networks)
 
 
 def create_app(adapter: Adapter) -> FastAPI:
@@ -103,6 +142,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         version="1",
         description=f"The Parcours partner edge for {kind.upper()} structures. Authenticate with `Authorization: Bearer <token>`.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.adapter = adapter
     _install_errors(app, adapter)
@@ -134,9 +174,34 @@ def _install_errors(app: FastAPI, adapter: Adapter) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [{"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "rule": e["msg"]} for e in exc.errors()]
+        fields = [{"field": _field_of(e["loc"]), "rule": e["msg"]} for e in exc.errors()]
         adapter.metrics.refused.labels(_route_type(request), adapter.kind, "invalid", "http").inc()
-        return JSONResponse(Invalid("the request body is invalid", fields=fields).body(), status_code=422)
+        return JSONResponse(Invalid("the request is invalid", fields=fields).body(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (unknown path, method, unreadable body) in the documented shape."""
+        code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "error")
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, code, "http").inc()
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: logged with its type and route (never the body), answered in the documented shape."""
+        log.error("unexpected error", extra={"route": _route_type(request), "error": type(exc).__name__}, exc_info=exc)
+        return JSONResponse({"error": "internal", "message": "an unexpected error; it was logged"}, status_code=500)
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+               415: "unsupported_media_type"}
+
+
+def _field_of(loc: Any) -> str:
+    """The field a validation error names: the body's path, or the query/path/header parameter."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        return ".".join(parts[1:]) or "body"
+    return ".".join(parts[1:]) if len(parts) > 1 else (parts[0] if parts else "request")
 
 
 def _route_type(request: Request) -> str:
@@ -330,6 +395,8 @@ def _webhook_routes(app: FastAPI, adapter: Adapter) -> None:
     async def put_webhook(request: Request, body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
         import json
 
+        await check_endpoint(body.url, https_only=adapter.webhook_https_only,
+                             private_networks=adapter.webhook_private_networks)
         secret = body.secret or secrets.token_urlsafe(32)
         # the signing secret travels sealed: Kafka readers without the key never see it
         registration = {"url": body.url, "secret": adapter.sealer.seal(secret),

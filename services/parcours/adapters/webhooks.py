@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from parcours.adapters.errors import Invalid
 from parcours.adapters.publisher import Publisher
 from parcours.kafkaio import KafkaAccess
 from parcours.readmodel.store import EdgeStore
@@ -27,6 +31,30 @@ from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.adapter.webhooks")
 SIGNATURE_HEADER = "X-Parcours-Signature"
+
+
+async def check_endpoint(url: str, *, https_only: bool, private_networks: bool) -> None:
+    """A webhook endpoint Parcours may call: https in production, and never (unless allowed, as in
+    the dev profile) an address of the operator's own networks: loopback, link-local, private,
+    multicast, reserved, unspecified. Names are resolved and every address is checked; deliveries
+    do not follow redirects."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise Invalid("not an http(s) URL", fields=[{"field": "url", "rule": "an absolute http(s) URL"}])
+    if https_only and parts.scheme != "https":
+        raise Invalid("webhooks are https", fields=[{"field": "url", "rule": "https only (production profile)"}])
+    if private_networks:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+    except OSError:
+        raise Invalid("the host does not resolve", fields=[{"field": "url", "rule": "a resolvable public host"}]) from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (address.is_loopback or address.is_link_local or address.is_private or address.is_multicast
+                or address.is_reserved or address.is_unspecified):
+            raise Invalid("the webhook points into a private network",
+                          fields=[{"field": "url", "rule": f"a public address ({address} is not)"}])
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -70,7 +98,7 @@ class WebhookDelivery:
     async def _loop(self, slug: str) -> None:
         await self.store.caught_up.wait()
         cursor = int(self.store.webhooks.get(f"cursor/{slug}", {}).get("sequence", 0))
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(follow_redirects=False) as client:
             while True:
                 endpoint = self.store.webhooks.get(f"endpoint/{slug}")
                 if endpoint is None:
@@ -122,7 +150,7 @@ async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy
     publisher = Publisher(kafka, catalogue)
     sent = failed = 0
     try:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(follow_redirects=False) as client:
             for key, raw in sorted(dead.items(), key=lambda kv: json.loads(kv[1])["notification"]["sequence"]):
                 item = json.loads(raw)
                 if structure and item["structure"] != structure:

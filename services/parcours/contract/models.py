@@ -35,8 +35,31 @@ def utc_ms(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+#: C0 control characters and DEL, except tab, line feed and carriage return (text keeps its lines)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control(value: object) -> None:
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise ValueError("control characters (NUL and other C0 but tab and newlines) are not allowed")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_control(k)
+            _no_control(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _no_control(v)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text_without_control_characters(cls, value: object) -> object:
+        _no_control(value)
+        return value
 
 
 class Person(_Model):
