@@ -363,3 +363,45 @@ async def test_text_with_control_characters_is_refused_naming_the_field(api: Api
     assert resp.json()["fields"] == [{"field": "body", "rule": "control characters (NUL and other C0 but tab and newlines) are not allowed"}]
     ok = await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "deux lignes\n\tet une tabulation"})
     assert ok.json()["message_id"]
+
+
+async def test_racing_idempotency_keys_on_two_instances_and_after_a_restart(api: Api) -> None:
+    """The same key with two bodies, sent at once to two DAC adapters: one 202, one 409, and only
+    the winner's message in the view; after a restart the key still stands for its body."""
+    stack = api.stack
+    stack.ports["dac-2"] = free_port()
+    stack.spawn("adapter-dac-2", "adapter", "dac", "--port", str(stack.ports["dac-2"]))
+    second = f"http://127.0.0.1:{stack.ports['dac-2']}"
+
+    async def second_ready() -> bool:
+        return (await api.client.get(second + "/readyz")).status_code == 200
+    try:
+        await eventually(second_ready, 60, "second dac adapter ready")
+        case, _ = await _case_for(api)
+        path = f"/v1/cases/{case}/messages"
+        headers = {"Authorization": "Bearer dev-dac-31"}
+        outcomes = []
+        for trial in range(5):
+            key = f"race-{trial}-{uuid.uuid4().hex[:6]}"
+            a, b = await asyncio.gather(
+                api.client.post(stack.url("dac") + path, json={"body": f"A{trial}"}, headers=headers | {"Idempotency-Key": key}),
+                api.client.post(second + path, json={"body": f"B{trial}"}, headers=headers | {"Idempotency-Key": key}))
+            assert sorted([a.status_code, b.status_code]) == [202, 409], (a.text, b.text)
+            winner = a if a.status_code == 202 else b
+            outcomes.append((key, winner.json()["message_id"], "A" if winner is a else "B", trial))
+        last = outcomes[-1][1]
+        view = await api.view_with("dac-31", case, f"message:{last}")
+        assert sorted(m["body"] for m in view["messages"]) == sorted(f"{side}{t}" for _, _, side, t in outcomes)
+
+        # the second instance restarts: every key still stands for its first body
+        stack.kill("adapter-dac-2")
+        stack.spawn("adapter-dac-2", "adapter", "dac", "--port", str(stack.ports["dac-2"]))
+        await eventually(second_ready, 60, "second dac adapter ready again")
+        for key, message_id, side, trial in outcomes:
+            same = await api.client.post(second + path, json={"body": f"{side}{trial}"}, headers=headers | {"Idempotency-Key": key})
+            assert same.status_code == 202
+            assert same.json()["message_id"] == message_id
+            other = await api.client.post(second + path, json={"body": "autre"}, headers=headers | {"Idempotency-Key": key})
+            assert other.status_code == 409
+    finally:
+        stack.kill("adapter-dac-2")

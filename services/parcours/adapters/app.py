@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
 from parcours.adapters.guard import EdgeGuard, TokenBucket
-from parcours.adapters.idempotency import IdempotencyCache, body_hash, derived_event_id
+from parcours.adapters.idempotency import IdempotencyClaims, body_hash, derived_event_id
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery, check_endpoint
 from parcours.contract.errors import EventValidationError
@@ -71,8 +71,8 @@ class Adapter:
     sealer: Sealer
     delivery: WebhookDelivery
     limiter: TokenBucket
+    claims: IdempotencyClaims
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
     #: webhook endpoints: https only (production), or also in private networks (dev)
     webhook_https_only: bool = False
     webhook_private_networks: bool = True
@@ -118,8 +118,9 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     store = EdgeStore(kafka, catalogue, slugs, observatory=kind in catalogue.topic("observatory").readers)
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, publisher, catalogue, metrics, retry, sealer)
+    claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
     return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
-                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), retry,
+                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, retry,
                    webhook_https_only=webhook_https_only, webhook_private_networks=webhook_private_networks)
 
 
@@ -130,10 +131,12 @@ def create_app(adapter: Adapter) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         adapter.store.start()
+        adapter.claims.start()
         adapter.delivery.start()
         adapter.metrics.up.labels(kind).set(1)
         yield
         await adapter.delivery.stop()
+        await adapter.claims.stop()
         await adapter.store.stop()
         await adapter.publisher.close()
 
@@ -240,11 +243,6 @@ async def _submit(adapter: Adapter, request: Request, caller: Structure, key: st
     """Every POST's path: idempotency, event build + validation, rules, publish, answer."""
     cat = adapter.catalogue
     check_kind(cat, caller, event_type)  # the gate checked it already; the rules module owns it
-    digest = body_hash(request.url.path, body.model_dump(mode="json"))
-    if key:
-        cached = adapter.idempotency.lookup(caller.slug, key, digest)
-        if cached is not None:
-            return cached
     event_id = derived_event_id(caller.slug, key)
     fields, answer = build(event_id.hex[:16])
     data = {"event_id": str(event_id), "occurred_at": datetime.now(UTC), "source": caller.slug, **fields}
@@ -255,12 +253,13 @@ async def _submit(adapter: Adapter, request: Request, caller: Structure, key: st
     check_stateless(cat, caller, event)
     # a partner often writes right after opening a case: give the processor a moment
     await check_stateful(adapter.store, caller, event, wait=VIEW_WAIT_S)
+    if key:  # a valid request claims its key; the first claim decides the key's body (409 for another)
+        digest = body_hash(request.url.path, body.model_dump(mode="json"))
+        first = await adapter.claims.claim(caller.slug, key, digest, event.occurred_at)
+        event = event.model_copy(update={"occurred_at": first})  # a retry publishes the very same event
     await adapter.publisher.publish(event)
     adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
-    response = {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
-    if key:
-        adapter.idempotency.store(caller.slug, key, digest, response)
-    return response
+    return {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
 
 
 def _on_case(case_id: str, id_field: str | None, prefix: str, body: Any) -> Build:
@@ -420,6 +419,8 @@ def _ops_routes(app: FastAPI, adapter: Adapter) -> None:
             raise NotReady("Kafka is unreachable")
         if not store.caught_up.is_set():
             raise NotReady("views are still loading")
+        if not adapter.claims.caught_up.is_set():
+            raise NotReady("idempotency keys are still loading")
         return {"status": "ready", "kind": adapter.kind}
 
     @app.get("/metrics", tags=["ops"])

@@ -1,22 +1,35 @@
-"""Idempotency keys: the same key from the same structure yields the same event, once.
+"""Idempotency keys: the same key from the same structure yields the same event, once, whatever
+instance of the adapter receives it, before or after a restart.
 
-The event id (and the ids it creates) derive from (structure, key) with UUIDv5, so even a retry
-that reaches another adapter instance or a restarted one publishes the same `event_id`, which
-the processor folds away as a duplicate. Within a process, a cache answers the retry with the
-first response, and refuses a reused key whose body differs (409).
+The event id (and the ids it creates) derive from (structure, key) with UUIDv5, so a retry
+publishes the same `event_id`, which the processor folds away as a duplicate. Which *body* a key
+stands for is decided by a claim on the `idempotency` topic (keyed by `<slug>/<key>`, so every
+claim of a key lands on one partition, in one order): an instance appends its claim (the body's
+digest), reads the partition up to its own record, and the first claim of the key in the log
+wins. A later request with the same body proceeds (its event is the same event); one with another
+body gets 409, even when the two raced on two instances or one came after a restart. Claims live
+as long as the topic's retention (7 days): the key's window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
-import time
+import logging
 import uuid
-from collections import OrderedDict
+from datetime import datetime
 from typing import Any
 
-from parcours.adapters.errors import Conflict
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from parcours.adapters.errors import Conflict, NotReady
+from parcours.adapters.publisher import Publisher
+from parcours.kafkaio import KafkaAccess, partition_counts
+
+log = logging.getLogger("parcours.adapter")
 _NS = uuid.UUID("0b7d4f8e-2f7c-4a0e-9d7e-5f1d6c3a9b21")
 
 
@@ -28,20 +41,82 @@ def body_hash(path: str, body: Any) -> str:
     return hashlib.sha256((path + json.dumps(body, sort_keys=True, default=str)).encode()).hexdigest()
 
 
-class IdempotencyCache:
-    def __init__(self, ttl: float = 24 * 3600, size: int = 100_000) -> None:
-        self.ttl, self.size = ttl, size
-        self._items: OrderedDict[tuple[str, str], tuple[float, str, dict[str, Any]]] = OrderedDict()
+class IdempotencyClaims:
+    """The first claim of each key, read from the claims topic; `claim` appends and decides."""
 
-    def lookup(self, slug: str, key: str, digest: str) -> dict[str, Any] | None:
-        item = self._items.get((slug, key))
-        if item is None or time.monotonic() - item[0] > self.ttl:
-            return None
-        if item[1] != digest:
+    def __init__(self, kafka: KafkaAccess, topic: str, publisher: Publisher, wait_s: float = 10.0) -> None:
+        self.kafka, self.topic, self.publisher, self.wait_s = kafka, topic, publisher, wait_s
+        self.winners: dict[bytes, tuple[str, str]] = {}  # <slug>/<key> -> (digest, occurred_at) of its first claim
+        self.caught_up = asyncio.Event()
+        self._read: dict[int, int] = {}  # partition -> next offset read
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="idempotency-claims")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def claim(self, slug: str, key: str, digest: str, occurred_at: datetime) -> datetime:
+        """The `occurred_at` of the key's event (the first claimant's: a retry publishes the very
+        same event); raise Conflict when another body holds the key."""
+        name = f"{slug}/{key}".encode()
+        winner = self.winners.get(name)
+        if winner is None:
+            if not self.caught_up.is_set():
+                raise NotReady("idempotency keys are still loading")
+            claim = {"digest": digest, "occurred_at": occurred_at.isoformat()}
+            meta = await self.publisher.send(self.topic, name, json.dumps(claim).encode())
+            await self._reach(meta.partition, meta.offset)
+            winner = self.winners.get(name)
+        if winner is None or winner[0] != digest:
             raise Conflict("Idempotency-Key reused with a different request", rule="one Idempotency-Key, one request")
-        return item[2]
+        return datetime.fromisoformat(winner[1])
 
-    def store(self, slug: str, key: str, digest: str, response: dict[str, Any]) -> None:
-        self._items[(slug, key)] = (time.monotonic(), digest, response)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    async def _reach(self, partition: int, offset: int) -> None:
+        """Wait until this instance has read the partition past `offset` (its own claim)."""
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self._read.get(partition, 0) > offset), self.wait_s)
+            except TimeoutError:
+                raise NotReady("idempotency claims are not readable in time; retry with the same key") from None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._tail()
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("idempotency tail interrupted; retrying", extra={"error": type(exc).__name__})
+                await asyncio.sleep(1)
+
+    async def _tail(self) -> None:
+        count = (await partition_counts(self.kafka, [self.topic])).get(self.topic, 0)
+        parts = [TopicPartition(self.topic, p) for p in range(count)]
+        consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            self.winners.clear()
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                async with self._progress:
+                    for records in batch.values():
+                        for r in records:
+                            if r.key is not None and r.key not in self.winners:
+                                with contextlib.suppress(ValueError, TypeError, KeyError):
+                                    value = json.loads(r.value)
+                                    self.winners[r.key] = (str(value["digest"]), str(value["occurred_at"]))
+                    for tp in parts:
+                        self._read[tp.partition] = await consumer.position(tp)
+                    if not self.caught_up.is_set() and all(self._read[tp.partition] >= end[tp] for tp in parts):
+                        self.caught_up.set()
+                    self._progress.notify_all()
+        finally:
+            await consumer.stop()
