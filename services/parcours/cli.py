@@ -313,6 +313,7 @@ def _up(args: argparse.Namespace) -> int:
     sup = _supervisor(where, logdir)
     urls = {k: f"http://127.0.0.1:{SERVICE_PORTS[k]}" for k in ("dac", "cpts", "crt")}
     sup.start()
+    status = sup.serve(SERVICE_PORTS["supervisor"])
     try:
         _await_ready(urls, sup)
         cases = _seed(urls)
@@ -327,6 +328,8 @@ def _up(args: argparse.Namespace) -> int:
         print("\nstopping ...", flush=True)
         return 0
     finally:
+        status.shutdown()
+        status.server_close()
         sup.stop()
         if broker is not None:
             broker.stop()
@@ -419,6 +422,8 @@ def _print_endpoints(urls: dict[str, str], logdir: Path) -> None:
         print(f"  {kind.upper():<5} adapter  api {url}/v1/cases   docs {url}/docs   metrics {url}/metrics")
     print(f"  processor metrics  http://127.0.0.1:{SERVICE_PORTS['processor']}/metrics")
     print(f"  validator metrics  http://127.0.0.1:{SERVICE_PORTS['validator']}/metrics")
+    sup = f"http://127.0.0.1:{SERVICE_PORTS['supervisor']}"
+    print(f"  supervisor         {sup}/readyz (503 names a service given up on)   metrics {sup}/metrics")
     print(f"  service logs       {logdir}/")
     print("\n  demo tokens (dev profile only):")
     for st in default_catalogue().registry.structures.values():

@@ -1,15 +1,32 @@
-"""Run the services as child processes, restart the ones that die, stop them all cleanly."""
+"""Run the services as child processes, restart the ones that die, stop them all cleanly.
+
+A service that dies is restarted after a delay that doubles with its recent deaths (1 s, 2 s, 4 s,
+... at most 30 s). Deaths older than the window are forgotten: a service that died twice last
+week restarts at once today. A service that dies `budget` times within the window is given up
+on: it stays down, the others keep running, and the supervisor's `/readyz` (503, naming it) and
+`parcours_supervisor_given_up{service}` say so, instead of stopping the whole stack.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+#: how a service is started: `parcours <args>` in the same interpreter
+COMMAND = [sys.executable, "-m", "parcours.cli"]
 
 
 @dataclass
@@ -19,6 +36,15 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    deaths: deque[float] = field(default_factory=deque)
+    given_up: bool = False
+
+
+class SupervisorMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.restarts = Counter("parcours_supervisor_restarts_total", "Services restarted after they died", ["service"], registry=r)
+        self.given_up = Gauge("parcours_supervisor_given_up", "1 for a service that died too often and stays down", ["service"], registry=r)
 
 
 @dataclass
@@ -26,15 +52,22 @@ class Supervisor:
     env: dict[str, str]
     logdir: Path
     services: dict[str, Service] = field(default_factory=dict)
-    max_restarts: int = 5
+    #: deaths within `window_s` after which a service is given up on
+    budget: int = 5
+    window_s: float = 300.0
+    max_delay_s: float = 30.0
+    command: list[str] = field(default_factory=lambda: list(COMMAND))
+    clock: Callable[[], float] = time.monotonic
+    metrics: SupervisorMetrics = field(default_factory=SupervisorMetrics)
 
     def add(self, name: str, *args: str) -> None:
         self.services[name] = Service(name, list(args))
+        self.metrics.given_up.labels(name).set(0)
 
     def _spawn(self, svc: Service) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        with (self.logdir / f"{svc.name}.log").open("ab") as log:
-            svc.proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *svc.args], env=self.env,
+        with (self.logdir / f"{svc.name}.log").open("ab") as log:  # the child keeps its own handle
+            svc.proc = subprocess.Popen([*self.command, *svc.args], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def start(self) -> None:
@@ -42,23 +75,64 @@ class Supervisor:
             self._spawn(svc)
 
     def check(self, report: Callable[[str], None] = print) -> None:
-        """Restart what died (with a growing delay); report each event."""
-        now = time.monotonic()
+        """Restart what died (with a growing delay), give up on what dies too often; report each."""
+        now = self.clock()
         for svc in self.services.values():
-            if svc.proc is None or svc.proc.poll() is None:
+            if svc.given_up or svc.proc is None or svc.proc.poll() is None:
                 continue
-            if svc.next_start == 0.0:
-                if svc.restarts >= self.max_restarts:
-                    raise RuntimeError(f"{svc.name} died {svc.restarts + 1} times; see {self.logdir / (svc.name + '.log')}")
-                delay = min(30.0, 2.0 ** svc.restarts)
-                report(f"[supervisor] {svc.name} exited with code {svc.proc.returncode}; restarting in {delay:.0f}s "
-                       f"(log: {self.logdir / (svc.name + '.log')})")
+            log = self.logdir / f"{svc.name}.log"
+            if svc.next_start == 0.0:  # a death not handled yet
+                svc.deaths.append(now)
+                while svc.deaths and now - svc.deaths[0] > self.window_s:
+                    svc.deaths.popleft()
+                if len(svc.deaths) >= self.budget:
+                    svc.given_up = True
+                    self.metrics.given_up.labels(svc.name).set(1)
+                    report(f"[supervisor] {svc.name} died {len(svc.deaths)} times within {self.window_s:.0f}s: "
+                           f"given up, the other services keep running (log: {log})")
+                    continue
+                delay = min(self.max_delay_s, 2.0 ** (len(svc.deaths) - 1))
+                report(f"[supervisor] {svc.name} exited with code {svc.proc.returncode}; restarting in {delay:.0f}s (log: {log})")
                 svc.next_start = now + delay
             elif now >= svc.next_start:
                 svc.restarts += 1
                 svc.next_start = 0.0
                 self._spawn(svc)
+                self.metrics.restarts.labels(svc.name).inc()
                 report(f"[supervisor] {svc.name} restarted (restart #{svc.restarts})")
+
+    def given_up(self) -> list[str]:
+        return [s.name for s in self.services.values() if s.given_up]
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """`/readyz` (503 naming the services given up on) and `/metrics`, on a thread."""
+        sup = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._send(HTTPStatus.OK, generate_latest(sup.metrics.registry), CONTENT_TYPE_LATEST)
+                elif self.path == "/readyz":
+                    down = sup.given_up()
+                    body = {"status": "degraded" if down else "ready", "given_up": down,
+                            "restarts": {s.name: s.restarts for s in sup.services.values()}}
+                    self._send(HTTPStatus.SERVICE_UNAVAILABLE if down else HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+                else:
+                    self._send(HTTPStatus.NOT_FOUND, b'{"error": "not_found", "message": "try /readyz or /metrics"}', "application/json")
+
+            def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:  # no access log on stderr
+                return
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        threading.Thread(target=server.serve_forever, name="supervisor-http", daemon=True).start()
+        return server
 
     def stop(self, timeout: float = 20.0) -> None:
         for svc in self.services.values():

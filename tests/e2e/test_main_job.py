@@ -71,7 +71,7 @@ def _run_up_once(env: dict[str, str]) -> str:
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, rest
     assert "stopping" in rest
-    for port in (8101, 8102, 8103, 8104, 8105):  # everything is down again
+    for port in (8100, 8101, 8102, 8103, 8104, 8105):  # everything is down again
         try:
             httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
             raise AssertionError(f"port {port} still answers")
