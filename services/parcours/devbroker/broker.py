@@ -249,6 +249,20 @@ class EmbeddedBroker:
             self._proc = None
         return True
 
+    def crash(self) -> bool:
+        """SIGKILL the broker, as a crash would, and reap it (tests of what survives a crash)."""
+        info = self.status()
+        if info is None:
+            return False
+        os.kill(info.pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+        deadline = time.monotonic() + 30
+        while _alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return True
+
     @staticmethod
     def _kill(pid: int, timeout: float = 30.0) -> None:
         try:

@@ -1,0 +1,79 @@
+"""The broker SIGKILLed and restarted under a POST loop: every event answered 202 is in the views
+afterwards (an event is refused before its 202, or durably on Kafka: never lost in between)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from parcours.devbroker.broker import EmbeddedBroker
+from parcours.settings import Settings
+from tests.api import Api, referral_body
+from tests.stack import Stack, cluster_of, eventually
+
+
+async def test_every_acknowledged_event_survives_a_broker_sigkill(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(tmp_path / "kafka", Settings().cache_dir)
+    info = await asyncio.to_thread(broker.start)
+    stack = Stack(cluster_of(broker, info), f"k{uuid.uuid4().hex[:8]}", tmp_path)
+    try:
+        await asyncio.to_thread(stack.start, False)
+        await stack.ready()
+        async with httpx.AsyncClient(timeout=30) as client:
+            api = Api(stack, client)
+            r = (await api.post("dac-31", "/v1/referrals", referral_body("crt-31-muret"))).json()
+            case = r["case_id"]
+            await api.view_with("dac-31", case, f"referral:{r['referral_id']}", timeout=60)
+            accepted: list[str] = []
+            refused = 0
+            killed = asyncio.Event()
+
+            async def post_loop() -> None:
+                nonlocal refused
+                deadline = time.monotonic() + 60
+                i = 0
+                while time.monotonic() < deadline and (not killed.is_set() or len(accepted) < 60 or refused == 0):
+                    i += 1
+                    resp = await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": f"Message {i}."}, expect=None)
+                    if resp.status_code == 202:
+                        accepted.append(resp.json()["message_id"])
+                    else:
+                        assert resp.status_code == 503, resp.text  # refused, nothing written
+                        refused += 1
+                    if killed.is_set() and len(accepted) >= 60 and refused:
+                        return
+
+            async def supervise() -> None:
+                """As `parcours up` does: a processor that exits (its transaction failed with the
+                broker) is started again; it resumes from its last committed transaction."""
+                while True:
+                    if stack.procs["processor"].poll() is not None:
+                        stack.procs.pop("processor")
+                        stack.start_processor()
+                    await asyncio.sleep(0.5)
+
+            loop = asyncio.create_task(post_loop())
+            watch = asyncio.create_task(supervise())
+            await eventually(lambda: asyncio.sleep(0, result=len(accepted) >= 20), 60, "20 messages accepted")
+            assert await asyncio.to_thread(broker.crash)
+            killed.set()
+            await asyncio.sleep(2)  # requests meet a dead broker meanwhile (answered 503)
+            await asyncio.to_thread(broker.start)
+            await loop
+            assert refused > 0  # the loop did meet the broker down
+            last = accepted[-1]
+            try:
+                view = await api.view_with("dac-31", case, f"message:{last}", timeout=180)
+            finally:
+                watch.cancel()
+            held = {m["message_id"] for m in view["messages"]}
+            missing = [m for m in accepted if m not in held]
+            assert missing == [], f"{len(missing)} of {len(accepted)} acknowledged events missing from the views"
+    finally:
+        stack.stop()
+        await asyncio.to_thread(broker.stop)
+
