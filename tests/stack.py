@@ -64,7 +64,9 @@ class Stack:
         self.env = {**os.environ, **self.cluster.env(), "PARCOURS_TOPIC_PREFIX": self.prefix,
                     "PARCOURS_WEBHOOK_ATTEMPTS": "3", "PARCOURS_WEBHOOK_FIRST_DELAY_S": "0.2",
                     # load tests post faster than a partner may
-                    "PARCOURS_RATE_LIMIT_PER_S": "10000", **self.env}
+                    "PARCOURS_RATE_LIMIT_PER_S": "10000",
+                    # a crash in native code, even during imports, leaves its Python stack in the log
+                    "PYTHONFAULTHANDLER": "1", **self.env}
 
     @property
     def kafka(self) -> KafkaAccess:

@@ -353,7 +353,8 @@ def _supervisor(where: Cluster, logdir: Path) -> Supervisor:
 
     from parcours.supervisor import Supervisor
 
-    sup = Supervisor({**os.environ, **where.env()}, logdir)
+    # PYTHONFAULTHANDLER: a crash in native code (librdkafka, RocksDB) during start-up leaves its stack
+    sup = Supervisor({**os.environ, **where.env(), "PYTHONFAULTHANDLER": "1"}, logdir)
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
     for kind in ("dac", "cpts", "crt"):
