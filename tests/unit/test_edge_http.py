@@ -75,3 +75,12 @@ async def test_every_refusal_is_in_the_openapi_document() -> None:
     post = doc["paths"]["/v1/referrals"]["post"]["responses"]
     assert {"401", "403", "404", "409", "413", "422", "429", "503"} <= set(post)
     assert post["429"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+@pytest.mark.parametrize("url", ["http://G\u007f[(\u00bb c/x", "http://[::1", "https://exa mple.org/", "https://:80/x",
+                                 "ftp://partner.example/x", "https://partner.example:99999/x"])
+async def test_a_malformed_webhook_url_is_a_422_naming_the_field(url: str) -> None:
+    async with _client("crt") as c:
+        r = await c.put("/v1/webhook", json={"url": url}, headers={"Authorization": "Bearer dev-crt-31-muret"})
+    assert r.status_code == 422, r.text
+    assert _shape(r)["fields"][0]["field"] == "url"

@@ -38,16 +38,23 @@ async def check_endpoint(url: str, *, https_only: bool, private_networks: bool) 
     the dev profile) an address of the operator's own networks: loopback, link-local, private,
     multicast, reserved, unspecified. Names are resolved and every address is checked; deliveries
     do not follow redirects."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise Invalid("not an http(s) URL", fields=[{"field": "url", "rule": "an absolute http(s) URL"}])
+    malformed = Invalid("not an http(s) URL", fields=[{"field": "url", "rule": "an absolute http(s) URL"}])
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # both parse, and may refuse, the authority
+        if host:
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        raise malformed from None
+    if parts.scheme not in ("https", "http") or not host or any(c.isspace() or not c.isprintable() for c in url):
+        raise malformed
     if https_only and parts.scheme != "https":
         raise Invalid("webhooks are https", fields=[{"field": "url", "rule": "https only (production profile)"}])
     if private_networks:
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-    except OSError:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
         raise Invalid("the host does not resolve", fields=[{"field": "url", "rule": "a resolvable public host"}]) from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
