@@ -79,9 +79,12 @@ def oracle(viewer: Viewer, e: Any, history: list[Any], now) -> bool:
         return False
     live = [c for c in history if c.event_type == "ConsentRecorded" and e.category in c.categories
             and (c.valid_until is None or now < c.valid_until)]
-    if any(c.decision == "deny" and c.grantee in me for c in live):
+    latest = {}  # per grantee: the person's latest active declaration for this category
+    for c in sorted(live, key=lambda c: (c.occurred_at, str(c.event_id))):
+        latest[c.grantee] = c
+    if any(latest[g].decision == "deny" for g in me if g in latest):
         return False
-    return any(c.decision == "permit" and (c.grantee in me or c.source == viewer.slug) for c in live)
+    return any(c.decision == "permit" and (c.grantee in me or c.source == viewer.slug) for c in latest.values())
 
 
 def _shown_event_ids(view: dict) -> set[str]:

@@ -75,7 +75,25 @@ def test_rule3_permit_is_per_category() -> None:
     assert "message:m1" not in items(events, CRT)
 
 
-def test_rule3_deny_wins_whatever_the_order() -> None:
+def test_rule3_the_latest_declaration_for_a_grantee_is_in_force_whatever_the_arrival_order() -> None:
+    m = msg("m1", "dac-31")
+    permit = consent("c1", "crt-31-muret", ["discussion"], at=0)
+    withdrawal = consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=5)
+    renewal = consent("c3", "crt-31-muret", ["discussion"], at=10)
+    again = consent("c4", "crt-31-muret", ["discussion"], decision="deny", at=15)
+    history = [m, permit, withdrawal, renewal, again]
+    for shown, upto in ((True, 2), (False, 3), (True, 4), (False, 5)):
+        for order in (history[:upto], list(reversed(history[:upto]))):
+            assert ("message:m1" in items(order, CRT)) is shown, [e.consent_id for e in order[1:] if hasattr(e, "consent_id")]
+
+
+def test_rule3_an_older_deny_does_not_block_a_newer_permit_for_the_same_grantee() -> None:
+    m = msg("m1", "dac-31")
+    assert "message:m1" in items([m, consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=-5),
+                                  consent("c1", "crt-31-muret", ["discussion"], at=0)], CRT)
+
+
+def test_rule3_between_slug_and_kind_declarations_in_force_deny_wins() -> None:
     m = msg("m1", "dac-31")
     permit = consent("c1", "crt", ["discussion"], at=0)
     deny_before = consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=-5)

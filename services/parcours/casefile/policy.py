@@ -3,9 +3,13 @@
 1. Author: a structure always sees the items it authored.
 2. Referral parties: sender, recipient (and a redirection's target) see the referral, its status
    changes and its admission decisions.
-3. Consent: any other item of category X is visible to S only while an active permit for X covers S
-   (by slug or by kind) and no active deny for X covers S. Deny wins. Past `valid_until` a consent
-   is inactive. The recorder of a permit holds the same permit.
+3. Consent: any other item of category X is visible to S only while a permit for X in force covers S
+   (by slug or by kind) and no deny for X in force covers S. For one grantee (a slug, or a kind) and
+   one category, the person's latest active declaration (by `occurred_at`, then `event_id`) is the
+   one in force: a renewed permit replaces an earlier deny, a deny withdraws an earlier permit.
+   Between the declarations in force for S's slug and for its kind, deny wins. Past `valid_until` a
+   consent is inactive (an earlier declaration is then in force again). The recorder of a permit in
+   force holds it too.
 4. Kind ceiling: categories hidden from S's kind are never shown to S (except its own items).
 Also decided here: a consent is visible to the structures it names (they must know what they may
 see), like a referral to its parties.
@@ -67,11 +71,18 @@ class Terms:
     categories: tuple[str, ...]
     decision: str
     until_ms: int | None
+    #: when the person declared it, and the event's id: the order of declarations (rule 3)
+    at_ms: int = 0
+    event_id: str = ""
 
     @classmethod
     def of(cls, c: ConsentRecorded) -> Terms:
         return cls(c.grantee, c.source, tuple(c.categories), c.decision,
-                   to_ms(c.valid_until) if c.valid_until else None)
+                   to_ms(c.valid_until) if c.valid_until else None, to_ms(c.occurred_at), str(c.event_id))
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.at_ms, self.event_id)
 
     def active(self, now_ms: int) -> bool:
         return self.until_ms is None or now_ms < self.until_ms
@@ -81,24 +92,32 @@ def covers(grantee: str, viewer: Viewer) -> bool:
     return grantee in (viewer.slug, viewer.kind)
 
 
+def in_force(consents: Iterable[Terms], category: str, now_ms: int) -> dict[str, Terms]:
+    """Per grantee (slug or kind), the declaration in force for `category`: the latest active one."""
+    out: dict[str, Terms] = {}
+    for c in consents:
+        if category in c.categories and c.active(now_ms):
+            current = out.get(c.grantee)
+            if current is None or c.order > current.order:
+                out[c.grantee] = c
+    return out
+
+
 def permitted(viewer: Viewer, consents: Iterable[Terms], policy: Policy, now_ms: int) -> frozenset[str]:
     """The categories `viewer` may see of others' items by consent, under its kind's ceiling
     (rules 3, 4 and 5)."""
     hidden = policy.hidden.get(viewer.kind, frozenset())
-    live = [c for c in consents if c.active(now_ms)]
+    consents = list(consents)
     out = set()
     for cat in CATEGORIES:
         if cat in hidden:
             continue
-        permit = deny = False
-        for c in live:
-            if cat not in c.categories:
-                continue
-            if c.decision == "deny":
-                deny = deny or covers(c.grantee, viewer)
-            elif covers(c.grantee, viewer) or c.source == viewer.slug:
-                permit = True
-        if permit and not deny:
+        force = in_force(consents, cat, now_ms)
+        mine = [force[g] for g in (viewer.slug, viewer.kind) if g in force]
+        if any(c.decision == "deny" for c in mine):
+            continue  # deny wins between the slug's and the kind's declarations
+        if any(c.decision == "permit" for c in mine) or any(
+                c.decision == "permit" and c.source == viewer.slug for c in force.values()):
             out.add(cat)
     return frozenset(out)
 
