@@ -224,3 +224,35 @@ def test_processor_step_handles_every_event_type_and_dead_letters_what_it_cannot
     assert bad.dead_letter == "undecodable"
     assert [o.topic for o in bad.outputs] == ["t.deadletter"]
     assert core.process("t.messages", 0, 3, None, b"x", [], lambda: state).dead_letter == "key_missing"
+
+
+def _basis_of(events, viewer, item_event, now=NOW):
+    """The legal basis of one event's item for `viewer`, through the policy's own functions."""
+    from parcours.casefile.policy import CaseIndex, basis, by_consent, to_ms
+
+    index = CaseIndex.of(fold_all("case-1", events))
+    e = item_event
+    referral = getattr(e, "referral_id", None)
+    return basis(viewer, source=e.source, event_type=e.event_type, category=e.category,
+                 parties=index.parties(referral) if referral else frozenset(), referral_id=referral,
+                 grantee=getattr(e, "grantee", None), consent_id=getattr(e, "consent_id", None),
+                 consented=by_consent(viewer, index.consents, POLICY, to_ms(now)))
+
+
+def test_each_legal_basis_and_each_refusal_reason_is_named() -> None:
+    from parcours.casefile.policy import Basis
+
+    m = msg("m1", "dac-31")
+    social = msg("m2", "dac-31", "social")
+    permit = consent("c1", "crt-31-muret", ["discussion"], at=0)
+    deny = consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=5)
+    ref = ev("ReferralSubmitted", source="dac-31", to_structure="crt-31-muret")
+    assert _basis_of([m], DAC, m) == Basis(True, "author")
+    assert _basis_of([m, permit], CRT, m) == Basis(True, "consent", "c1")
+    assert _basis_of([m, permit], CRT, permit) == Basis(True, "consent", "c1")  # a consent names its grantee
+    assert _basis_of([m, permit, deny], CRT, m) == Basis(False, "denied", "c2")
+    assert _basis_of([m], CRT, m) == Basis(False, "no_consent")
+    everything = consent("c3", "cpts", ["social"], at=0)
+    assert _basis_of([social, everything], CPTS, social) == Basis(False, "kind_ceiling")
+    assert _basis_of([ref], CRT, ref) == Basis(True, "referral_party", ref.item_id)
+    assert _basis_of([ref], CRT2, ref) == Basis(False, "no_consent")

@@ -89,14 +89,14 @@ def document(e: Event) -> dict[str, Any]:
                             "rid": getattr(e, "referral_id", None), "canon": canonical_digest(e)}
     if isinstance(e, ConsentRecorded):
         t = Terms.of(e)
-        meta["terms"] = [t.grantee, t.source, list(t.categories), t.decision, t.until_ms, t.at_ms, t.event_id]
+        meta["terms"] = [t.grantee, t.source, list(t.categories), t.decision, t.until_ms, t.at_ms, t.event_id, t.consent_id]
     return {"m": meta, "entry": render(e)}
 
 
 def _terms(raw: list[Any]) -> Terms:
-    grantee, source, categories, decision, until_ms, *order = raw  # state written before the order: (0, "")
-    at_ms, event_id = order if order else (0, "")
-    return Terms(grantee, source, tuple(categories), decision, until_ms, at_ms, event_id)
+    grantee, source, categories, decision, until_ms, *more = raw  # state of older versions has fewer fields
+    at_ms, event_id, consent_id = (more + [0, "", ""][len(more):])[:3]
+    return Terms(grantee, source, tuple(categories), decision, until_ms, at_ms, event_id, consent_id)
 
 
 def _order(doc: dict[str, Any]) -> tuple[int, str]:

@@ -74,11 +74,12 @@ class Terms:
     #: when the person declared it, and the event's id: the order of declarations (rule 3)
     at_ms: int = 0
     event_id: str = ""
+    consent_id: str = ""
 
     @classmethod
     def of(cls, c: ConsentRecorded) -> Terms:
         return cls(c.grantee, c.source, tuple(c.categories), c.decision,
-                   to_ms(c.valid_until) if c.valid_until else None, to_ms(c.occurred_at), str(c.event_id))
+                   to_ms(c.valid_until) if c.valid_until else None, to_ms(c.occurred_at), str(c.event_id), c.consent_id)
 
     @property
     def order(self) -> tuple[int, str]:
@@ -103,36 +104,69 @@ def in_force(consents: Iterable[Terms], category: str, now_ms: int) -> dict[str,
     return out
 
 
-def permitted(viewer: Viewer, consents: Iterable[Terms], policy: Policy, now_ms: int) -> frozenset[str]:
-    """The categories `viewer` may see of others' items by consent, under its kind's ceiling
-    (rules 3, 4 and 5)."""
+@dataclass(frozen=True)
+class Basis:
+    """Why an item is shown to a structure (`author`, `referral_party` with the referral id,
+    `consent` with the consent id), or why not (`no_consent`, `denied` with the deny's consent id,
+    `kind_ceiling`). Views and notifications carry ids only; the audit carries this."""
+
+    shown: bool
+    reason: str
+    ref: str | None = None
+
+
+def by_consent(viewer: Viewer, consents: Iterable[Terms], policy: Policy, now_ms: int) -> dict[str, Basis]:
+    """Per category, what rules 3 to 5 decide for `viewer` about others' items, and on which basis."""
     hidden = policy.hidden.get(viewer.kind, frozenset())
     consents = list(consents)
-    out = set()
+    out: dict[str, Basis] = {}
     for cat in CATEGORIES:
         if cat in hidden:
+            out[cat] = Basis(False, "kind_ceiling")
             continue
         force = in_force(consents, cat, now_ms)
         mine = [force[g] for g in (viewer.slug, viewer.kind) if g in force]
-        if any(c.decision == "deny" for c in mine):
-            continue  # deny wins between the slug's and the kind's declarations
-        if any(c.decision == "permit" for c in mine) or any(
-                c.decision == "permit" and c.source == viewer.slug for c in force.values()):
-            out.add(cat)
-    return frozenset(out)
+        deny = next((c for c in mine if c.decision == "deny"), None)
+        permit = next((c for c in mine if c.decision == "permit"), None) or next(
+            (c for c in force.values() if c.decision == "permit" and c.source == viewer.slug), None)
+        if deny is not None:  # deny wins between the slug's and the kind's declarations
+            out[cat] = Basis(False, "denied", deny.consent_id)
+        elif permit is not None:
+            out[cat] = Basis(True, "consent", permit.consent_id)
+        else:
+            out[cat] = Basis(False, "no_consent")
+    return out
+
+
+def permitted(viewer: Viewer, consents: Iterable[Terms], policy: Policy, now_ms: int) -> frozenset[str]:
+    """The categories `viewer` may see of others' items by consent, under its kind's ceiling
+    (rules 3, 4 and 5)."""
+    return frozenset(cat for cat, b in by_consent(viewer, consents, policy, now_ms).items() if b.shown)
+
+
+def _own(viewer: Viewer, source: str, event_type: str, parties: Collection[str], referral_id: str | None,
+         grantee: str | None, consent_id: str | None) -> Basis | None:
+    """Rules that need no consent: the author (1), a referral's parties (2), a consent's grantee."""
+    if source == viewer.slug:
+        return Basis(True, "author")
+    if event_type in REFERRAL_TYPES and viewer.slug in parties:
+        return Basis(True, "referral_party", referral_id)
+    if event_type == "ConsentRecorded" and grantee is not None and covers(grantee, viewer):
+        return Basis(True, "consent", consent_id)  # a consent is visible to the structures it names
+    return None
 
 
 def sees(viewer: Viewer, *, source: str, event_type: str, category: str, parties: Collection[str],
          grantee: str | None, allowed: frozenset[str]) -> bool:
     """Whether `viewer` sees an item. `parties`: those of the item's referral (rule 2);
     `grantee`: a consent's; `allowed`: `permitted(viewer, ...)` at the instant considered."""
-    if source == viewer.slug:
-        return True  # rule 1
-    if event_type in REFERRAL_TYPES and viewer.slug in parties:
-        return True  # rule 2
-    if event_type == "ConsentRecorded" and grantee is not None and covers(grantee, viewer):
-        return True  # a consent is visible to the structures it names
-    return category in allowed  # rules 3, 4 and 5
+    return _own(viewer, source, event_type, parties, None, grantee, None) is not None or category in allowed
+
+
+def basis(viewer: Viewer, *, source: str, event_type: str, category: str, parties: Collection[str],
+          referral_id: str | None, grantee: str | None, consent_id: str | None, consented: Mapping[str, Basis]) -> Basis:
+    """`sees`, with its reason: `consented` is `by_consent(viewer, ...)` at the instant considered."""
+    return _own(viewer, source, event_type, parties, referral_id, grantee, consent_id) or consented[category]
 
 
 def concerned_by(source: str, named: Iterable[str | None], grantee: str | None, kinds: Mapping[str, str]) -> set[str]:
