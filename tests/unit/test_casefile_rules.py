@@ -256,3 +256,26 @@ def test_each_legal_basis_and_each_refusal_reason_is_named() -> None:
     assert _basis_of([social, everything], CPTS, social) == Basis(False, "kind_ceiling")
     assert _basis_of([ref], CRT, ref) == Basis(True, "referral_party", ref.item_id)
     assert _basis_of([ref], CRT2, ref) == Basis(False, "no_consent")
+
+
+def test_every_change_in_what_a_structure_sees_is_audited_with_its_basis() -> None:
+    """Withdrawal and renewed consent: disclosed (c1), withdrawn (denied by c2), disclosed (c3),
+    for the message and for no one else's view; ids, kinds and reasons only."""
+    core, store = IncrementalCaseFile(KINDS, POLICY), DictStore()
+    m = msg("m1", "dac-31")
+    steps = [m, consent("c1", "crt-31-muret", ["discussion"], at=1),
+             consent("c2", "crt-31-muret", ["discussion"], decision="deny", at=2),
+             consent("c3", "crt-31-muret", ["discussion"], at=3)]
+    audits = []
+    for e in steps:
+        audits += [a.body for a in core.apply(store, "case-1", e, NOW).audits]
+    about_m = [(a["structure"], a["change"], a["basis"], a["ref"], a["cause"]) for a in audits if a["item"] == "message:m1"]
+    assert about_m == [("dac-31", "disclosed", "author", None, str(m.event_id)),
+                       ("crt-31-muret", "disclosed", "consent", "c1", str(steps[1].event_id)),
+                       ("crt-31-muret", "withdrawn", "denied", "c2", str(steps[2].event_id)),
+                       ("crt-31-muret", "disclosed", "consent", "c3", str(steps[3].event_id))]
+    assert len({a["audit_id"] for a in audits}) == len(audits)  # deterministic ids, never twice
+    assert all(set(a) == {"audit_id", "change", "structure", "case_id", "item", "item_type", "category", "author",
+                          "basis", "ref", "cause", "at"} for a in audits)  # no content, no person data
+    # the same events again (a replay after a crash): nothing new to audit
+    assert [core.apply(store, "case-1", e, NOW).audits for e in steps] == [[], [], [], []]

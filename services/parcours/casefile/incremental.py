@@ -33,14 +33,16 @@ from typing import Any, Protocol
 import orjson
 
 from parcours.casefile.policy import (
+    Basis,
     Policy,
     Terms,
     Viewer,
+    basis,
+    by_consent,
     concerned_by,
     from_ms,
     named_by,
     next_expiry,
-    permitted,
     sees,
     to_ms,
 )
@@ -136,10 +138,23 @@ class Notice:
         return orjson.dumps(self.body, option=orjson.OPT_SORT_KEYS)
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """A change in what a structure may see (`disclosed`, `withdrawn`) and its legal basis: ids,
+    kinds and reasons only, never content; `audit_id` is deterministic (a replay writes the same)."""
+
+    case_id: str
+    body: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.body, option=orjson.OPT_SORT_KEYS)
+
+
 @dataclass
 class Outcome:
     items: list[ItemRecord] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
+    audits: list[AuditRecord] = field(default_factory=list)
     #: the case's next consent expiry changed: (case_id, due ms or None when there is none)
     schedule: tuple[str, int | None] | None = None
     duplicate: bool = False
@@ -153,13 +168,21 @@ class _Rules:
         self.parties: dict[str, list[str]] = idx["parties"]
         consents = [_terms(c) for c in idx["consents"]]
         self.viewers = {slug: Viewer(slug, kinds[slug]) for slug in idx["structs"]}
-        self.allowed = {slug: permitted(v, consents, policy, now_ms) for slug, v in self.viewers.items()}
+        self.consented = {slug: by_consent(v, consents, policy, now_ms) for slug, v in self.viewers.items()}
+        self.allowed = {slug: frozenset(c for c, b in bases.items() if b.shown) for slug, bases in self.consented.items()}
 
     def may_see(self, m: dict[str, Any], slug: str) -> bool:
         terms = m.get("terms")
         return sees(self.viewers[slug], source=m["src"], event_type=m["t"], category=m["cat"],
                     parties=self.parties.get(m["rid"], ()) if m["rid"] else (),
                     grantee=terms[0] if terms else None, allowed=self.allowed[slug])
+
+    def basis(self, m: dict[str, Any], slug: str) -> Basis:
+        terms = m.get("terms")
+        return basis(self.viewers[slug], source=m["src"], event_type=m["t"], category=m["cat"],
+                     parties=self.parties.get(m["rid"], ()) if m["rid"] else (), referral_id=m["rid"],
+                     grantee=terms[0] if terms else None, consent_id=_terms(terms).consent_id or None if terms else None,
+                     consented=self.consented[slug])
 
 
 def _new_index() -> dict[str, Any]:
@@ -178,7 +201,7 @@ class IncrementalCaseFile:
         idx = store.get("idx") or _new_index()
         cnt = store.get("cnt") or {"keys": 0, "s": {}}
         if event is None:  # a clock tick: every item may change
-            return self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {}, False)
+            return self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {}, False, ("clock", now_ms))
         doc = document(event)
         key = item_key(event)
         eid = doc["m"]["id"]
@@ -204,9 +227,20 @@ class IncrementalCaseFile:
         loaded[key] = rec
         rules_change |= self._index(idx, doc)
         keys = self._all_keys(store, cnt) if rules_change else [key]
-        return self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change)
+        return self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change, (eid, doc["m"]["ms"]))
 
     # --- internals ------------------------------------------------------------------------
+    @staticmethod
+    def _audit(rules: _Rules, case_id: str, slug: str, key: str, kind: str, doc: dict[str, Any], n: int,
+               cause: tuple[str, int]) -> AuditRecord:
+        m = doc["m"]
+        b = rules.basis(m, slug)
+        change = "disclosed" if kind == "item_visible" else "withdrawn"
+        return AuditRecord(case_id, {
+            "audit_id": f"{case_id}:{key}:{slug}:{change}:{n}", "change": change, "structure": slug,
+            "case_id": case_id, "item": key, "item_type": m["t"], "category": m["cat"], "author": m["src"],
+            "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": iso(from_ms(cause[1]))})
+
     def _index(self, idx: dict[str, Any], doc: dict[str, Any]) -> bool:
         """Record what the rules need from `doc`; True when who-sees-what may change."""
         m = doc["m"]
@@ -230,12 +264,13 @@ class IncrementalCaseFile:
         return [store.get(f"ki:{i}") for i in range(cnt["keys"])]
 
     def _reevaluate(self, store: CaseStore, case_id: str, idx: dict[str, Any], cnt: dict[str, Any], now_ms: int,
-                    keys: Iterable[str], loaded: dict[str, dict[str, Any]], idx_changed: bool) -> Outcome:
+                    keys: Iterable[str], loaded: dict[str, dict[str, Any]], idx_changed: bool,
+                    cause: tuple[str, int]) -> Outcome:
         out = Outcome()
         rules = _Rules(idx, self.kinds, self.policy, now_ms)
         structs = sorted(idx["structs"])
         counters: dict[str, list[int]] = cnt["s"]
-        changes: list[tuple[str, str, str]] = []  # (structure, item, notice type)
+        changes: list[tuple[str, str, str, dict[str, Any]]] = []  # (structure, item, notice type, the doc that decides)
         for key in keys:
             rec = loaded.get(key) or store.get("k:" + key)
             if rec is None:
@@ -257,24 +292,25 @@ class IncrementalCaseFile:
                     out.items.append(ItemRecord(slug, case_id, key, value))
                     delta = len(visible) - (before[1] if before else 0)
                     if before is None:
-                        changes.append((slug, key, "item_visible"))
+                        changes.append((slug, key, "item_visible", visible[0]))
                 else:
                     if before is None:
                         continue
                     del shown[slug]
                     out.items.append(ItemRecord(slug, case_id, key, None))
                     delta = -before[1]
-                    changes.append((slug, key, "redaction"))
+                    changes.append((slug, key, "redaction", min(docs, key=_order)))
                 counters.setdefault(slug, [0, 0])[0] += delta
                 dirty = True
             if dirty:
                 store.set("k:" + key, rec)
-        for slug, key, kind in changes:
+        for slug, key, kind, doc in changes:
             c = counters[slug]
             c[1] += 1
             out.notices.append(Notice(slug, case_id, {
                 "notification_id": f"{case_id}:{key}:{kind}:{c[1]}", "type": kind, "case_id": case_id,
                 "item": key, "view_version": c[0]}))
+            out.audits.append(self._audit(rules, case_id, slug, key, kind, doc, c[1], cause))
         store.set("cnt", cnt)
         due = next_expiry((_terms(c) for c in idx["consents"]), now_ms)
         if due != idx["next"]:

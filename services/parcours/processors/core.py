@@ -119,6 +119,7 @@ class RecordProcessor:
         self.views = {slug: catalogue.per_structure("views", slug).name for slug in kinds}
         self.inboxes = {slug: catalogue.per_structure("inbox", slug).name for slug in kinds}
         self.observatory = catalogue.topic("observatory").name
+        self.audit = catalogue.topic("audit").name
         self.deadletter = catalogue.topic("deadletter").name
         self.schedule = catalogue.topic("clock-schedule").name
         self.limits = {t.name: t.max_value_bytes for t in catalogue.topics.values()}
@@ -174,6 +175,7 @@ class RecordProcessor:
     def _outputs(self, outcome: Outcome) -> list[Out]:
         outs = [Out(self.views[r.structure], r.key.encode(), r.value) for r in outcome.items]
         outs += [Out(self.inboxes[n.structure], n.case_id.encode(), n.encode()) for n in outcome.notices]
+        outs += [Out(self.audit, a.case_id.encode(), a.encode()) for a in outcome.audits]
         if outcome.schedule is not None:
             case_id, due = outcome.schedule
             outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))
