@@ -94,6 +94,35 @@ def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """The whole audit history of a case, for the data protection officer (as `svc-ops`)."""
+    import json
+
+    from parcours.kafkaio import read_to_end
+    from parcours.runtime import cluster
+    from parcours.topology.catalogue import default_catalogue
+
+    cat = default_catalogue()
+    kafka = cluster().access(cat.service_principal("ops"))
+
+    async def read() -> list[dict[str, Any]]:
+        out = []
+        async for batch in read_to_end(kafka, [cat.topic("audit").name]):
+            out += [json.loads(r.value) for r in batch if r.key == args.case_id.encode()]
+        return sorted(out, key=lambda r: (r["at"], r["audit_id"]))
+
+    records = asyncio.run(read())
+    if args.json:
+        print(json.dumps(records, indent=1, sort_keys=True))
+        return 0
+    print(f"{'at':<25} {'change':<10} {'structure':<14} {'item':<34} {'basis':<15} {'ref':<22} cause")
+    for r in records:
+        print(f"{r['at']:<25} {r['change']:<10} {r['structure']:<14} {r.get('item') or '-':<34} "
+              f"{r.get('basis') or '-':<15} {r.get('ref') or '-':<22} {r.get('cause') or '-'}")
+    print(f"{len(records)} audit records for case {args.case_id}")
+    return 0
+
+
 def _docs(args: argparse.Namespace) -> int:
     """docs/events.md from schemas/ and the catalogue; `--check` fails when the file differs."""
     from parcours.contract.schemas import default_schema_set
@@ -450,6 +479,12 @@ def _admin_parsers(sub: Any) -> None:
     c.add_argument("principal")
     c.add_argument("--show-secret", action="store_true", help="print the SCRAM secret (to hand it to the partner)")
     c.set_defaults(func=_credentials)
+
+    a = sub.add_parser("audit", help="the audit history of a case: disclosures, withdrawals, reads, their legal basis")
+    a.add_argument("what", choices=["case"])
+    a.add_argument("case_id")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_audit)
 
     d = sub.add_parser("docs", help="write docs/events.md from schemas/ and topics/ (--check: compare only)")
     d.add_argument("--out")

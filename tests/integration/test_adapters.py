@@ -405,3 +405,57 @@ async def test_racing_idempotency_keys_on_two_instances_and_after_a_restart(api:
             assert other.status_code == 409
     finally:
         stack.kill("adapter-dac-2")
+
+
+async def test_withdrawal_and_renewed_consent_are_audited_and_shown_to_the_author(api: Api) -> None:
+    """The person withdraws, then renews, their consent: the CRT's view follows, the audit topic
+    holds each disclosure and withdrawal with its basis, the author sees them through its
+    disclosures, nobody else does, and `parcours audit case` prints them."""
+    from parcours.kafkaio import read_to_end
+
+    case, ref = await _case_for(api)
+    m = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Point de situation."})).json()["message_id"]
+    item = f"message:{m}"
+    consents = []
+    for decision in ("permit", "deny", "permit"):
+        c = (await api.post("dac-31", f"/v1/cases/{case}/consents", {"grantee": "crt-31-muret", "categories": ["discussion"],
+                                                                      "decision": decision, "method": "oral"})).json()
+        consents.append(c["consent_id"])
+        if decision == "permit":
+            await api.view_with("crt-31-muret", case, item)
+        else:
+            await api.view_without("crt-31-muret", case, item)
+    cat = Catalogue.load(prefix=api.stack.prefix)
+
+    async def audited() -> list[dict[str, Any]]:
+        records = [json.loads(r.value) async for batch in read_to_end(api.stack.kafka, [cat.topic("audit").name])
+                   for r in batch if r.key == case.encode()]
+        mine = [r for r in records if r.get("item") == item and r["structure"] == "crt-31-muret"]
+        return mine if len(mine) >= 3 else []
+    trail = await eventually(audited, 30, "three audit records for the CRT and the message")
+    assert [(r["change"], r["basis"], r["ref"]) for r in trail] == [
+        ("disclosed", "consent", consents[0]), ("withdrawn", "denied", consents[1]), ("disclosed", "consent", consents[2])]
+
+    async def listed() -> dict[str, Any] | None:
+        body = (await api.get("dac-31", f"/v1/cases/{case}/disclosures")).json()
+        return body if len([d for d in body["disclosures"] if d["item"] == item]) >= 3 else None
+    shown = await eventually(listed, 30, "the author's disclosures")
+    assert {(d["structure"], d["item"], d["basis"]) for d in shown["disclosures"]} >= {
+        ("crt-31-muret", f"referral:{ref}", "referral_party"), ("crt-31-muret", item, "consent")}
+    theirs = (await api.get("crt-31-muret", f"/v1/cases/{case}/disclosures")).json()
+    assert theirs["disclosures"] == []  # the CRT authored nothing here: it learns nothing of others' disclosures
+
+    # a read of the view is recorded (who, which case, when; no content)
+    assert (await api.get("dac-31", f"/v1/cases/{case}")).status_code == 200
+
+    async def accessed() -> bool:
+        changes = [json.loads(r.value).get("change") async for batch in read_to_end(api.stack.kafka, [cat.topic("audit").name])
+                   for r in batch if r.key == case.encode()]
+        return "accessed" in changes
+    await eventually(accessed, 30, "an accessed record")
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parcours.cli", "audit", "case", case],
+                                  env=api.stack.env, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "withdrawn" in out.stdout
+    assert "denied" in out.stdout
+    assert "accessed" in out.stdout

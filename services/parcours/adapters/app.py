@@ -6,8 +6,10 @@ event (validated by the contract), publish it, and answer 202 once Kafka acknowl
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -115,7 +117,7 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
-    store = EdgeStore(kafka, catalogue, slugs, observatory=kind in catalogue.topic("observatory").readers)
+    store = EdgeStore(kafka, catalogue, slugs, observatory=kind in catalogue.topic("observatory").readers, audit=True)
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, publisher, catalogue, metrics, retry, sealer)
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
@@ -227,6 +229,15 @@ IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 # --- handlers --------------------------------------------------------------------------------
+
+async def _record_access(adapter: Adapter, caller: Structure, case_id: str) -> None:
+    """An `accessed` audit record: who read which case's view, when (no content)."""
+    at = datetime.now(UTC)
+    record = {"audit_id": f"{case_id}:accessed:{caller.slug}:{uuid.uuid4().hex}", "change": "accessed",
+              "structure": caller.slug, "case_id": case_id, "at": at.isoformat().replace("+00:00", "Z")}
+    await adapter.publisher.send(adapter.catalogue.topic("audit").name, case_id.encode(),
+                                 json.dumps(record, sort_keys=True).encode())
+
 
 async def _visible_case(store: EdgeStore, caller: Structure, case_id: str, wait: float = 0.0) -> dict[str, Any]:
     view = await eventually_view(store, caller.slug, case_id, wait)
@@ -356,7 +367,18 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
 
     @app.get("/v1/cases/{case_id}", tags=["views"])
     async def get_case(case_id: str, caller: Caller) -> dict[str, Any]:
-        return await _visible_case(store, caller, case_id)
+        view = await _visible_case(store, caller, case_id)
+        await _record_access(adapter, caller, case_id)  # no record, no read: 503 when Kafka cannot take it
+        return view
+
+    @app.get("/v1/cases/{case_id}/disclosures", tags=["views"])
+    async def disclosures(case_id: str, caller: Caller) -> dict[str, Any]:
+        """Right of access: for the items you authored in this case, who received them (or lost
+        them), when, and on which legal basis."""
+        await _visible_case(store, caller, case_id)
+        records = [r for r in store.disclosures.get(caller.slug, {}).get(case_id, []) if r["structure"] != caller.slug]
+        return {"case_id": case_id, "structure": caller.slug, "disclosures": [
+            {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause")} for r in records]}
 
     @app.get("/v1/cases", tags=["views"])
     async def list_cases(caller: Caller) -> dict[str, Any]:

@@ -31,7 +31,7 @@ log = logging.getLogger("parcours.adapter.store")
 
 class EdgeStore:
     def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, slugs: list[str], *, inbox: bool = True,
-                 observatory: bool = True, webhooks: bool = True) -> None:
+                 observatory: bool = True, webhooks: bool = True, audit: bool = False) -> None:
         """A store of the views of `slugs`, and of what else its reader may read (its principal's
         ACLs): their inboxes, the observatory, the webhook registrations."""
         self.kafka, self.catalogue, self.slugs = kafka, catalogue, list(slugs)
@@ -46,7 +46,11 @@ class EdgeStore:
         self._views_topics = {catalogue.per_structure("views", s).name: s for s in slugs}
         self._obs_topic = catalogue.topic("observatory").name
         self._hooks_topic = catalogue.topic("webhooks").name
-        self._extra = [t for t, on in ((self._obs_topic, observatory), (self._hooks_topic, webhooks)) if on]
+        self._audit_topic = catalogue.topic("audit").name
+        self._extra = [t for t, on in ((self._obs_topic, observatory), (self._hooks_topic, webhooks),
+                                       (self._audit_topic, audit)) if on]
+        #: author slug -> case id -> the audit records of the items it authored (right of access)
+        self.disclosures: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in slugs}
         self._task: asyncio.Task[None] | None = None
 
     # --- queries ----------------------------------------------------------------------
@@ -118,6 +122,8 @@ class EdgeStore:
                 self.views[s].clear()
                 self.inbox[s].clear()
             self.observatory.clear()
+            for d in self.disclosures.values():
+                d.clear()
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
             pending = {tp for tp in parts if end[tp] > 0}
@@ -164,6 +170,10 @@ class EdgeStore:
                 self.webhooks.pop(key, None)
             else:
                 self.webhooks[key] = json.loads(r.value)
+        elif topic == self._audit_topic:
+            record = json.loads(r.value)
+            if record.get("author") in self.disclosures and record.get("change") != "accessed":
+                self.disclosures[record["author"]].setdefault(key, []).append(record)
         else:
             slug = self._inbox_topics[topic]
             note = json.loads(r.value)
