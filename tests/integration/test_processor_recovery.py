@@ -122,8 +122,32 @@ class Load:
                         visible.discard(item)
             shown = {tuple(key.decode().split("/", 1)) for s, key in live if s == slug}
             assert visible == shown, f"{slug}: notifications and views disagree on {visible ^ shown}"
+        await self._check_audit(live)
         dead = [r async for records in read_to_end(self.kafka, [self.cat.topic("deadletter").name]) for r in records]
         assert not dead, f"{len(dead)} dead letters, e.g. {dict(dead[0].headers)}"
+
+
+    async def _check_audit(self, live: dict[tuple[str, bytes], bytes]) -> None:
+        """The audit rides on the views' transaction: no record twice, none lost (each item's
+        disclosures and withdrawals alternate, and end where the live view is)."""
+        ids: set[str] = set()
+        disclosed: set[tuple[str, str, str]] = set()
+        async for records in read_to_end(self.kafka, [self.cat.topic("audit").name]):
+            for r in records:
+                a = json.loads(r.value)
+                if a["change"] == "accessed":
+                    continue
+                assert a["audit_id"] not in ids, f"duplicate audit record {a['audit_id']}"
+                ids.add(a["audit_id"])
+                item = (a["structure"], a["case_id"], a["item"])
+                if a["change"] == "disclosed":
+                    assert item not in disclosed, f"{item} disclosed twice without a withdrawal"
+                    disclosed.add(item)
+                else:
+                    assert item in disclosed, f"{item} withdrawn but never disclosed"
+                    disclosed.discard(item)
+        shown = {(slug, *key.decode().split("/", 1)) for slug, key in live}
+        assert disclosed == shown, f"audit and views disagree on {sorted(disclosed ^ shown)[:5]}"
 
 
 @pytest.fixture
