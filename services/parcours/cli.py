@@ -337,6 +337,8 @@ def _up(args: argparse.Namespace) -> int:
         _check_port("127.0.0.1", port)
     where, broker = cluster_or_start(s)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C stops everything even when launched with SIGINT ignored (a background job of a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logdir = s.broker_dir.parent / "logs"
     _apply_catalogue(where)
     sup = _supervisor(where, logdir)
