@@ -195,6 +195,16 @@ class ProcessorRun:
             time.sleep(0.05)
         raise RuntimeError("bench: timed out waiting for the processor")
 
+    def wait_for(self, expected: float, timeout: float = 1800) -> None:
+        """Until the processor has seen `expected` events (no rate: memory is what is read then)."""
+        deadline = time.monotonic() + timeout
+        while self.events_seen() < expected:
+            if self.proc.poll() is not None:
+                raise RuntimeError("bench: the processor exited")
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench: timed out waiting for the processor")
+            time.sleep(0.05)
+
     def rss_mb(self) -> float:
         return _rss_mb(self.proc.pid)
 
@@ -260,7 +270,7 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
         more = max(0, rss_cases - cases)
         if more:
             m, _ = produce(kafka, cat, case_events(more, 1, "b"))
-            proc.rate(n + m)
+            proc.wait_for(n + m)
             rss[rss_cases] = proc.rss_mb()
             out["processor_rss_mb_at_cases"] = rss
     finally:
