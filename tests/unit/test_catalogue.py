@@ -119,7 +119,7 @@ def test_bad_setting_is_refused_with_its_line(tmp_path: Path) -> None:
 
 def test_unknown_config_key_and_broken_copartitioning_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError, match=r"unknown config 'retention\.hours'"):
-        _load_with(tmp_path, CATALOGUE.replace("retention.ms: 604800000", "retention.hours: 168"))
+        _load_with(tmp_path, CATALOGUE.replace("max.message.bytes: 2097152}", "max.message.bytes: 2097152, retention.hours: 168}"))
     text = CATALOGUE.replace("  evaluations:\n    role: canonical\n", "  evaluations:\n    role: canonical\n    partitions: 3\n")
     with pytest.raises(CatalogueError, match="must all have 6 partitions"):
         _load_with(tmp_path, text)
@@ -145,3 +145,17 @@ def test_kind_policy_ceiling() -> None:
     assert policy.hidden["cpts"] == {"social", "medical", "functional"}
     assert policy.hidden["dac"] == frozenset()
     assert policy.hidden["crt"] == frozenset()
+
+
+def test_retention_comes_from_named_policies_and_production_keeps_no_event_forever(tmp_path: Path) -> None:
+    dev, prod = Catalogue.load(profile="dev"), Catalogue.load(profile="production")
+    assert dev.topic("referrals").config["retention.ms"] == "-1"
+    for t in prod.canonical():
+        assert int(t.config["retention.ms"]) > 0, t.name
+    assert prod.topic("audit").config["retention.ms"] == prod.topic("referrals").config["retention.ms"]
+    text = CATALOGUE.replace("care_record:      {dev: -1, production: 631152000000}", "care_record:      {dev: -1, production: -1}")
+    with pytest.raises(CatalogueError, match="may not keep events forever in production"):
+        _load_with(tmp_path, text, profile="production")
+    unknown = CATALOGUE.replace("retention: clock\n", "retention: forever_and_ever\n")
+    with pytest.raises(CatalogueError, match="unknown retention policy 'forever_and_ever'"):
+        _load_with(tmp_path, unknown)

@@ -132,6 +132,7 @@ class Catalogue:
         canon_parts = data.get("canonical_partitions")
         if not isinstance(canon_parts, int) or canon_parts < 1:
             raise CatalogueError(path, line(data), "canonical_partitions must be a positive integer")
+        retention = data.get("retention") or {}
         raw_topics = data.get("topics")
         if not isinstance(raw_topics, dict) or len(fields(raw_topics)) == 0:
             raise CatalogueError(path, line(data), "`topics` must be a non-empty mapping")
@@ -143,7 +144,8 @@ class Catalogue:
             if not isinstance(spec, dict):
                 raise CatalogueError(path, line(raw_topics), f"topic {lname}: must be a mapping")
             ln = line(spec)
-            unknown = set(fields(spec)) - {"role", "key", "value", "events", "partitions", "producers", "consumers", "config", "per_structure", "readers"}
+            unknown = set(fields(spec)) - {"role", "key", "value", "events", "partitions", "producers", "consumers", "config",
+                                           "per_structure", "readers", "retention"}
             if unknown:
                 raise CatalogueError(path, ln, f"topic {lname}: unknown settings {sorted(unknown)}")
             role = spec.get("role")
@@ -153,6 +155,8 @@ class Catalogue:
                 raise CatalogueError(path, ln, f"topic {lname}: key is required")
             config = _config(path, lname, spec.get("config") or {}, ln)
             config["min.insync.replicas"] = str(min_isr)
+            if "retention" in spec:
+                config["retention.ms"] = str(_retention(path, retention, spec["retention"], profile, lname, role, ln))
             events: dict[str, frozenset[str]] = {}
             for et, kinds in fields(spec.get("events") or {}).items():
                 if et not in schemas.versions:
@@ -295,6 +299,20 @@ class Catalogue:
         """Whether a topic, group or transactional id belongs to this catalogue's prefix (the ACLs
         `topics apply` manages; other prefixes on the same cluster are left alone)."""
         return resource_name.startswith((f"{self.prefix}.", f"{self.prefix}-"))
+
+
+def _retention(path: Path, policies: Any, name: Any, profile: str, lname: str, role: Any, ln: int | None) -> int:
+    """retention.ms of a topic from its named policy, for the profile (production keeps no
+    canonical event forever)."""
+    policy = policies.get(name) if isinstance(policies, dict) else None
+    if not isinstance(policy, dict):
+        raise CatalogueError(path, ln, f"topic {lname}: unknown retention policy {name!r}; defined: {sorted(fields(policies or {}))}")
+    value = policy.get(profile)
+    if not isinstance(value, int) or value < -1:
+        raise CatalogueError(path, line(policy), f"retention policy {name}: no retention.ms (>= -1) for the {profile} profile")
+    if profile == "production" and role == "canonical" and value == -1:
+        raise CatalogueError(path, line(policy), f"retention policy {name}: canonical topic {lname} may not keep events forever in production")
+    return value
 
 
 def _services(path: Path, raw: Any) -> dict[str, ServiceSpec]:
