@@ -31,13 +31,12 @@ from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
-from parcours.kafkaio import KafkaAccess
-from parcours.processors.app import consumer_lag, group_id
+from parcours.kafkaio import KafkaAccess, consumer_lag
+from parcours.processors.app import group_id
 from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
 from parcours.topology import admin
@@ -159,8 +158,7 @@ class ProcessorRun:
 
     def __init__(self, kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path) -> None:
         self.kafka, self.cat = kafka, cat
-        self.admin = AdminClient(kafka.librdkafka())
-        self.parts = [TopicPartition(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
+        self.parts = [(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
         self.port = free_port()
         self.proc = _spawn(["processor", "--metrics-port", str(self.port), "--state-dir", str(logdir / f"state-{cat.prefix}")],
                            env, logdir / f"processor-{cat.prefix}.log")
@@ -174,7 +172,7 @@ class ProcessorRun:
                    if line.startswith(("parcours_processor_events_total{", "parcours_processor_duplicates_total{")))
 
     def lag(self) -> int:
-        return sum(consumer_lag(self.admin, group_id(self.cat), self.parts).values())
+        return sum(asyncio.run(consumer_lag(self.kafka, group_id(self.cat), self.parts)).values())
 
     def rate(self, expected: float, timeout: float = 1800) -> float:
         """Events/s from the first event seen to the last one of `expected` (counted by the metrics)."""

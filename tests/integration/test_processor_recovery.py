@@ -18,14 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from parcours.contract.codec import Codec
-from parcours.kafkaio import read_to_end
+from parcours.kafkaio import consumer_lag, read_to_end
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
-from parcours.processors.app import consumer_lag, group_id
+from parcours.processors.app import group_id
 from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -66,7 +64,6 @@ class Load:
         self.cat = Catalogue.load(prefix=stack.prefix)
         self.policy = KindPolicy.load(topics_dir() / "policy.yaml")
         self.codec = Codec()
-        self.admin = AdminClient(stack.kafka.librdkafka())
 
     async def send(self, events: list, pause_every: int = 0) -> None:
         producer = AIOKafkaProducer(**self.kafka.aiokafka(), acks="all", linger_ms=5)
@@ -83,11 +80,11 @@ class Load:
             await producer.stop()
 
     async def caught_up(self, timeout: float = 180) -> None:
-        parts = [TopicPartition(t.name, p) for t in self.cat.canonical() for p in range(t.partitions)]
+        parts = [(t.name, p) for t in self.cat.canonical() for p in range(t.partitions)]
 
         async def done() -> bool:
             self.stack.check_alive()
-            lags = await asyncio.to_thread(consumer_lag, self.admin, group_id(self.cat), parts)
+            lags = await consumer_lag(self.kafka, group_id(self.cat), parts)
             return sum(lags.values()) == 0
         await eventually(done, timeout, "the processor to catch up")
 
@@ -199,10 +196,12 @@ async def test_two_instances_share_the_load_and_one_survives_a_kill(load: Load) 
     stack.start_processor("processor-a")
     stack.start_processor("processor-b")
 
+    admin = AdminClient(load.kafka.librdkafka())
+
     async def both_working() -> bool:
         stack.check_alive()
         described = await asyncio.to_thread(
-            lambda: load.admin.describe_consumer_groups([group_id(load.cat)])[group_id(load.cat)].result(10))
+            lambda: admin.describe_consumer_groups([group_id(load.cat)])[group_id(load.cat)].result(10))
         return len(described.members) == 2 and all(m.assignment.topic_partitions for m in described.members)
     await eventually(both_working, 60, "two members sharing the partitions")
     half = len(history) // 2

@@ -16,6 +16,7 @@ on these machines, and a worker restarted after SIGKILL lost or never caught up 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -24,18 +25,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
 from quixstreams import Application, message_context
 from quixstreams.models.topics import TopicManager
 
 from parcours.casefile.incremental import Outcome
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
 from parcours.processors.errors import EngineError
 from parcours.topology.catalogue import Catalogue
+from parcours.topology.errors import ClusterError
 
 log = logging.getLogger("parcours.processor")
 
@@ -203,29 +203,13 @@ class _NoState:
 
 def _report_lag(catalogue: Catalogue, kafka: KafkaAccess, metrics: ProcessorMetrics) -> None:
     """Records behind, per canonical partition: end offsets minus the group's committed offsets,
-    both read through the admin API: never a consumer of the processor's group."""
-    admin = AdminClient(kafka.librdkafka())
-    parts = [TopicPartition(t.name, p) for t in catalogue.canonical() for p in range(t.partitions)]
+    read through an admin request and a group-less consumer: never a member of the processor's group."""
+    parts = [(t.name, p) for t in catalogue.canonical() for p in range(t.partitions)]
     while True:
         try:
-            lags = consumer_lag(admin, group_id(catalogue), parts)
+            lags = asyncio.run(consumer_lag(kafka, group_id(catalogue), parts))
             for (topic, partition), n in lags.items():
                 metrics.lag.labels(topic, str(partition)).set(n)
-        except KafkaException as exc:
-            log.warning("lag report failed", extra={"error": str(exc.args[0].name() if exc.args else exc)})
+        except ClusterError as exc:
+            log.warning("lag report failed", extra={"error": type(exc.__cause__).__name__})
         time.sleep(LAG_INTERVAL_S)
-
-
-def consumer_lag(admin: AdminClient, group: str, parts: list[TopicPartition]) -> dict[tuple[str, int], int]:
-    """Per partition: the committed end (last stable offset) minus the group's committed offset."""
-    committed: dict[tuple[str, int], int] = {}
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[group]
-    for tp in fut.result(timeout=10).topic_partitions or []:
-        committed[(tp.topic, tp.partition)] = max(tp.offset, 0)
-    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in parts}, isolation_level=IsolationLevel.READ_COMMITTED)
-    out = {}
-    for tp, f in ends.items():
-        end = f.result(timeout=10).offset
-        out[(tp.topic, tp.partition)] = max(0, end - committed.get((tp.topic, tp.partition), 0))
-    return out
-
