@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from confluent_kafka.admin import AdminClient
 
 from parcours.contract.codec import Codec
 from parcours.kafkaio import consumer_lag, read_to_end
