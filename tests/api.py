@@ -40,6 +40,12 @@ class Api:
             return v if v and item in v["items"] else None
         return await eventually(probe, timeout, f"{item} in {slug}'s view of {case_id}")
 
+    async def open_case(self, sender: str, to: str, timeout: float = 30) -> tuple[str, str]:
+        """A referral from `sender` to `to`, once the sender's view holds it: (case_id, referral_id)."""
+        r = (await self.post(sender, "/v1/referrals", referral_body(to))).json()
+        await self.view_with(sender, r["case_id"], f"referral:{r['referral_id']}", timeout=timeout)
+        return r["case_id"], r["referral_id"]
+
     async def view_without(self, slug: str, case_id: str, item: str, timeout: float = 30) -> dict[str, Any] | None:
         async def probe() -> Any:
             v = await self.view(slug, case_id)

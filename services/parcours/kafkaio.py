@@ -3,8 +3,10 @@ secret), and small aiokafka helpers shared by the tools: read topics up to their
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +23,7 @@ from parcours.topology.errors import ClusterError
 LIBRDKAFKA_PARTITIONER = {"partitioner": "murmur2_random"}
 
 SCRAM = "SCRAM-SHA-512"
+log = logging.getLogger("parcours.kafka")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,16 @@ class KafkaAccess:
                                     "sasl_mechanism": SCRAM if self.sasl else None, "sasl_username": self.username,
                                     "sasl_password": self.password, "ssl_ca_location": self.cafile}
         return ConnectionConfig(**settings)
+
+
+async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run `tail` (a reader that follows topics) again whenever Kafka interrupts it."""
+    while True:
+        try:
+            await tail()
+        except (KafkaError, OSError) as exc:
+            log.warning(f"{what} tail interrupted; retrying", extra={"error": type(exc).__name__})
+            await asyncio.sleep(1)
 
 
 async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:

@@ -37,10 +37,9 @@ async def api(stack: Stack):
 
 
 async def _case_for(api: Api, sender: str = "dac-31", to: str = "crt-31-muret") -> tuple[str, str]:
-    r = (await api.post(sender, "/v1/referrals", referral_body(to))).json()
-    await api.view_with(to, r["case_id"], f"referral:{r['referral_id']}")
-    await api.view_with(sender, r["case_id"], f"referral:{r['referral_id']}")
-    return r["case_id"], r["referral_id"]
+    case, ref = await api.open_case(sender, to)
+    await api.view_with(to, case, f"referral:{ref}")
+    return case, ref
 
 
 async def test_authentication_refusals(api: Api) -> None:

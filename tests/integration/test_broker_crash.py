@@ -12,7 +12,7 @@ import httpx
 
 from parcours.devbroker.broker import EmbeddedBroker
 from parcours.settings import Settings
-from tests.api import Api, referral_body
+from tests.api import Api
 from tests.stack import Stack, cluster_of, eventually
 
 
@@ -25,9 +25,7 @@ async def test_every_acknowledged_event_survives_a_broker_sigkill(tmp_path: Path
         await stack.ready()
         async with httpx.AsyncClient(timeout=30) as client:
             api = Api(stack, client)
-            r = (await api.post("dac-31", "/v1/referrals", referral_body("crt-31-muret"))).json()
-            case = r["case_id"]
-            await api.view_with("dac-31", case, f"referral:{r['referral_id']}", timeout=60)
+            case, _ = await api.open_case("dac-31", "crt-31-muret", timeout=60)
             accepted: list[str] = []
             refused = 0
             killed = asyncio.Event()

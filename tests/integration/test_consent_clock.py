@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tests.api import Api, referral_body
+from tests.api import Api
 from tests.stack import Stack, eventually
 
 
@@ -14,9 +14,7 @@ async def test_an_expiring_consent_leaves_the_view_without_any_new_event(stack: 
     await stack.ready()
     async with httpx.AsyncClient(timeout=30) as client:
         api = Api(stack, client)
-        r = (await api.post("dac-31", "/v1/referrals", referral_body("crt-31-muret"))).json()
-        case = r["case_id"]
-        await api.view_with("dac-31", case, f"referral:{r['referral_id']}", timeout=60)
+        case, _ = await api.open_case("dac-31", "crt-31-muret", timeout=60)
         until = (datetime.now(UTC) + timedelta(seconds=4)).isoformat().replace("+00:00", "Z")
         await api.post("dac-31", f"/v1/cases/{case}/consents", {"grantee": "crt-31-nord", "categories": ["discussion"],
                                                                  "decision": "permit", "method": "oral", "valid_until": until})

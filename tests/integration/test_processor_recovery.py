@@ -104,20 +104,10 @@ class Load:
         live = await rb.live_views(self.cat, self.kafka)
         assert len({key.split(b"/")[0] for _, key in live}) == cases
         for slug in SLUGS:
-            visible: set[tuple[str, str]] = set()
-            ids: set[str] = set()
-            async for records in read_to_end(self.kafka, [self.cat.per_structure("inbox", slug).name]):
-                for r in records:
-                    n = json.loads(r.value)
-                    assert n["notification_id"] not in ids, f"{slug}: duplicate notification {n['notification_id']}"
-                    ids.add(n["notification_id"])
-                    item = (n["case_id"], n["item"])
-                    if n["type"] == "item_visible":
-                        assert item not in visible, f"{slug}: {item} notified visible twice"
-                        visible.add(item)
-                    else:
-                        assert item in visible, f"{slug}: redaction of {item} never notified visible"
-                        visible.discard(item)
+            notes = [json.loads(r.value) async for records in read_to_end(self.kafka, [self.cat.per_structure("inbox", slug).name])
+                     for r in records]
+            visible = _alternating(f"{slug}: notification", [
+                (n["notification_id"], (n["case_id"], n["item"]), n["type"] == "item_visible") for n in notes])
             shown = {tuple(key.decode().split("/", 1)) for s, key in live if s == slug}
             assert visible == shown, f"{slug}: notifications and views disagree on {visible ^ shown}"
         await self._check_audit(live)
@@ -128,24 +118,30 @@ class Load:
     async def _check_audit(self, live: dict[tuple[str, bytes], bytes]) -> None:
         """The audit rides on the views' transaction: no record twice, none lost (each item's
         disclosures and withdrawals alternate, and end where the live view is)."""
-        ids: set[str] = set()
-        disclosed: set[tuple[str, str, str]] = set()
-        async for records in read_to_end(self.kafka, [self.cat.topic("audit").name]):
-            for r in records:
-                a = json.loads(r.value)
-                if a["change"] == "accessed":
-                    continue
-                assert a["audit_id"] not in ids, f"duplicate audit record {a['audit_id']}"
-                ids.add(a["audit_id"])
-                item = (a["structure"], a["case_id"], a["item"])
-                if a["change"] == "disclosed":
-                    assert item not in disclosed, f"{item} disclosed twice without a withdrawal"
-                    disclosed.add(item)
-                else:
-                    assert item in disclosed, f"{item} withdrawn but never disclosed"
-                    disclosed.discard(item)
+        audits = [json.loads(r.value) async for records in read_to_end(self.kafka, [self.cat.topic("audit").name])
+                  for r in records]
+        disclosed = _alternating("audit record", [
+            (a["audit_id"], (a["structure"], a["case_id"], a["item"]), a["change"] == "disclosed")
+            for a in audits if a["change"] != "accessed"])
         shown = {(slug, *key.decode().split("/", 1)) for slug, key in live}
         assert disclosed == shown, f"audit and views disagree on {sorted(disclosed ^ shown)[:5]}"
+
+
+def _alternating(what: str, changes: list[tuple[str, tuple[str, ...], bool]]) -> set[tuple[str, ...]]:
+    """Changes (id, item, appears) in log order: no id twice, each item appears and disappears in
+    turn (never twice in a row, never gone before it came); returns the items shown at the end."""
+    ids: set[str] = set()
+    shown: set[tuple[str, ...]] = set()
+    for change_id, item, appears in changes:
+        assert change_id not in ids, f"duplicate {what} {change_id}"
+        ids.add(change_id)
+        if appears:
+            assert item not in shown, f"{what}: {item} shown twice without a removal"
+            shown.add(item)
+        else:
+            assert item in shown, f"{what}: {item} removed but never shown"
+            shown.discard(item)
+    return shown
 
 
 @pytest.fixture

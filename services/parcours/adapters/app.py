@@ -34,7 +34,7 @@ from parcours.contract.errors import EventValidationError
 from parcours.contract.models import build_event
 from parcours.kafkaio import KafkaAccess
 from parcours.publishing.errors import PublishingError
-from parcours.publishing.rules import check_kind, check_stateful, check_stateless, eventually_referral, eventually_view
+from parcours.publishing.rules import check_stateful, check_stateless, eventually_referral, eventually_view
 from parcours.readmodel.store import EdgeStore
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
@@ -253,7 +253,6 @@ async def _submit(adapter: Adapter, request: Request, caller: Structure, key: st
                   build: Build) -> dict[str, Any]:
     """Every POST's path: idempotency, event build + validation, rules, publish, answer."""
     cat = adapter.catalogue
-    check_kind(cat, caller, event_type)  # the gate checked it already; the rules module owns it
     event_id = derived_event_id(caller.slug, key)
     fields, answer = build(event_id.hex[:16])
     data = {"event_id": str(event_id), "occurred_at": datetime.now(UTC), "source": caller.slug, **fields}
@@ -286,16 +285,11 @@ def _on_case(case_id: str, id_field: str | None, prefix: str, body: Any) -> Buil
 
 def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
     """Referrals and their statuses: decode the body, build the event, check the rules, publish."""
-    cat, store = adapter.catalogue, adapter.store
-
-    async def submit(request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
-                     build: Build) -> dict[str, Any]:
-        return await _submit(adapter, request, caller, key, body, event_type, build)
+    store = adapter.store
 
     @app.post("/v1/referrals", status_code=202, name="ReferralSubmitted", tags=["events"])
     async def post_referral(request: Request, body: rq.ReferralIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
         """Refer a person to another structure; opens a new case unless `case_id` names one of yours."""
-        check_kind(cat, caller, "ReferralSubmitted")
         if body.case_id is not None:
             await _visible_case(store, caller, body.case_id, VIEW_WAIT_S)
 
@@ -305,7 +299,7 @@ def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
             fields |= {"case_id": body.case_id or f"case-{short}", "referral_id": referral_id}
             return fields, {"referral_id": referral_id}
 
-        return await submit(request, caller, key, body, "ReferralSubmitted", build)
+        return await _submit(adapter, request, caller, key, body, "ReferralSubmitted", build)
 
     @app.post("/v1/referrals/{referral_id}/status", status_code=202, name="ReferralStatusChanged", tags=["events"])
     async def post_status(request: Request, referral_id: str, body: rq.StatusIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
@@ -319,20 +313,16 @@ def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
             fields, _ = build(short)
             return {**fields, "referral_id": referral_id}, {"referral_id": referral_id}
 
-        return await submit(request, caller, key, body, "ReferralStatusChanged", with_ref)
+        return await _submit(adapter, request, caller, key, body, "ReferralStatusChanged", with_ref)
 
 
 
 def _item_routes(app: FastAPI, adapter: Adapter) -> None:
     """The items of a case (and territorial ruptures): one POST per event type."""
 
-    async def submit(request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
-                     build: Build) -> dict[str, Any]:
-        return await _submit(adapter, request, caller, key, body, event_type, build)
-
     @app.post("/v1/cases/{case_id}/evaluations", status_code=202, name="EvaluationRecorded", tags=["events"])
     async def post_evaluation(request: Request, case_id: str, body: rq.EvaluationIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        return await submit(request, caller, key, body, "EvaluationRecorded", _on_case(case_id, "evaluation_id", "eval", body))
+        return await _submit(adapter, request, caller, key, body, "EvaluationRecorded", _on_case(case_id, "evaluation_id", "eval", body))
 
     @app.post("/v1/cases/{case_id}/admission-decisions", status_code=202, name="AdmissionDecided", tags=["events"])
     async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
@@ -342,15 +332,15 @@ def _item_routes(app: FastAPI, adapter: Adapter) -> None:
             fields, _ = build(short)
             return fields, {"referral_id": body.referral_id}
 
-        return await submit(request, caller, key, body, "AdmissionDecided", with_referral)
+        return await _submit(adapter, request, caller, key, body, "AdmissionDecided", with_referral)
 
     @app.post("/v1/cases/{case_id}/consents", status_code=202, name="ConsentRecorded", tags=["events"])
     async def post_consent(request: Request, case_id: str, body: rq.ConsentIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        return await submit(request, caller, key, body, "ConsentRecorded", _on_case(case_id, "consent_id", "consent", body))
+        return await _submit(adapter, request, caller, key, body, "ConsentRecorded", _on_case(case_id, "consent_id", "consent", body))
 
     @app.post("/v1/cases/{case_id}/messages", status_code=202, name="MessagePosted", tags=["events"])
     async def post_message(request: Request, case_id: str, body: rq.MessageIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
-        return await submit(request, caller, key, body, "MessagePosted", _on_case(case_id, "message_id", "msg", body))
+        return await _submit(adapter, request, caller, key, body, "MessagePosted", _on_case(case_id, "message_id", "msg", body))
 
     @app.post("/v1/ruptures", status_code=202, name="RuptureReported", tags=["events"])
     async def post_rupture(request: Request, body: rq.RuptureIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
@@ -358,7 +348,7 @@ def _item_routes(app: FastAPI, adapter: Adapter) -> None:
             rid = f"rupture-{short}"
             return {"rupture_id": rid, **body.model_dump()}, {"rupture_id": rid}
 
-        return await submit(request, caller, key, body, "RuptureReported", build)
+        return await _submit(adapter, request, caller, key, body, "RuptureReported", build)
 
 
 def _view_routes(app: FastAPI, adapter: Adapter) -> None:

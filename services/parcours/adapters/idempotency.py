@@ -23,11 +23,10 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from parcours.adapters.errors import Conflict, NotReady
 from parcours.adapters.publisher import Publisher
-from parcours.kafkaio import KafkaAccess, partition_counts
+from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts
 
 log = logging.getLogger("parcours.adapter")
 _NS = uuid.UUID("0b7d4f8e-2f7c-4a0e-9d7e-5f1d6c3a9b21")
@@ -85,14 +84,7 @@ class IdempotencyClaims:
                 raise NotReady("idempotency claims are not readable in time; retry with the same key") from None
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self._tail()
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                log.warning("idempotency tail interrupted; retrying", extra={"error": type(exc).__name__})
-                await asyncio.sleep(1)
+        await keep_tailing(self._tail, "idempotency")
 
     async def _tail(self) -> None:
         count = (await partition_counts(self.kafka, [self.topic])).get(self.topic, 0)

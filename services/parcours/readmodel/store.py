@@ -20,10 +20,9 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, partition_counts
+from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.adapter.store")
@@ -99,14 +98,7 @@ class EdgeStore:
             await asyncio.gather(self._task, return_exceptions=True)  # wait for its end, whatever it is
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self._tail()
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError) as exc:
-                log.warning("store tail interrupted; retrying", extra={"error": type(exc).__name__})
-                await asyncio.sleep(1)
+        await keep_tailing(self._tail, "store")
 
     async def _tail(self) -> None:
         topics = [*self._views_topics, *self._extra, *self._inbox_topics]

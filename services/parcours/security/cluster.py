@@ -55,10 +55,13 @@ def _binding(acl: Acl) -> AclBinding:
                       _OPERATIONS[acl.operation], AclPermissionType.ALLOW)
 
 
+_RESOURCE_NAMES = {v: k for k, v in _RESOURCES.items()}
+_PATTERN_NAMES = {v: k for k, v in _PATTERNS.items()}
+_OPERATION_NAMES = {v: k for k, v in _OPERATIONS.items()}
+
+
 def _from_binding(b: Any) -> Acl | None:
-    resources = {v: k for k, v in _RESOURCES.items()}
-    patterns = {v: k for k, v in _PATTERNS.items()}
-    operations = {v: k for k, v in _OPERATIONS.items()}
+    resources, patterns, operations = _RESOURCE_NAMES, _PATTERN_NAMES, _OPERATION_NAMES
     if (b.restype not in resources or b.resource_pattern_type not in patterns or b.operation not in operations
             or b.permission_type != AclPermissionType.ALLOW or b.host != "*"):
         return Acl(b.principal, str(b.operation), str(b.restype), b.name, str(b.resource_pattern_type))
