@@ -1,0 +1,153 @@
+"""The bench's load generators, without Kafka: the open loop sends on schedule whatever the answers
+(latency from the scheduled time), the figures are read right, and wrk's script counts refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from parcours import benchload as bl
+from parcours.devbroker.broker import free_port
+
+
+def test_the_response_head_is_parsed() -> None:
+    assert bl.parse_head(b"HTTP/1.1 202 Accepted\r\ncontent-length: 57\r\ncontent-type: application/json\r\n\r\n") == (202, 57, False)
+    assert bl.parse_head(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n") == (503, 0, True)
+    assert bl.parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n") == (200, None, False)
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (bl.pct(values, 50), bl.pct(values, 99), bl.pct(values, 100)) == (50.0, 99.0, 100.0)
+    assert bl.pct([7.0], 99) == 7.0
+    assert bl.pct([], 50) != bl.pct([], 50)  # nan
+
+
+def test_the_wrk_figures_are_read_from_the_done_line() -> None:
+    out = ("Running 15s test @ http://127.0.0.1:1\n  1 threads and 32 connections\n"
+           'PARCOURS-WRK {"requests":1000,"duration_us":2000000,"non_2xx":100,"connect":0,"read":2,"write":0,"timeout":1,'
+           '"latency_mean_us":8000.5,"latency_p50_us":7000,"latency_p99_us":20000,"latency_max_us":31000}\n')
+    r = bl.parse_wrk(out)
+    assert r.accepted_per_s == 450
+    assert (r.non_2xx, r.socket_errors, r.latency_p99_ms) == (100, 3, 20.0)
+    assert r.figures("bare")["bare_posts_per_s"] == 450
+    with pytest.raises(RuntimeError, match="no figures"):
+        bl.parse_wrk("Running 15s test\n")
+
+
+def test_the_wrk_script_cycles_over_the_cases_as_the_dac() -> None:
+    lua = bl.wrk_script(3, "dev-dac-31")
+    assert 'wrk.headers["Authorization"] = "Bearer dev-dac-31"' in lua
+    assert 'wrk.body = "{\\"body\\":\\"Bench.\\"}"' in lua
+    assert "for c = 0, 2 do" in lua
+    assert '"/v1/cases/case-a" .. c .. "/messages"' in lua
+    with pytest.raises(ValueError, match="one case"):
+        bl.wrk_script(0, "t")
+
+
+def test_open_loop_figures() -> None:
+    def sample(scheduled: float, status: int, mid: str | None, rtt: float = 0.01) -> bl.Sample:
+        return bl.Sample(scheduled, sent=scheduled + 0.001, answered=scheduled + rtt, status=status,
+                         body=json.dumps({"message_id": mid} if mid else {"error": "x"}).encode())
+
+    samples = [sample(i / 100, 202, f"msg-{i}") for i in range(100)]
+    samples += [sample(1.0, 422, None), bl.Sample(1.01, sent=1.011, error="ConnectionResetError")]
+    seen = {f"msg-{i}": i / 100 + 0.01 + 0.02 for i in range(99)}  # msg-99 never reaches the view
+    f = bl.open_loop_figures(samples, seen, 100)
+    assert (f["open_requests"], f["open_accepted"], f["open_errors"], f["open_non_202"], f["open_unseen_in_view"]) == (102, 100, 1, 1, 1)
+    assert f["open_view_p50_ms"] == pytest.approx(20)
+    assert f["open_post_p99_ms"] == pytest.approx(10)
+    assert f["open_sent_per_s"] == pytest.approx(101 / 1.01)
+
+
+async def test_the_open_loop_sends_on_schedule_whatever_the_answers() -> None:
+    """Every answer takes 200 ms: a closed loop over 4 connections would send 20/s; the open loop
+    keeps its 200/s, and each latency counts from the request's scheduled time."""
+    delay = 0.2
+    requests_seen: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                _, length, _ = bl.parse_head(b"HTTP/1.1 000 -\r\n" + head.split(b"\r\n", 1)[1])
+                requests_seen.append(head.split(b"\r\n", 1)[0] + b" " + await reader.readexactly(length or 0))
+                await asyncio.sleep(delay)
+                body = json.dumps({"message_id": f"msg-{len(requests_seen)}"}).encode()
+                writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        load = bl.OpenLoop("127.0.0.1", port, [bl.request_bytes("127.0.0.1", port, bl.message_path(bl.case_name(c)), "tok")
+                                               for c in range(2)])
+        t0 = time.monotonic()
+        samples = await load.run(200, 0.5)
+        elapsed = time.monotonic() - t0
+    finally:
+        server.close()
+    f = bl.open_loop_figures(samples, {}, 200)
+    assert f["open_requests"] == 100
+    assert f["open_accepted"] == 100
+    assert f["open_sent_per_s"] > 150
+    assert f["open_post_p50_ms"] >= delay * 1000
+    assert elapsed < 0.5 + delay + 0.5  # not 100 x 200 ms over a few connections
+    assert load.connections_opened > 4
+    assert requests_seen[0] == b'POST /v1/cases/case-a0/messages HTTP/1.1 {"body":"Bench."}'
+    assert requests_seen[1].startswith(b"POST /v1/cases/case-a1/messages ")
+
+
+@pytest.fixture(scope="module")
+def bare() -> Iterator[str]:
+    """The bare endpoint, served as the bench serves it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from parcours.benchload import serve_bare; serve_bare(int(sys.argv[1]))",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.post(f"{base}/v1/cases/case-a0/messages", json={"body": "x"}).status_code == httpx.codes.ACCEPTED:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the bare endpoint did not start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_the_bare_endpoint_validates_its_body_and_does_nothing(bare: str) -> None:
+    r = httpx.post(f"{bare}/v1/cases/case-a7/messages", json={"body": "Bench."})
+    assert (r.status_code, r.json()) == (202, {})
+    assert httpx.post(f"{bare}/v1/cases/case-a7/messages", json={"text": "Bench."}).status_code == 422
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make system-deps)")
+def test_wrk_counts_the_answers_and_the_refusals(bare: str, tmp_path: Path) -> None:
+    script = tmp_path / "post.lua"
+    script.write_text(bl.wrk_script(5, "dev-dac-31"))
+    ok = bl.run_wrk(bare, str(script), seconds=1, connections=4)
+    assert ok.requests > 0
+    assert (ok.non_2xx, ok.socket_errors) == (0, 0)
+    refused = tmp_path / "refused.lua"
+    refused.write_text(script.read_text().replace('"/messages"', '"/nowhere"'))
+    no = bl.run_wrk(bare, str(refused), seconds=1, connections=4)
+    assert no.requests > 0
+    assert no.non_2xx == no.requests
+    assert no.accepted_per_s == 0
