@@ -1,6 +1,6 @@
 """`parcours bench`: throughput, memory and latency figures on the real broker, printed, never asserted.
 
-On topics of its own (prefix `bench<random>`), from one run:
+On topics of its own (prefix `bench<random>`), from one run (`--only processor|rebuild|edge`: one part):
 1. raw produce, and raw consume + decode (confluent-kafka, the client under Quix Streams, and the
    project's Avro codec): the ceiling of the plumbing for the processor;
 2. the engine baseline: a Quix Streams pipeline over the same records and settings as the
@@ -9,7 +9,12 @@ On topics of its own (prefix `bench<random>`), from one run:
    for cases of 10 events and of 1,000 events, its ratios to 1 and 2, and its resident memory
    after 10,000 and after 100,000 cases;
 4. `views rebuild` over `--rebuild-events` events (default 1,000,000);
-5. one adapter's accepted POSTs/s and the accepted-POST-to-view latency (p50, p99).
+5. the HTTP edge (`benchload`), with the processor running: accepted message POSTs/s of one DAC
+   adapter and of a bare FastAPI endpoint that does nothing, served the same way, both driven by
+   `wrk` (closed loop, 1 thread, 32 connections, 15 s), and their ratio; then an open loop at a
+   fixed rate (500 POSTs/s for 60 s, sent on schedule whatever the answers) against the adapter:
+   scheduled send -> 202 and 202 -> the message's item in `views.dac-31` (p50, p99, max), errors,
+   and accepted messages never seen in the view.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -41,7 +46,7 @@ from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.registry import default_policy
+from parcours.topology.registry import default_policy, dev_token
 
 
 def case_events(cases: int, per_case: int, tag: str) -> Iterator[Event]:
@@ -241,11 +246,53 @@ class _Figures(dict[str, Any]):
             self[k] = v
 
 
+@dataclass(frozen=True)
+class EdgeLoad:
+    """The HTTP edge's load (`parcours bench` options)."""
+
+    wrk_seconds: float = 15.0
+    wrk_connections: int = 32
+    rate: float = 500.0  # open loop: POSTs per second
+    open_seconds: float = 60.0
+    grace_s: float = 10.0  # how long a message accepted by the open loop may take to reach the view
+    cases: int = 500
+
+
+PARTS = ("processor", "rebuild", "edge")
+
+
 def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,  # noqa: PLR0913 - one keyword per `parcours bench` option
-        rebuild_events: int, post_seconds: float, concurrency: int, latency_samples: int, logdir: Path) -> dict[str, Any]:
+        rebuild_events: int, edge: EdgeLoad, logdir: Path, only: str | None = None) -> dict[str, Any]:
+    """Every part of the bench, or `only` one of PARTS."""
     logdir.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Any] = _Figures(cases=cases, per_case=per_case)
+    out: dict[str, Any] = _Figures()
     kafka = where.access(ADMIN)  # the bench's own clients; each service runs as its own principal
+    if only in (None, "processor"):
+        out.update(cases=cases, per_case=per_case)
+        _processor(where, kafka, out, cases=cases, per_case=per_case, long_cases=long_cases, long_per_case=long_per_case,
+                   rss_cases=rss_cases, logdir=logdir)
+    # 4. rebuild at scale
+    if only in (None, "rebuild") and rebuild_events:
+        from parcours.processors import rebuild as rb
+
+        cat3, _ = _fresh(where)
+        rcases = max(1, rebuild_events // 100)
+        n3, _ = produce(kafka, cat3, case_events(rcases, rebuild_events // rcases, "r"))
+        result = asyncio.run(rb.rebuild(cat3, kafka, default_policy(), progress=rb.print_progress(n3)))
+        print(file=sys.stderr)
+        out["rebuild_events"] = result.events
+        out["rebuild_seconds"] = result.seconds
+    # 5. the HTTP edge on fresh, small topics: the adapter's start-up read of every view it serves
+    #    (issue 13) must not be what this figure measures
+    if only in (None, "edge"):
+        cat4, env4 = _fresh(where)
+        produce(kafka, cat4, case_events(edge.cases, 2, "a"))
+        _edge(kafka, cat4, env4, logdir, edge, out)
+    return out
+
+
+def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases: int, per_case: int, long_cases: int,
+               long_per_case: int, rss_cases: int, logdir: Path) -> None:
     # 1. the burst on fresh topics, produced before anything reads it
     cat, env = _fresh(where)
     n, secs = produce(kafka, cat, case_events(cases, per_case, "a"))
@@ -283,66 +330,82 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
         out["long_per_case"] = long_per_case
     finally:
         proc.stop()
-    # 4. rebuild at scale
-    if rebuild_events:
-        from parcours.processors import rebuild as rb
-
-        cat3, _ = _fresh(where)
-        rcases = max(1, rebuild_events // 100)
-        n3, _ = produce(kafka, cat3, case_events(rcases, rebuild_events // rcases, "r"))
-        result = asyncio.run(rb.rebuild(cat3, kafka, default_policy(), progress=rb.print_progress(n3)))
-        print(file=sys.stderr)
-        out["rebuild_events"] = result.events
-        out["rebuild_seconds"] = result.seconds
-    # 5. the HTTP edge on the first topics
-    # 5. the HTTP edge on fresh, small topics: the adapter's start-up read of every view it serves
-    #    (issue 13) must not be what this figure measures
-    cat4, env4 = _fresh(where)
-    edge_cases = 500
-    produce(kafka, cat4, case_events(edge_cases, 2, "a"))
-    out.update(asyncio.run(_edge(kafka, cat4, env4, logdir, edge_cases, post_seconds, concurrency, latency_samples)))
-    return out
 
 
-async def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, cases: int, post_seconds: float,
-                concurrency: int, latency_samples: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    procs = [_spawn(["processor", "--metrics-port", "0", "--state-dir", str(logdir / f"state-edge-{cat.prefix}")],
-                    env, logdir / "processor-edge.log")]
+BENCH_STRUCTURE = "dac-31"  # the load posts as this DAC (the bench's cases are referred to it), with its dev token
+BENCH_TOKEN = dev_token(BENCH_STRUCTURE)
+
+
+def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, load: EdgeLoad, out: dict[str, Any]) -> None:
+    """wrk against a bare FastAPI endpoint then against the DAC adapter (closed loop, same
+    settings), then the open loop against the adapter with its view topic tailed."""
+    from parcours import benchload as bl
+
+    proc = ProcessorRun(kafka, cat, env, logdir)
     port = free_port()
-    procs.append(_spawn(["adapter", "dac", "--port", str(port)], env, logdir / "adapter-dac.log"))
-    base, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer dev-dac-31"}
+    bare_port = next(p for p in iter(free_port, None) if p != port)
+    adapter = _spawn(["adapter", "dac", "--port", str(port)], env, logdir / "adapter-dac.log")
+    with (logdir / "bench-bare.log").open("ab") as log:
+        bare = subprocess.Popen([sys.executable, "-c", "import sys; from parcours.benchload import serve_bare; serve_bare(int(sys.argv[1]))",
+                                 str(bare_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base, bare_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{bare_port}"
     try:
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency * 2)) as client:
-            async def ready() -> bool:
-                return (await client.get(base + "/readyz")).status_code == HTTPStatus.OK and \
-                    (await client.get(base + "/v1/cases/case-a0", headers=headers)).status_code == HTTPStatus.OK
-            await _wait(ready, 300, "the adapter")
-            accepted = 0
-            stop_at = time.perf_counter() + post_seconds
-
-            async def worker(w: int) -> None:
-                nonlocal accepted
-                i = 0
-                while time.perf_counter() < stop_at:
-                    r = await client.post(f"{base}/v1/cases/case-a{(w * 7919 + i) % cases}/messages",
-                                          json={"body": "Bench."}, headers=headers)
-                    accepted += r.status_code == HTTPStatus.ACCEPTED
-                    i += 1
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker(w) for w in range(concurrency)))
-            out["adapter_posts_per_s"] = accepted / (time.perf_counter() - t0)
-            out["adapter_concurrency"] = concurrency
-            out.update(await _latency(base, client, headers, latency_samples))
+        _wait_drained(proc, 300)
+        asyncio.run(_edge_ready(base, bare_base, load.cases))
+        with tempfile.TemporaryDirectory(prefix="parcours-bench-") as tmp:
+            script = Path(tmp) / "post.lua"
+            script.write_text(bl.wrk_script(load.cases, BENCH_TOKEN))
+            out["wrk"] = {"threads": 1, "connections": load.wrk_connections, "seconds": load.wrk_seconds}
+            print(f"bench: wrk on the bare endpoint (pid {bare.pid}) for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
+            out.update(bl.run_wrk(bare_base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections).figures("bare"))
+            print(f"bench: wrk on the adapter (pid {adapter.pid}) for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
+            out.update(bl.run_wrk(base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections).figures("adapter"))
+        out["adapter_to_bare"] = out["adapter_posts_per_s"] / out["bare_posts_per_s"]
+        # the processor works through what wrk posted before the open loop begins
+        t0 = time.perf_counter()
+        _wait_drained(proc, 600)
+        out["processor_drain_after_wrk_s"] = time.perf_counter() - t0
+        print(f"bench: open loop on the adapter, {load.rate:g} POSTs/s for {load.open_seconds:g} s", file=sys.stderr, flush=True)
+        figures, conns = asyncio.run(bl.open_loop(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, "127.0.0.1", port, BENCH_TOKEN,
+                                                  load.cases, rate=load.rate, seconds=load.open_seconds, grace_s=load.grace_s))
+        out.update(figures)
+        out["open_connections"] = conns
     finally:
-        for p in procs:
+        for p in (adapter, bare):
             p.terminate()
-        for p in procs:
+        for p in (adapter, bare):
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return out
+        proc.stop()
+
+
+def _wait_drained(proc: ProcessorRun, timeout: float) -> None:
+    """Until the processor has no lag on its input topics."""
+    deadline = time.monotonic() + timeout
+    while proc.lag():
+        if proc.proc.poll() is not None:
+            raise RuntimeError("bench: the processor exited")
+        if time.monotonic() > deadline:
+            raise RuntimeError("bench: timed out waiting for the processor")
+        time.sleep(0.2)
+
+
+async def _edge_ready(base: str, bare_base: str, cases: int) -> None:
+    """The adapter serves the view of the last pre-produced case; the bare endpoint answers."""
+    headers = {"Authorization": f"Bearer {BENCH_TOKEN}"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def adapter_ready() -> bool:
+            return (await client.get(base + "/readyz")).status_code == HTTPStatus.OK and \
+                (await client.get(f"{base}/v1/cases/case-a{cases - 1}", headers=headers)).status_code == HTTPStatus.OK
+
+        async def bare_ready() -> bool:
+            r = await client.post(f"{bare_base}/v1/cases/case-a0/messages", json={"body": "Ready?"})
+            return r.status_code == HTTPStatus.ACCEPTED
+
+        await _wait(adapter_ready, 300, "the adapter")
+        await _wait(bare_ready, 60, "the bare endpoint")
 
 
 async def _wait(probe: Any, timeout: float, what: str) -> None:
@@ -357,34 +420,23 @@ async def _wait(probe: Any, timeout: float, what: str) -> None:
     raise RuntimeError(f"bench: timed out waiting for {what}")
 
 
-async def _latency(base: str, client: httpx.AsyncClient, headers: dict[str, str], samples: int) -> dict[str, float]:
-    """Accepted POST -> the message in the adapter's own view (what a partner reads back)."""
-    lat: list[float] = []
-    for i in range(samples):
-        case = f"case-a{i % 50}"
-        r = await client.post(f"{base}/v1/cases/{case}/messages", json={"body": f"Latency {i}."}, headers=headers)
-        accepted_at = time.perf_counter()
-        mid = r.json()["message_id"]
-        while True:
-            view = (await client.get(f"{base}/v1/cases/{case}", headers=headers)).json()
-            if any(m["message_id"] == mid for m in view.get("messages", [])):
-                lat.append(time.perf_counter() - accepted_at)
-                break
-            await asyncio.sleep(0.005)
-    return {"post_to_view_p50_ms": _pct(lat, 50) * 1000, "post_to_view_p99_ms": _pct(lat, 99) * 1000,
-            "latency_samples": len(lat)}
-
-
-def _pct(values: list[float], q: int) -> float:
-    # quantiles needs two values at least
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
-
-
 def report(f: dict[str, Any]) -> str:
+    """The figures as text, then as one JSON line; a part not run (`--only`) is left out."""
+    lines = [f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}"]
+    if "processor_events_per_s" in f:
+        lines += _processor_report(f)
+    if "rebuild_seconds" in f:
+        lines.append(f"views rebuild:                    {f['rebuild_events']:,} events in {f['rebuild_seconds']:.0f} s "
+                     f"({f['rebuild_events'] / f['rebuild_seconds']:,.0f} events/s)")
+    if "adapter_posts_per_s" in f:
+        lines += _edge_report(f)
+    return "\n".join(lines) + "\n" + json.dumps(f)
+
+
+def _processor_report(f: dict[str, Any]) -> list[str]:
     raw, base, proc = f["raw_consume_decode_events_per_s"], f["engine_baseline_events_per_s"], f["processor_events_per_s"]
     rss = f["processor_rss_mb_at_cases"]
-    lines = [
-        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+    return [
         f"burst:                            {f['events']:,} events ({f['cases']:,} cases of {f['per_case']})",
         f"raw produce (confluent-kafka):    {f['produce_events_per_s']:>10,.0f} events/s",
         f"raw consume + decode:             {raw:>10,.0f} events/s",
@@ -394,12 +446,28 @@ def report(f: dict[str, Any]) -> str:
          f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)"),
         "processor RSS:                    " + ", ".join(f"{v:,.0f} MB after {k:,} cases" for k, v in rss.items()),
     ]
-    if "rebuild_seconds" in f:
-        lines.append(f"views rebuild:                    {f['rebuild_events']:,} events in {f['rebuild_seconds']:.0f} s "
-                     f"({f['rebuild_events'] / f['rebuild_seconds']:,.0f} events/s)")
-    lines += [
-        f"one adapter, accepted POSTs:      {f['adapter_posts_per_s']:>10,.0f} /s ({f['adapter_concurrency']} concurrent clients)",
-        (f"accepted POST -> view served:     p50 {f['post_to_view_p50_ms']:.0f} ms, p99 {f['post_to_view_p99_ms']:.0f} ms "
-         f"({f['latency_samples']} samples)"),
+
+
+def _edge_report(f: dict[str, Any]) -> list[str]:
+    w = f["wrk"]
+
+    def closed(who: str) -> str:
+        bad = f"{f[who + '_non_2xx']:,} non-2xx, {f[who + '_socket_errors']:,} socket errors"
+        return (f"{f[who + '_posts_per_s']:>10,.0f} /s accepted ({f[who + '_requests']:,} answers, {bad}; "
+                f"latency mean {f[who + '_latency_mean_ms']:.1f} ms, p99 {f[who + '_latency_p99_ms']:.1f} ms)")
+
+    problems = f["open_errors"] + f["open_non_202"] + f["open_unseen_in_view"]
+    return [
+        f"HTTP edge, closed loop (wrk, {w['threads']} thread, {w['connections']} connections, {w['seconds']:g} s, POST a message):",
+        f"  bare FastAPI endpoint:          {closed('bare')}",
+        f"  one DAC adapter:                {closed('adapter')}",
+        f"  adapter / bare:                 {f['adapter_to_bare']:>10.2f}x (target >= 0.5x)",
+        (f"HTTP edge, open loop ({f['open_rate_target']:g} POSTs/s scheduled, {f['open_requests']:,} requests; "
+         f"sent {f['open_sent_per_s']:,.0f}/s, send lag p99 {f['open_send_lag_p99_ms']:.1f} ms, {f['open_connections']} connections):"),
+        (f"  scheduled send -> 202:          p50 {f['open_post_p50_ms']:.1f} ms, p99 {f['open_post_p99_ms']:.1f} ms, "
+         f"max {f['open_post_max_ms']:.1f} ms; p99 per 10 s: {', '.join(f'{v:g}' for v in f['open_post_p99_ms_per_10s'])}"),
+        (f"  202 -> item in views.dac-31:    p50 {f['open_view_p50_ms']:.1f} ms, p99 {f['open_view_p99_ms']:.1f} ms, "
+         f"max {f['open_view_max_ms']:.1f} ms (target p99 <= 50 ms)"),
+        (f"  {f['open_accepted']:,} accepted; {f['open_errors']} errors, {f['open_non_202']} non-202, "
+         f"{f['open_unseen_in_view']} accepted but not in the view" + ("" if problems else " (none)")),
     ]
-    return "\n".join(lines) + "\n" + json.dumps(f)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 BODY = b'{"body":"Bench."}'
 WRK_MARK = "PARCOURS-WRK "
+WARM_CONNECTIONS = 64  # the open loop's connections opened before its schedule begins
 
 
 def message_path(case: str) -> str:
@@ -253,6 +254,14 @@ class OpenLoop:
                 if conn is not None:
                     conn.writer.close()
 
+    async def warm(self, connections: int) -> None:
+        """Open `connections` before the schedule begins (more are opened when they are all busy)."""
+        conns = await asyncio.gather(*(self._acquire() for _ in range(connections)))
+        now = time.monotonic()
+        for c in conns:
+            c.last_used = now
+        self._idle.extend(conns)
+
     async def run(self, rate: float, seconds: float) -> list[Sample]:
         total = max(1, round(rate * seconds))
         start = time.monotonic() + 0.01
@@ -355,10 +364,17 @@ def open_loop_figures(samples: Sequence[Sample], seen: dict[str, float], rate: f
         else:
             unseen += 1
     span = max(sent) - min(sent) if len(sent) > 1 else 0.0
+    # the POST latency's p99 per 10 s of schedule: a warm-up or a backlog that grows shows here
+    windows: dict[int, list[float]] = {}
+    first = samples[0].scheduled if samples else 0.0
+    for s in samples:
+        if not math.isnan(s.answered):
+            windows.setdefault(int((s.scheduled - first) // 10), []).append((s.answered - s.scheduled) * 1000)
     return {
         "open_rate_target": rate, "open_requests": len(samples),
         "open_sent_per_s": (len(sent) - 1) / span if span > 0 else float("nan"),
         "open_send_lag_p99_ms": pct(lag, 99), "open_send_lag_max_ms": max(lag, default=float("nan")),
+        "open_post_p99_ms_per_10s": [round(pct(windows[w], 99), 1) for w in sorted(windows)],
         "open_post_p50_ms": pct(post, 50), "open_post_p99_ms": pct(post, 99), "open_post_max_ms": max(post, default=float("nan")),
         "open_accepted": len(accepted), "open_errors": sum(s.error is not None for s in samples),
         "open_non_202": sum(s.error is None and s.status != HTTPStatus.ACCEPTED for s in samples),
@@ -375,6 +391,7 @@ async def open_loop(kafka: KafkaAccess, view_topic: str, host: str, port: int, t
     await tail.start()
     try:
         load = OpenLoop(host, port, [request_bytes(host, port, message_path(case_name(c)), token) for c in range(cases)])
+        await load.warm(WARM_CONNECTIONS)
         samples = await load.run(rate, seconds)
         ids = {str(json.loads(s.body).get("message_id")) for s in samples if s.status == HTTPStatus.ACCEPTED}
         await tail.wait_for(ids, grace_s)

@@ -288,10 +288,11 @@ def _bench(args: argparse.Namespace) -> int:
     s = get_settings()
     where, broker = cluster_or_start(s)
     try:
+        edge = bench.EdgeLoad(wrk_seconds=args.wrk_seconds, wrk_connections=args.wrk_connections, rate=args.rate,
+                              open_seconds=args.open_seconds, grace_s=args.view_grace)
         figures = bench.run(where, cases=args.cases, per_case=args.per_case, long_cases=args.long_cases,
                             long_per_case=args.long_per_case, rss_cases=args.rss_cases, rebuild_events=args.rebuild_events,
-                            post_seconds=args.post_seconds, concurrency=args.concurrency,
-                            latency_samples=args.latency_samples, logdir=s.broker_dir.parent / "bench-logs")
+                            edge=edge, logdir=s.broker_dir.parent / "bench-logs", only=args.only)
     finally:
         if broker is not None:
             broker.stop()
@@ -527,16 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
     rep.set_defaults(func=_replay)
 
-    b2 = sub.add_parser("bench", help="print throughput and latency figures (processor, adapter, raw aiokafka)")
+    b2 = sub.add_parser("bench", help="print throughput and latency figures (processor, rebuild, HTTP edge with wrk and an open loop)")
     b2.add_argument("--cases", type=int, default=10000, help="cases in the main burst")
     b2.add_argument("--per-case", type=int, default=10, help="events per case in the main burst")
     b2.add_argument("--long-cases", type=int, default=20)
     b2.add_argument("--long-per-case", type=int, default=1000)
     b2.add_argument("--rss-cases", type=int, default=100000, help="cases when the processor's memory is read again")
     b2.add_argument("--rebuild-events", type=int, default=1000000, help="0 skips the rebuild figure")
-    b2.add_argument("--post-seconds", type=float, default=15.0)
-    b2.add_argument("--concurrency", type=int, default=32)
-    b2.add_argument("--latency-samples", type=int, default=200)
+    b2.add_argument("--only", choices=["processor", "rebuild", "edge"], help="run one part only (default: all)")
+    b2.add_argument("--wrk-seconds", type=float, default=15.0, help="edge, closed loop: seconds of wrk per endpoint")
+    b2.add_argument("--wrk-connections", type=int, default=32, help="edge, closed loop: wrk's connections (1 thread)")
+    b2.add_argument("--rate", type=float, default=500.0, help="edge, open loop: POSTs per second, sent on schedule")
+    b2.add_argument("--open-seconds", type=float, default=60.0, help="edge, open loop: duration")
+    b2.add_argument("--view-grace", type=float, default=10.0,
+                    help="edge, open loop: seconds after the last answer for accepted messages to reach the view")
     b2.set_defaults(func=_bench)
 
     a = sub.add_parser("adapter", help="the HTTP edge for one structure kind")
