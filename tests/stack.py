@@ -65,6 +65,8 @@ class Stack:
                     "PARCOURS_WEBHOOK_ATTEMPTS": "3", "PARCOURS_WEBHOOK_FIRST_DELAY_S": "0.2",
                     # load tests post faster than a partner may
                     "PARCOURS_RATE_LIMIT_PER_S": "10000",
+                    # each instance's read model in the test's own folder
+                    "PARCOURS_EDGE_DIR": str(self.logdir / "edge"),
                     # a crash in native code, even during imports, leaves its Python stack in the log
                     "PYTHONFAULTHANDLER": "1", **self.env}
 
@@ -88,12 +90,18 @@ class Stack:
         self.spawn(name, "processor", "--metrics-port", str(self.ports[name]),
                    "--state-dir", str(self.logdir / f"state-{name}"))
 
+    def start_adapter(self, kind: str, instance: int = 0) -> str:
+        """An adapter of `kind` (instance 0: named after its kind; others `<kind>-<instance>`)."""
+        name = kind if instance == 0 else f"{kind}-{instance}"
+        self.ports[name] = free_port()
+        self.spawn(f"adapter-{name}", "adapter", kind, "--port", str(self.ports[name]), "--instance", str(instance))
+        return name
+
     def start(self, validator: bool = True) -> None:
         subprocess.run([sys.executable, "-m", "parcours.cli", "topics", "apply"], env=self.env, check=True, capture_output=True)
         self.start_processor()
         for kind in KINDS:
-            self.ports[kind] = free_port()
-            self.spawn(f"adapter-{kind}", "adapter", kind, "--port", str(self.ports[kind]))
+            self.start_adapter(kind)
         if validator:
             self.spawn("validator", "validator", "--metrics-port", str(self.ports.setdefault("validator", free_port())))
 

@@ -219,7 +219,7 @@ def _adapter(args: argparse.Namespace) -> int:
 
     from parcours.adapters.app import build_adapter, create_app
     from parcours.ops.logs import setup_logging
-    from parcours.ports import ADAPTER_PORTS
+    from parcours.ports import ADAPTER_PORTS, INSTANCE_PORT_STEP
     from parcours.runtime import cluster
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
@@ -228,7 +228,7 @@ def _adapter(args: argparse.Namespace) -> int:
     cat = default_catalogue()
     if get_settings().profile == "production" and (dev := cat.registry.with_dev_tokens()):
         raise ParcoursError(f"production profile refuses dev tokens (structures {dev}): set real token hashes in the registry")
-    port = args.port or ADAPTER_PORTS[args.kind]
+    port = args.port or ADAPTER_PORTS[args.kind] + INSTANCE_PORT_STEP * args.instance
     _check_port(args.host, port)
     from parcours.adapters.webhooks import RetryPolicy
 
@@ -237,7 +237,8 @@ def _adapter(args: argparse.Namespace) -> int:
     adapter = build_adapter(args.kind, cat, where.access(cat.service_principal("adapter", args.kind)), where.sealer(),
                             RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s,
                             webhook_https_only=s.profile == "production",
-                            webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks)
+                            webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks,
+                            store_path=s.edge_dir / f"{cat.prefix}-adapter-{args.kind}-{args.instance}.sqlite3")
     app = create_app(adapter)
     uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
     return 0
@@ -250,6 +251,7 @@ def _validator(args: argparse.Namespace) -> int:
     from parcours.ops.metrics import ValidatorMetrics, serve
     from parcours.processors.validator import Validator
     from parcours.runtime import resolve_kafka
+    from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
 
     setup_logging("validator")
@@ -262,7 +264,8 @@ def _validator(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         cat = default_catalogue()
-        await Validator(cat, resolve_kafka(cat.service_principal("validator")), metrics).run(stop)
+        store = get_settings().edge_dir / f"{cat.prefix}-validator.sqlite3"
+        await Validator(cat, resolve_kafka(cat.service_principal("validator")), metrics, store_path=store).run(stop)
 
     asyncio.run(run())
     return 0
@@ -547,7 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("adapter", help="the HTTP edge for one structure kind")
     a.add_argument("kind", choices=["dac", "cpts", "crt"])
     a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=0, help="default 8101 dac, 8102 cpts, 8103 crt")
+    a.add_argument("--port", type=int, default=0, help="default 8101 dac, 8102 cpts, 8103 crt (+10 per instance)")
+    a.add_argument("--instance", type=int, default=0,
+                   help="this instance's number when several serve one kind: its read model's file and default port")
     a.set_defaults(func=_adapter)
 
     w = sub.add_parser("webhooks", help="webhook dead letters")

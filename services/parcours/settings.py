@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     broker_tls: bool = False
     #: local state of the processors (RocksDB); a cache: Kafka's changelog topics are the truth
     state_dir: Path = Path(".parcours/state")
+    #: the read models of the adapters and the validator (SQLite, one file per instance); a cache
+    #: of Kafka, resumed at its stored positions, deleted at will
+    edge_dir: Path = Path(".parcours/edge")
     #: cache of the broker jars, outside the repository
     cache_dir: Path = Path.home() / ".cache" / "parcours"
     #: prefix of every topic name, so tests can run side by side on one cluster

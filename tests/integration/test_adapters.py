@@ -368,9 +368,7 @@ async def test_racing_idempotency_keys_on_two_instances_and_after_a_restart(api:
     """The same key with two bodies, sent at once to two DAC adapters: one 202, one 409, and only
     the winner's message in the view; after a restart the key still stands for its body."""
     stack = api.stack
-    stack.ports["dac-2"] = free_port()
-    stack.spawn("adapter-dac-2", "adapter", "dac", "--port", str(stack.ports["dac-2"]))
-    second = f"http://127.0.0.1:{stack.ports['dac-2']}"
+    second = stack.url(stack.start_adapter("dac", instance=1))
 
     async def second_ready() -> bool:
         return (await api.client.get(second + "/readyz")).status_code == 200
@@ -393,8 +391,8 @@ async def test_racing_idempotency_keys_on_two_instances_and_after_a_restart(api:
         assert sorted(m["body"] for m in view["messages"]) == sorted(f"{side}{t}" for _, _, side, t in outcomes)
 
         # the second instance restarts: every key still stands for its first body
-        stack.kill("adapter-dac-2")
-        stack.spawn("adapter-dac-2", "adapter", "dac", "--port", str(stack.ports["dac-2"]))
+        stack.kill("adapter-dac-1")
+        stack.spawn("adapter-dac-1", "adapter", "dac", "--port", str(stack.ports["dac-1"]), "--instance", "1")
         await eventually(second_ready, 60, "second dac adapter ready again")
         for key, message_id, side, trial in outcomes:
             same = await api.client.post(second + path, json={"body": f"{side}{trial}"}, headers=headers | {"Idempotency-Key": key})
@@ -403,7 +401,7 @@ async def test_racing_idempotency_keys_on_two_instances_and_after_a_restart(api:
             other = await api.client.post(second + path, json={"body": "autre"}, headers=headers | {"Idempotency-Key": key})
             assert other.status_code == 409
     finally:
-        stack.kill("adapter-dac-2")
+        stack.kill("adapter-dac-1")
 
 
 async def test_withdrawal_and_renewed_consent_are_audited_and_shown_to_the_author(api: Api) -> None:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -56,6 +57,7 @@ class AdapterMetrics:
         self.webhook_backlog = Gauge("parcours_webhook_backlog_notifications", "Notifications not yet delivered by webhook", ["structure"], registry=r)
         self.webhook_deliveries = Counter("parcours_webhook_deliveries_total", "Webhook deliveries that succeeded", ["structure"], registry=r)
         self.webhook_retries = Counter("parcours_webhook_retries_total", "Webhook delivery retries", ["structure"], registry=r)
+        self.webhook_delivering = Gauge("parcours_webhook_delivering", "1 for each structure whose webhooks this instance delivers", ["structure"], registry=r)
         self.webhook_failures = Counter("parcours_webhook_failures_total", "Notifications dead-lettered after the last attempt", ["structure"], registry=r)
         self.up = Gauge("parcours_adapter_up", "1 while the adapter runs", ["kind"], registry=r)
 
@@ -112,14 +114,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,
                   rate_limit_per_s: float = 100.0, *, webhook_https_only: bool = False,
-                  webhook_private_networks: bool = True) -> Adapter:
-    """The real collaborators of an adapter of `kind`, on `kafka` as the kind's own principal."""
+                  webhook_private_networks: bool = True, store_path: Path | None = None) -> Adapter:
+    """The real collaborators of an adapter of `kind`, on `kafka` as the kind's own principal;
+    `store_path`: its read model's file (one per instance; default: a temporary one)."""
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
-    store = EdgeStore(kafka, catalogue, slugs, observatory=kind in catalogue.topic("observatory").readers, audit=True)
+    store = EdgeStore(kafka, catalogue, slugs, path=store_path, observatory=kind in catalogue.topic("observatory").readers,
+                      audit=True)
     retry = retry or RetryPolicy()
-    delivery = WebhookDelivery(store, publisher, catalogue, metrics, retry, sealer)
+    delivery = WebhookDelivery(store, kafka, publisher, catalogue, metrics, retry, sealer, kind)
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
     return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
                    TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, retry,
@@ -366,14 +370,16 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
         """Right of access: for the items you authored in this case, who received them (or lost
         them), when, and on which legal basis."""
         await _visible_case(store, caller, case_id)
-        records = [r for r in store.disclosures.get(caller.slug, {}).get(case_id, []) if r["structure"] != caller.slug]
+        records = [r for r in store.disclosures(caller.slug, case_id) if r["structure"] != caller.slug]
         return {"case_id": case_id, "structure": caller.slug, "disclosures": [
             {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause")} for r in records]}
 
     @app.get("/v1/cases", tags=["views"])
-    async def list_cases(caller: Caller) -> dict[str, Any]:
-        views = [v for v in (store.view(caller.slug, cid) for cid in store.cases(caller.slug)) if v is not None]
-        return {"structure": caller.slug, "cases": [
+    async def list_cases(caller: Caller, after: Annotated[str, Query(max_length=200)] = "",
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> dict[str, Any]:
+        """Your cases in `case_id` order, `limit` at a time: pass the last `case_id` as `after`."""
+        views = [v for v in (store.view(caller.slug, cid) for cid in store.cases(caller.slug, after, limit)) if v is not None]
+        return {"structure": caller.slug, "next_after": views[-1]["case_id"] if len(views) == limit else None, "cases": [
             {"case_id": v["case_id"], "version": v["version"], "updated_at": v["updated_at"], "referrals": len(v["referrals"])}
             for v in views
         ]}
@@ -383,7 +389,7 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     wait: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
         notes = await store.wait_notifications(caller.slug, after, limit, wait)
-        adapter.metrics.inbox_backlog.labels(caller.slug).set(len(store.inbox.get(caller.slug, [])))
+        adapter.metrics.inbox_backlog.labels(caller.slug).set(store.inbox_size(caller.slug))
         return {"structure": caller.slug, "notifications": notes,
                 "next_after": notes[-1]["sequence"] if notes else after}
 
@@ -392,11 +398,7 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
         spec = cat.topic("observatory")
         if caller.kind not in spec.readers:
             raise Forbidden(f"a {caller.kind} may not read the observatory", rule=f"topics/catalogue.yaml: observatory readers {sorted(spec.readers)}")
-        counts: dict[tuple[str, str, str], int] = {}
-        for mark in store.observatory.values():
-            k = (mark["territory"], mark["week"], mark["type"])
-            counts[k] = counts.get(k, 0) + 1
-        return {"ruptures": [{"territory": t, "week": w, "type": ty, "count": n} for (t, w, ty), n in sorted(counts.items())]}
+        return {"ruptures": [{"territory": t, "week": w, "type": ty, "count": n} for t, w, ty, n in store.observatory_counts()]}
 
 
 def _webhook_routes(app: FastAPI, adapter: Adapter) -> None:
@@ -404,16 +406,13 @@ def _webhook_routes(app: FastAPI, adapter: Adapter) -> None:
 
     @app.put("/v1/webhook", tags=["webhooks"])
     async def put_webhook(request: Request, body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
-        import json
-
         await check_endpoint(body.url, https_only=adapter.webhook_https_only,
                              private_networks=adapter.webhook_private_networks)
         secret = body.secret or secrets.token_urlsafe(32)
         # the signing secret travels sealed: Kafka readers without the key never see it
         registration = {"url": body.url, "secret": adapter.sealer.seal(secret),
-                        "from_sequence": len(store.inbox.get(caller.slug, [])) and store.inbox[caller.slug][-1]["sequence"]}
+                        "from_sequence": store.last_sequence(caller.slug)}
         await adapter.publisher.send(cat.topic("webhooks").name, f"endpoint/{caller.slug}".encode(), json.dumps(registration).encode())
-        store.webhooks[f"endpoint/{caller.slug}"] = registration
         return {"url": body.url, "secret": secret, "signature_header": "X-Parcours-Signature",
                 "from_sequence": registration["from_sequence"]}
 
@@ -433,7 +432,8 @@ def _ops_routes(app: FastAPI, adapter: Adapter) -> None:
             raise NotReady("views are still loading")
         if not adapter.claims.caught_up.is_set():
             raise NotReady("idempotency keys are still loading")
-        return {"status": "ready", "kind": adapter.kind}
+        return {"status": "ready", "kind": adapter.kind,
+                "read_model": {"resumed": store.resumed, "offsets_read_at_start": store.records_at_start}}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_endpoint() -> Response:

@@ -2,8 +2,8 @@
 sequence order (hence in order per case), signed with HMAC-SHA256 over the body
 (`X-Parcours-Signature: sha256=<hex>`), retried with exponential backoff; after the last attempt
 it is kept on the `webhook-deadletters` topic for `parcours webhooks redeliver`, and delivery
-goes on with the next one. The cursor (last sequence handled) is kept on the `webhooks` topic.
-One adapter instance per kind delivers (run more and they would deliver twice).
+goes on with the next one. The instances of a kind share the structures through a consumer
+group whose committed offsets are the cursors (`WebhookDelivery`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from parcours.adapters.errors import Invalid
 from parcours.adapters.publisher import Publisher
-from parcours.kafkaio import KafkaAccess
+from parcours.kafkaio import KafkaAccess, keep_tailing
 from parcours.readmodel.store import EdgeStore
 from parcours.security.errors import SealError
 from parcours.security.sealing import Sealer
@@ -87,40 +89,104 @@ async def post_signed(client: httpx.AsyncClient, url: str, secret: str, note: di
 
 
 class WebhookDelivery:
-    def __init__(self, store: EdgeStore, publisher: Publisher, catalogue: Catalogue, metrics: Any, retry: RetryPolicy,
-                 sealer: Sealer) -> None:
-        self.store, self.publisher, self.catalogue, self.metrics, self.retry = store, publisher, catalogue, metrics, retry
+    """Deliveries of the notifications of a kind's structures, shared by the kind's instances.
+
+    The instances form one consumer group over the kind's inbox topics (one partition each): the
+    group gives each structure to one instance, whose committed offset is the structure's cursor
+    (offset = the last sequence delivered). The notifications themselves are read from the
+    instance's read model (`EdgeStore`), which holds every inbox; the group's consumer fetches
+    nothing (its partitions are paused), it only owns and commits. A structure moves to another
+    instance on a rebalance (an instance joins, stops or dies: after the session timeout) and
+    resumes at the committed cursor. Each delivery is committed as soon as the endpoint answered
+    2xx: an instance killed between the answer and the commit (milliseconds) makes the next owner
+    deliver that one notification again, so receivers deduplicate by `notification_id`.
+    """
+
+    #: a dead instance's structures move to the survivors after this long without its heartbeat
+    SESSION_TIMEOUT_MS = 6000
+
+    def __init__(self, store: EdgeStore, kafka: KafkaAccess, publisher: Publisher, catalogue: Catalogue, metrics: Any,
+                 retry: RetryPolicy, sealer: Sealer, kind: str) -> None:
+        self.store, self.kafka, self.publisher, self.catalogue, self.metrics, self.retry = store, kafka, publisher, catalogue, metrics, retry
         self.sealer = sealer
+        self.group = catalogue.group_id("adapter", "-webhooks", kind)
+        self.topics = {catalogue.per_structure("inbox", s).name: s for s in store.slugs}
+        #: the structures this instance delivers now, and their cursors (last sequence delivered)
         self.cursors: dict[str, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._workers: dict[TopicPartition, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop(slug), name=f"webhook-{slug}") for slug in self.store.slugs]
+        self._task = asyncio.create_task(keep_tailing(self._run, "webhooks"), name="webhooks")
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _loop(self, slug: str) -> None:
+    async def _run(self) -> None:
         await self.store.caught_up.wait()
-        cursor = int(self.store.webhooks.get(f"cursor/{slug}", {}).get("sequence", 0))
+        consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=self.group, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", session_timeout_ms=self.SESSION_TIMEOUT_MS,
+                                    heartbeat_interval_ms=self.SESSION_TIMEOUT_MS // 3,
+                                    # one partition per structure: round robin spreads the structures
+                                    # (the default range assignor gives every 1-partition topic to one member)
+                                    partition_assignment_strategy=(RoundRobinPartitionAssignor,))
+        await consumer.start()
+        try:
+            consumer.subscribe(list(self.topics), listener=_Owners(self, consumer))
+            while True:  # fetches nothing (every partition is paused): keeps the membership alive
+                await consumer.getmany(timeout_ms=1000)
+        finally:
+            await self._release(list(self._workers))
+            await consumer.stop()
+
+    async def _take(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        consumer.pause(*tps)
+        for tp in tps:
+            stopping = asyncio.Event()
+            task = asyncio.create_task(self._deliver_all(consumer, tp, stopping), name=f"webhook-{self.topics[tp.topic]}")
+            self._workers[tp] = (task, stopping)
+            self.metrics.webhook_delivering.labels(self.topics[tp.topic]).set(1)
+
+    async def _release(self, tps: list[TopicPartition]) -> None:
+        """Let each worker finish the delivery in hand (and commit it), then stop."""
+        workers = [self._workers.pop(tp) for tp in tps if tp in self._workers]
+        for _, stopping in workers:
+            stopping.set()
+        tasks = [t for t, _ in workers]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.retry.timeout + 1)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for tp in tps:
+            self.cursors.pop(self.topics[tp.topic], None)
+            self.metrics.webhook_delivering.labels(self.topics[tp.topic]).set(0)
+
+    async def _deliver_all(self, consumer: AIOKafkaConsumer, tp: TopicPartition, stopping: asyncio.Event) -> None:
+        slug = self.topics[tp.topic]
+        endpoint = None
+        while endpoint is None:
+            endpoint = await self.store.until(lambda: self.store.webhook(f"endpoint/{slug}"), 1.0)
+            if stopping.is_set():
+                return
+        committed = await consumer.committed(tp)
+        if committed is None:  # first owner: from the registration (or the cursor of a single-instance version)
+            legacy = self.store.webhook(f"cursor/{slug}") or {}
+            committed = max(int(endpoint.get("from_sequence") or 0), int(legacy.get("sequence", 0)))
+        cursor = self.cursors[slug] = committed
         async with httpx.AsyncClient(follow_redirects=False) as client:
-            while True:
-                endpoint = self.store.webhooks.get(f"endpoint/{slug}")
-                if endpoint is None:
-                    await asyncio.sleep(0.5)
-                    continue
-                if cursor == 0 and endpoint.get("from_sequence"):
-                    cursor = int(endpoint["from_sequence"])
+            while not stopping.is_set():
+                endpoint = self.store.webhook(f"endpoint/{slug}") or endpoint
                 notes = await self.store.wait_notifications(slug, cursor, 100, wait=1.0)
-                self.metrics.webhook_backlog.labels(slug).set(len(self.store.notifications(slug, cursor, 10**9)))
+                self.metrics.webhook_backlog.labels(slug).set(max(0, self.store.last_sequence(slug) - cursor))
                 for note in notes:
+                    if stopping.is_set():
+                        return
                     await self._deliver(client, slug, endpoint, note)
-                    cursor = note["sequence"]
-                if notes:
-                    await self.publisher.send(self.catalogue.topic("webhooks").name, f"cursor/{slug}".encode(),
-                                              json.dumps({"sequence": cursor}).encode())
+                    cursor = self.cursors[slug] = note["sequence"]
+                    await consumer.commit({tp: cursor})  # next offset to deliver = this sequence
 
     async def _deliver(self, client: httpx.AsyncClient, slug: str, endpoint: dict[str, Any], note: dict[str, Any]) -> None:
         delays = self.retry.delays()
@@ -145,6 +211,19 @@ class WebhookDelivery:
         await self.publisher.send(self.catalogue.topic("webhook-deadletters").name,
                                   f"{slug}/{note['notification_id']}".encode(),
                                   json.dumps({"structure": slug, "reason": reason, "notification": note}).encode())
+
+
+class _Owners(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Starts a worker per structure the group gives this instance; stops it when taken away."""
+
+    def __init__(self, delivery: WebhookDelivery, consumer: AIOKafkaConsumer) -> None:
+        self.delivery, self.consumer = delivery, consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.delivery._release(list(revoked))  # noqa: SLF001 - the listener is part of the delivery
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.delivery._take(self.consumer, list(assigned))  # noqa: SLF001
 
 
 async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy, sealer: Sealer,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,13 +32,14 @@ log = logging.getLogger("parcours.validator")
 
 
 class Validator:
-    def __init__(self, catalogue: Catalogue, kafka: KafkaAccess, metrics: ValidatorMetrics, view_wait: float = 5.0) -> None:
+    def __init__(self, catalogue: Catalogue, kafka: KafkaAccess, metrics: ValidatorMetrics, view_wait: float = 5.0,
+                 store_path: Path | None = None) -> None:
         self.catalogue, self.kafka, self.metrics, self.view_wait = catalogue, kafka, metrics, view_wait
         self.codec = Codec()
         self.owners = {t.name: catalogue.registry.structures[t.owner] for t in catalogue.topics.values()
                        if t.role == "ingress" and t.owner}
-        self.store = EdgeStore(kafka, catalogue, list(catalogue.registry.structures), inbox=False, observatory=False,
-                               webhooks=False)
+        self.store = EdgeStore(kafka, catalogue, list(catalogue.registry.structures), path=store_path, inbox=False,
+                               observatory=False, webhooks=False)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -85,7 +87,7 @@ class Validator:
     async def _check_case(self, owner: Any, event: Event) -> None:
         if isinstance(event, ReferralSubmitted):
             # a referral may open a case, but not slip into someone else's
-            exists = any(event.case_id in views for views in self.store.views.values())
+            exists = self.store.case_exists(event.case_id)
             if exists and self.store.view(owner.slug, event.case_id) is None:
                 raise NotVisible(f"no case {event.case_id} visible to {owner.slug}")
             return

@@ -7,7 +7,6 @@ admission) read the publisher's own case views through `CaseViews` (the read mod
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -33,6 +32,9 @@ class CaseViews(Protocol):
     def view(self, slug: str, case_id: str) -> dict[str, Any] | None: ...
 
     def referral(self, slug: str, referral_id: str) -> tuple[str, dict[str, Any]] | None: ...
+
+    async def until(self, probe: Callable[[], T | None], wait: float) -> T | None:
+        """`probe()` once it is not None (woken by the read model's changes), or None after `wait` s."""
 
 def check_kind(catalogue: Catalogue, caller: Structure, event_type: str) -> None:
     if not catalogue.may_publish(caller.kind, event_type):
@@ -71,7 +73,7 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
     referral's recipient changes its status (the sender may withdraw) or decides on admission.
     `wait`: how long to wait for a view the processor may not have written yet."""
     if isinstance(event, (ReferralStatusChanged, AdmissionDecided)):
-        found = await _eventually(lambda: store.referral(caller.slug, event.referral_id), wait)
+        found = await store.until(lambda: store.referral(caller.slug, event.referral_id), wait)
         if found is None or found[0] != event.case_id:
             raise NotVisible(f"no referral {event.referral_id} in case {event.case_id} visible to {caller.slug}")
         ref = found[1]
@@ -85,23 +87,13 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
         return
     if isinstance(event, ReferralSubmitted) or event.case_id is None:
         return  # a referral may open a case: each entry point checks an attached case itself
-    if await _eventually(lambda: store.view(caller.slug, event.case_id), wait) is None:
+    if await store.until(lambda: store.view(caller.slug, event.case_id), wait) is None:
         raise NotVisible(f"no case {event.case_id} visible to {caller.slug}")
 
 
 async def eventually_view(store: CaseViews, slug: str, case_id: str, wait: float) -> dict[str, Any] | None:
-    return await _eventually(lambda: store.view(slug, case_id), wait)
+    return await store.until(lambda: store.view(slug, case_id), wait)
 
 
 async def eventually_referral(store: CaseViews, slug: str, referral_id: str, wait: float) -> tuple[str, dict[str, Any]] | None:
-    return await _eventually(lambda: store.referral(slug, referral_id), wait)
-
-
-async def _eventually(probe: Callable[[], T | None], wait: float) -> T | None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        found = probe()
-        if found is not None or loop.time() >= deadline:
-            return found
-        await asyncio.sleep(0.05)
+    return await store.until(lambda: store.referral(slug, referral_id), wait)

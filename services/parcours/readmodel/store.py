@@ -1,6 +1,11 @@
 """What an adapter reads from Kafka and serves: its structures' case views, inboxes, the rupture
-observatory and webhook registrations. One consumer tails those topics from the beginning
-(views and registrations are compacted; inboxes are the structures' notification logs).
+observatory and webhook registrations, kept on disk (`readmodel/db.py`) and fed by one tail.
+
+The tail resumes at the positions stored with the data (not at offset 0): a restart costs what
+was written while the process was away, not all of history. The file is read again from the
+beginning only when it cannot be trusted: another schema, a topic recreated behind it (a stored
+position past the end), or a sync older than the tombstones' lifetime on the compacted topics
+(a deletion it may have missed).
 
 Views arrive as one record per item on `views.<slug>` (key `<case_id>/<item>`) and are assembled
 on read with the case file's own `assemble`.
@@ -9,99 +14,194 @@ Inbox sequences are Kafka offsets + 1 on the single-partition `inbox.<slug>` top
 per structure, stable across restarts. The processor writes in Kafka transactions, whose commit
 markers take offsets too: sequences have gaps, so clients page with `after`, never by counting.
 Every topic is read `read_committed`: nothing of an aborted attempt is ever served.
+
+`changed` is notified after each applied batch: a request that waits for something the
+processor is about to write (`until`) wakes on it instead of polling.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import json
+import fcntl
 import logging
-from typing import Any
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from parcours.casefile.incremental import assemble
 from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts
+from parcours.readmodel.db import Reader, Record, Writer
+from parcours.readmodel.errors import StoreError
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.adapter.store")
+T = TypeVar("T")
+#: Kafka's default delete.retention.ms: how long a tombstone stays on a compacted topic. A file
+#: last synced longer ago may have missed a deletion, and is read again from the beginning.
+TOMBSTONE_LIFETIME_S = 24 * 3600.0
 
 
 class EdgeStore:
-    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, slugs: list[str], *, inbox: bool = True,
-                 observatory: bool = True, webhooks: bool = True, audit: bool = False) -> None:
+    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, slugs: list[str], *, path: Path | None = None,
+                 inbox: bool = True, observatory: bool = True, webhooks: bool = True, audit: bool = False) -> None:
         """A store of the views of `slugs`, and of what else its reader may read (its principal's
-        ACLs): their inboxes, the observatory, the webhook registrations."""
+        ACLs): their inboxes, the observatory, the webhook registrations, the audit trail of the
+        items they authored. `path`: its file (one per process; default: a temporary one)."""
         self.kafka, self.catalogue, self.slugs = kafka, catalogue, list(slugs)
-        #: slug -> case id -> item -> item record
-        self.views: dict[str, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in slugs}
-        self.inbox: dict[str, list[dict[str, Any]]] = {s: [] for s in slugs}
-        self.observatory: dict[str, dict[str, Any]] = {}
-        self.webhooks: dict[str, dict[str, Any]] = {}
+        self._tmp = None if path is not None else Path(tempfile.mkdtemp(prefix="parcours-edge-"))
+        self.path = path if path is not None else self._tmp / "store.sqlite3"  # type: ignore[operator]
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Condition()
-        self._inbox_topics = {catalogue.per_structure("inbox", s).name: s for s in slugs} if inbox else {}
-        self._views_topics = {catalogue.per_structure("views", s).name: s for s in slugs}
-        self._obs_topic = catalogue.topic("observatory").name
-        self._hooks_topic = catalogue.topic("webhooks").name
-        self._audit_topic = catalogue.topic("audit").name
-        self._extra = [t for t, on in ((self._obs_topic, observatory), (self._hooks_topic, webhooks),
-                                       (self._audit_topic, audit)) if on]
-        #: author slug -> case id -> the audit records of the items it authored (right of access)
-        self.disclosures: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in slugs}
+        self._routes: dict[str, tuple[str, str]] = {catalogue.per_structure("views", s).name: ("items", s) for s in slugs}
+        if inbox:
+            self._routes |= {catalogue.per_structure("inbox", s).name: ("inbox", s) for s in slugs}
+        for name, table, on in (("observatory", "observatory", observatory), ("webhooks", "webhooks", webhooks),
+                                ("audit", "audit", audit)):
+            if on:
+                self._routes[catalogue.topic(name).name] = (table, "")
+        self._authors = frozenset(slugs)
         self._task: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
+        self._lock_fd: int | None = None
+        self._writer: Writer | None = None
+        self._reader: Reader | None = None
+        #: how the last (re)start of the tail began: from stored positions or not, and how many
+        #: offsets it had to read then (what a restart costs; /readyz shows it)
+        self.resumed = False
+        self.records_at_start = 0
+        #: slug -> (notifications held, last sequence): kept up to date by the tail
+        self._inbox: dict[str, tuple[int, int]] = {}
 
-    # --- queries ----------------------------------------------------------------------
+    # --- queries (on the event loop: indexed reads of committed batches) ----------------
+    @property
+    def db(self) -> Reader:
+        if self._reader is None:
+            raise StoreError("the read model is not open (start the store first)")
+        return self._reader
+
     def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
-        items = self.views.get(slug, {}).get(case_id)
-        return assemble(case_id, slug, items.values()) if items else None
+        items = self.db.items(slug, case_id)
+        return assemble(case_id, slug, items) if items else None
 
-    def cases(self, slug: str) -> list[str]:
-        return sorted(self.views.get(slug, {}))
+    def cases(self, slug: str, after: str = "", limit: int = -1) -> list[str]:
+        return self.db.cases(slug, after, limit)
+
+    def case_exists(self, case_id: str) -> bool:
+        """Does any structure this store follows have a view of `case_id`?"""
+        return self.db.case_exists(case_id)
 
     def referral(self, slug: str, referral_id: str) -> tuple[str, dict[str, Any]] | None:
         """(case_id, referral entry) of a referral visible to `slug`."""
-        key = f"referral:{referral_id}"
-        for case_id, items in self.views.get(slug, {}).items():
-            if key in items:
-                view = assemble(case_id, slug, items.values())
-                for ref in view["referrals"] if view else []:
-                    if ref["referral_id"] == referral_id:
-                        return case_id, ref
+        case_id = self.db.referral_case(slug, referral_id)
+        view = self.view(slug, case_id) if case_id else None
+        for ref in view["referrals"] if view else []:
+            if ref["referral_id"] == referral_id:
+                return case_id, ref  # type: ignore[return-value]
         return None
 
     def notifications(self, slug: str, after: int, limit: int) -> list[dict[str, Any]]:
-        items = self.inbox.get(slug, [])
-        # sequences increase (offsets + 1, with gaps for transaction markers): bisect
-        start = bisect.bisect_right(items, after, key=lambda n: n["sequence"])
-        return items[start:start + limit]
+        return self.db.notifications(slug, after, limit)
+
+    def inbox_size(self, slug: str) -> int:
+        return self._inbox.get(slug, (0, 0))[0]
+
+    def last_sequence(self, slug: str) -> int:
+        return self._inbox.get(slug, (0, 0))[1]
+
+    def webhook(self, key: str) -> dict[str, Any] | None:
+        return self.db.webhook(key)
+
+    def observatory_counts(self) -> list[tuple[str, str, str, int]]:
+        return self.db.observatory_counts()
+
+    def disclosures(self, author: str, case_id: str) -> list[dict[str, Any]]:
+        return self.db.disclosures(author, case_id)
+
+    async def until(self, probe: Callable[[], T | None], wait: float) -> T | None:
+        """`probe()` once it is not None, woken by each applied batch; None after `wait` seconds."""
+        found = probe()
+        if found is not None or wait <= 0:
+            return found
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        async with self.changed:
+            while found is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self.changed.wait(), remaining)
+                except TimeoutError:
+                    break
+                found = probe()
+        return found
 
     async def wait_notifications(self, slug: str, after: int, limit: int, wait: float) -> list[dict[str, Any]]:
-        got = self.notifications(slug, after, limit)
-        if got or wait <= 0:
-            return got
-        async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: bool(self.notifications(slug, after, 1))), wait)
-            except TimeoutError:
-                return []
-        return self.notifications(slug, after, limit)
+        got = await self.until(lambda: self.notifications(slug, after, limit) or None, wait)
+        return got or []
 
-    # --- the tail ---------------------------------------------------------------------
+    # --- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self._open()
         self._task = asyncio.create_task(self._run(), name="edge-store")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)  # wait for its end, whatever it is
+        self._pool.submit(self._close_writer).result()
+        self._pool.shutdown(wait=True)
+        if self._reader:
+            self._reader.close()
+            self._reader = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"another process uses the read model {self.path} (give each instance its own)") from None
+        self._lock_fd = fd
+        self._pool.submit(self._open_writer).result()
+        self._reader = Reader(self.path)
+        self._inbox = {slug: (n, last) for slug, n, last in self._reader.inbox_counts()}
+
+    def _open_writer(self) -> None:
+        self._writer = Writer(self.path)
+
+    def _close_writer(self) -> None:
+        if self._writer:
+            self._writer.close()
+            self._writer = None
+
+    async def _write(self, fn: Callable[[Writer], T]) -> T:
+        """Run `fn` on the writer, in its own thread: the event loop never waits on the disk."""
+        def call() -> T:
+            if self._writer is None:
+                raise StoreError("the read model is closed")
+            return fn(self._writer)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    # --- the tail ---------------------------------------------------------------------
     async def _run(self) -> None:
         await keep_tailing(self._tail, "store")
 
     async def _tail(self) -> None:
-        topics = [*self._views_topics, *self._extra, *self._inbox_topics]
+        topics = list(self._routes)
         counts = await partition_counts(self.kafka, topics)
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
         consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False,
@@ -109,67 +209,64 @@ class EdgeStore:
         await consumer.start()
         try:
             consumer.assign(parts)
-            # rebuild from scratch on every (re)start: forget what a previous tail loaded
-            for s in self.slugs:
-                self.views[s].clear()
-                self.inbox[s].clear()
-            self.observatory.clear()
-            for d in self.disclosures.values():
-                d.clear()
-            await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
-            pending = {tp for tp in parts if end[tp] > 0}
+            stored = await self._write(lambda w: w.positions())
+            why = await self._distrust(stored, end)
+            if why:
+                log.warning("read model read again from the beginning", extra={"reason": why})
+                await self._write(lambda w: w.reset(why))
+                self._inbox.clear()
+                stored = {}
+            fresh = [tp for tp in parts if (tp.topic, tp.partition) not in stored]
+            if fresh:
+                await consumer.seek_to_beginning(*fresh)
+            for tp in parts:
+                if (tp.topic, tp.partition) in stored:
+                    consumer.seek(tp, stored[tp.topic, tp.partition])
+            pending = {tp for tp in parts if end[tp] > stored.get((tp.topic, tp.partition), 0)}
+            self.resumed = bool(stored)
+            self.records_at_start = sum(max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in parts)
+            log.info("read model tail started", extra={"resumed": self.resumed, "offsets_to_read": self.records_at_start})
             if not pending:
                 self.caught_up.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                appended = False
-                for tp, records in batch.items():
-                    for r in records:
-                        appended |= self._apply(tp.topic, r)
+                if batch:
+                    await self._apply(batch, {(tp.topic, tp.partition): records[-1].offset + 1
+                                              for tp, records in batch.items() if records})
                 if pending:
                     for tp in list(pending):
                         if await consumer.position(tp) >= end[tp]:
                             pending.discard(tp)
                     if not pending:
                         self.caught_up.set()
-                if appended:
-                    async with self.changed:
-                        self.changed.notify_all()
         finally:
             await consumer.stop()
 
-    def _apply(self, topic: str, r: Any) -> bool:
-        key = r.key.decode() if r.key else ""
-        if topic in self._views_topics:
-            slug = self._views_topics[topic]
-            case_id, _, item = key.partition("/")
-            if r.value is None:
-                items = self.views[slug].get(case_id)
-                if items is not None:
-                    items.pop(item, None)
-                    if not items:
-                        del self.views[slug][case_id]
-            else:
-                self.views[slug].setdefault(case_id, {})[item] = json.loads(r.value)
-        elif topic == self._obs_topic:
-            if r.value is None:
-                self.observatory.pop(key, None)
-            else:
-                self.observatory[key] = json.loads(r.value)
-        elif topic == self._hooks_topic:
-            if r.value is None:
-                self.webhooks.pop(key, None)
-            else:
-                self.webhooks[key] = json.loads(r.value)
-        elif topic == self._audit_topic:
-            record = json.loads(r.value)
-            if record.get("author") in self.disclosures and record.get("change") != "accessed":
-                self.disclosures[record["author"]].setdefault(key, []).append(record)
-        else:
-            slug = self._inbox_topics[topic]
-            note = json.loads(r.value)
-            note["sequence"] = r.offset + 1
-            self.inbox[slug].append(note)
-            return True
-        return False
+    async def _distrust(self, stored: dict[tuple[str, int], int], end: dict[TopicPartition, int]) -> str | None:
+        """Why the file cannot be resumed from (None: it can)."""
+        if not stored:
+            return None
+        for tp, last in end.items():
+            if stored.get((tp.topic, tp.partition), 0) > last:
+                return "a stored position is past the end of its topic (recreated?)"
+        synced = await self._write(lambda w: w.synced_at())
+        if synced is not None and time.time() - synced > TOMBSTONE_LIFETIME_S:
+            return "last synced before the oldest tombstones still on Kafka"
+        return None
+
+    async def _apply(self, batch: dict[TopicPartition, list[Any]], positions: dict[tuple[str, int], int]) -> None:
+        records = []
+        inbox: dict[str, tuple[int, int]] = {}
+        for tp, rs in batch.items():
+            table, slug = self._routes[tp.topic]
+            for r in rs:
+                records.append(Record(table, slug, tp.topic, tp.partition, r.offset, r.key.decode() if r.key else "", r.value))
+                if table == "inbox" and r.value is not None:
+                    n, _ = inbox.get(slug, self._inbox.get(slug, (0, 0)))
+                    inbox[slug] = (n + 1, r.offset + 1)
+        authors = self._authors
+        await self._write(lambda w: w.apply(records, positions, authors))
+        self._inbox |= inbox
+        async with self.changed:
+            self.changed.notify_all()

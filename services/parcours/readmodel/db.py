@@ -1,0 +1,212 @@
+"""The edge's read model on disk: SQLite in WAL mode, one file per adapter instance.
+
+What the tail reads from Kafka is applied in batches, each in one SQLite transaction that also
+stores the Kafka position reached on every partition of the batch: after a restart (or a crash
+at any instant) the file holds exactly the records before those positions, so the tail resumes
+there instead of at offset 0. Kafka stays the truth; the file is a cache that can be deleted.
+
+One writer (a single worker thread: `apply` blocks) and any number of readers (WAL: a reader
+never waits for the writer and sees whole batches only). Memory is SQLite's page cache, whatever
+the number of cases; every lookup the HTTP edge makes goes through an index.
+
+Tables:
+- `items(slug, case_id, item)`: the view item records (`views.<slug>`, key `<case_id>/<item>`);
+- `referrals(slug, referral_id)`: the case of each referral item, maintained with `items`;
+- `inbox(slug, sequence)`: the notifications (sequence = offset + 1 on `inbox.<slug>`);
+- `observatory(key)`, `webhooks(key)`: the compacted topics of the same names;
+- `disclosures(author, case_id, n)`: audit records of the items each structure authored;
+- `positions(topic, partition)`: the next offset to read; `meta`: schema version, last sync.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from parcours.readmodel.errors import StoreError
+
+#: bump when the tables change: an older file is emptied and read again from Kafka
+SCHEMA_VERSION = 2
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions(topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+                                     PRIMARY KEY(topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items(slug TEXT NOT NULL, case_id TEXT NOT NULL, item TEXT NOT NULL, record TEXT NOT NULL,
+                                 PRIMARY KEY(slug, case_id, item)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_by_case ON items(case_id);
+CREATE TABLE IF NOT EXISTS referrals(slug TEXT NOT NULL, referral_id TEXT NOT NULL, case_id TEXT NOT NULL,
+                                     PRIMARY KEY(slug, referral_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox(slug TEXT NOT NULL, sequence INTEGER NOT NULL, note TEXT NOT NULL,
+                                 PRIMARY KEY(slug, sequence)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS observatory(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS webhooks(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS disclosures(author TEXT NOT NULL, case_id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL,
+                                       PRIMARY KEY(author, case_id, n)) WITHOUT ROWID;
+"""
+_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures")
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the tail hands over: one Kafka record, already routed to its table."""
+
+    table: str  # items | inbox | observatory | webhooks | audit
+    slug: str  # the structure of a views/inbox topic ("" otherwise)
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes | None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a process crash loses nothing committed; a power loss may lose the last
+        # batches, with their positions: they are read again from Kafka
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the read model at {path}: {exc}") from exc
+    return conn
+
+
+class Writer:
+    """The one connection that writes (used from a single thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = _connect(path)
+        self.conn.executescript(_DDL)
+        if self._meta("schema") != str(SCHEMA_VERSION):
+            self.reset(f"schema {self._meta('schema')} -> {SCHEMA_VERSION}")
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def reset(self, why: str) -> None:
+        """Forget everything: the tail reads every topic again from the beginning."""
+        del why  # the caller logs it
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        for t in _TABLES:
+            c.execute(f"DELETE FROM {t}")  # noqa: S608 - table names are constants
+        c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+        c.execute("DELETE FROM meta WHERE key='synced_at'")
+        c.execute("COMMIT")
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        return {(t, p): o for t, p, o in self.conn.execute("SELECT topic, partition, next_offset FROM positions")}
+
+    def synced_at(self) -> float | None:
+        value = self._meta("synced_at")
+        return float(value) if value else None
+
+    def apply(self, records: Iterable[Record], positions: dict[tuple[str, int], int], authors: frozenset[str]) -> int:
+        """Apply `records` and store `positions`, in one transaction. Returns the inbox rows added."""
+        c = self.conn
+        added = 0
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for r in records:
+                added += self._apply(r, authors)
+            c.executemany("INSERT OR REPLACE INTO positions VALUES(?, ?, ?)", [(t, p, o) for (t, p), o in positions.items()])
+            c.execute("INSERT OR REPLACE INTO meta VALUES('synced_at', ?)", (repr(time.time()),))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return added
+
+    def _apply(self, r: Record, authors: frozenset[str]) -> int:
+        c = self.conn
+        if r.table == "items":
+            case_id, _, item = r.key.partition("/")
+            referral = item[len("referral:"):] if item.startswith("referral:") else None
+            if r.value is None:
+                c.execute("DELETE FROM items WHERE slug=? AND case_id=? AND item=?", (r.slug, case_id, item))
+                if referral is not None:
+                    c.execute("DELETE FROM referrals WHERE slug=? AND referral_id=?", (r.slug, referral))
+            else:
+                c.execute("INSERT OR REPLACE INTO items VALUES(?, ?, ?, ?)", (r.slug, case_id, item, r.value.decode()))
+                if referral is not None:
+                    c.execute("INSERT OR REPLACE INTO referrals VALUES(?, ?, ?)", (r.slug, referral, case_id))
+        elif r.table == "inbox":
+            if r.value is not None:
+                c.execute("INSERT OR REPLACE INTO inbox VALUES(?, ?, ?)", (r.slug, r.offset + 1, r.value.decode()))
+                return 1
+        elif r.table in ("observatory", "webhooks"):
+            if r.value is None:
+                c.execute(f"DELETE FROM {r.table} WHERE key=?", (r.key,))  # noqa: S608 - two constant names
+            else:
+                c.execute(f"INSERT OR REPLACE INTO {r.table} VALUES(?, ?)", (r.key, r.value.decode()))
+        elif r.table == "audit" and r.value is not None:
+            record = json.loads(r.value)
+            if record.get("author") in authors and record.get("change") != "accessed":
+                # n: the record's place on the audit topic, so disclosures keep Kafka's order
+                c.execute("INSERT OR REPLACE INTO disclosures VALUES(?, ?, ?, ?)",
+                          (record["author"], r.key, r.partition * 2**40 + r.offset, r.value.decode()))
+        return 0
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Reader:
+    """Queries, on a connection of their own (each statement sees the last committed batch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = _connect(path)
+
+    def items(self, slug: str, case_id: str) -> list[dict[str, Any]]:
+        return [json.loads(v) for (v,) in self.conn.execute(
+            "SELECT record FROM items WHERE slug=? AND case_id=?", (slug, case_id))]
+
+    def cases(self, slug: str, after: str = "", limit: int = -1) -> list[str]:
+        return [c for (c,) in self.conn.execute(
+            "SELECT DISTINCT case_id FROM items WHERE slug=? AND case_id>? ORDER BY case_id LIMIT ?", (slug, after, limit))]
+
+    def case_exists(self, case_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM items WHERE case_id=? LIMIT 1", (case_id,)).fetchone() is not None
+
+    def referral_case(self, slug: str, referral_id: str) -> str | None:
+        row = self.conn.execute("SELECT case_id FROM referrals WHERE slug=? AND referral_id=?", (slug, referral_id)).fetchone()
+        return str(row[0]) if row else None
+
+    def notifications(self, slug: str, after: int, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for seq, note in self.conn.execute(
+                "SELECT sequence, note FROM inbox WHERE slug=? AND sequence>? ORDER BY sequence LIMIT ?", (slug, after, limit)):
+            n = json.loads(note)
+            n["sequence"] = seq
+            out.append(n)
+        return out
+
+    def inbox_counts(self) -> Iterator[tuple[str, int, int]]:
+        """(slug, notifications held, last sequence) per structure."""
+        yield from self.conn.execute("SELECT slug, COUNT(*), MAX(sequence) FROM inbox GROUP BY slug")
+
+    def observatory_counts(self) -> list[tuple[str, str, str, int]]:
+        return list(self.conn.execute(
+            "SELECT json_extract(record, '$.territory') AS t, json_extract(record, '$.week') AS w, "
+            "json_extract(record, '$.type') AS ty, COUNT(*) FROM observatory GROUP BY t, w, ty ORDER BY t, w, ty"))
+
+    def webhook(self, key: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT record FROM webhooks WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def disclosures(self, author: str, case_id: str) -> list[dict[str, Any]]:
+        return [json.loads(v) for (v,) in self.conn.execute(
+            "SELECT record FROM disclosures WHERE author=? AND case_id=? ORDER BY n", (author, case_id))]
+
+    def close(self) -> None:
+        self.conn.close()
