@@ -31,6 +31,9 @@ class CaseViews(Protocol):
 
     def view(self, slug: str, case_id: str) -> dict[str, Any] | None: ...
 
+    def has_case(self, slug: str, case_id: str) -> bool:
+        """Does `slug` see anything of the case? (what `view` would say, without assembling it)"""
+
     def referral(self, slug: str, referral_id: str) -> tuple[str, dict[str, Any]] | None: ...
 
     async def until(self, probe: Callable[[], T | None], wait: float) -> T | None:
@@ -87,7 +90,7 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
         return
     if isinstance(event, ReferralSubmitted) or event.case_id is None:
         return  # a referral may open a case: each entry point checks an attached case itself
-    if await store.until(lambda: store.view(caller.slug, event.case_id), wait) is None:
+    if await store.until(lambda: store.has_case(caller.slug, event.case_id) or None, wait) is None:
         raise NotVisible(f"no case {event.case_id} visible to {caller.slug}")
 
 

@@ -175,6 +175,9 @@ class Reader:
         return [c for (c,) in self.conn.execute(
             "SELECT DISTINCT case_id FROM items WHERE slug=? AND case_id>? ORDER BY case_id LIMIT ?", (slug, after, limit))]
 
+    def has_case(self, slug: str, case_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM items WHERE slug=? AND case_id=? LIMIT 1", (slug, case_id)).fetchone() is not None
+
     def case_exists(self, case_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM items WHERE case_id=? LIMIT 1", (case_id,)).fetchone() is not None
 

@@ -90,6 +90,9 @@ class EdgeStore:
         items = self.db.items(slug, case_id)
         return assemble(case_id, slug, items) if items else None
 
+    def has_case(self, slug: str, case_id: str) -> bool:
+        return self.db.has_case(slug, case_id)
+
     def cases(self, slug: str, after: str = "", limit: int = -1) -> list[str]:
         return self.db.cases(slug, after, limit)
 
