@@ -358,9 +358,18 @@ def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
             out["wrk"] = {"threads": 1, "connections": load.wrk_connections, "seconds": load.wrk_seconds}
             print(f"bench: wrk on the bare endpoint (pid {bare.pid}) for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
             out.update(bl.run_wrk(bare_base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections).figures("bare"))
-            print(f"bench: wrk on the adapter (pid {adapter.pid}) for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
+            # the edge alone: the processor stopped while wrk runs (on 2 cores it would take the
+            # CPU the adapter is measured on), then the whole system, the processor consuming
+            proc.stop()
+            print(f"bench: wrk on the adapter (pid {adapter.pid}), processor stopped, for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
             out.update(bl.run_wrk(base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections).figures("adapter"))
+            proc = ProcessorRun(kafka, cat, env, logdir)
+            _wait_drained(proc, 600)
+            print(f"bench: wrk on the adapter, processor running, for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
+            out.update(bl.run_wrk(base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections)
+                       .figures("adapter_with_processor"))
         out["adapter_to_bare"] = out["adapter_posts_per_s"] / out["bare_posts_per_s"]
+        out["adapter_with_processor_to_bare"] = out["adapter_with_processor_posts_per_s"] / out["bare_posts_per_s"]
         _wait_drained(proc, 600)  # the processor works through what wrk posted before the open loop begins
         print(f"bench: open loop on the adapter, {load.rate:g} POSTs/s for {load.open_seconds:g} s", file=sys.stderr, flush=True)
         figures, conns = asyncio.run(bl.open_loop(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, "127.0.0.1", port, BENCH_TOKEN,
@@ -457,8 +466,10 @@ def _edge_report(f: dict[str, Any]) -> list[str]:
     return [
         f"HTTP edge, closed loop (wrk, {w['threads']} thread, {w['connections']} connections, {w['seconds']:g} s, POST a message):",
         f"  bare FastAPI endpoint:          {closed('bare')}",
-        f"  one DAC adapter:                {closed('adapter')}",
+        f"  one DAC adapter (edge alone):   {closed('adapter')}",
         f"  adapter / bare:                 {f['adapter_to_bare']:>10.2f}x (target >= 0.5x)",
+        f"  same, processor consuming:      {closed('adapter_with_processor')}",
+        f"  adapter / bare:                 {f['adapter_with_processor_to_bare']:>10.2f}x (the broker and processor share the 2 cores)",
         (f"HTTP edge, open loop ({f['open_rate_target']:g} POSTs/s scheduled, {f['open_requests']:,} requests; "
          f"sent {f['open_sent_per_s']:,.0f}/s, send lag p99 {f['open_send_lag_p99_ms']:.1f} ms, {f['open_connections']} connections):"),
         (f"  scheduled send -> 202:          p50 {f['open_post_p50_ms']:.1f} ms, p99 {f['open_post_p99_ms']:.1f} ms, "

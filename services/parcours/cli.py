@@ -177,7 +177,8 @@ def _processor(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
     core = RecordProcessor(cat, default_policy())
     app, threads = create_app(cat, resolve_kafka(cat.service_principal("processor")), core, metrics, state_dir=state_dir,
-                              commit_interval=args.commit_interval)
+                              commit_interval=args.commit_interval if args.commit_interval is not None
+                              else get_settings().processor_commit_interval_s)
     for t in threads:
         t.start()
     metrics.up.set(1)
@@ -572,8 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("processor", help="the case-file processor (Quix Streams, exactly-once)")
     pr.add_argument("--metrics-port", type=int, default=8104)
     pr.add_argument("--state-dir", help="RocksDB state folder (default: PARCOURS_STATE_DIR/<prefix>-processor)")
-    pr.add_argument("--commit-interval", type=float, default=0.5,
-                    help="seconds per checkpoint: one Kafka transaction; readers see outputs after it")
+    pr.add_argument("--commit-interval", type=float, default=None,
+                    help="seconds per checkpoint: one Kafka transaction; readers see outputs after it "
+                         "(default PARCOURS_PROCESSOR_COMMIT_INTERVAL_S)")
     pr.set_defaults(func=_processor)
     return p
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     #: the read models of the adapters and the validator (SQLite, one file per instance); a cache
     #: of Kafka, resumed at its stored positions, deleted at will
     edge_dir: Path = Path(".parcours/edge")
+    #: the processor's checkpoint: outputs become visible to readers (read_committed) when the
+    #: transaction that carries them commits, so this bounds the event -> view latency from below
+    processor_commit_interval_s: float = 0.5
     #: cache of the broker jars, outside the repository
     cache_dir: Path = Path.home() / ".cache" / "parcours"
     #: prefix of every topic name, so tests can run side by side on one cluster

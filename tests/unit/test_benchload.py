@@ -139,8 +139,8 @@ def test_the_bare_endpoint_validates_its_body_and_does_nothing(bare: str) -> Non
     assert httpx.post(f"{bare}/v1/cases/case-a7/messages", json={"text": "Bench."}).status_code == 422
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make system-deps)")
 def test_wrk_counts_the_answers_and_the_refusals(bare: str, tmp_path: Path) -> None:
+    assert shutil.which("wrk"), "wrk is not installed: make system-deps installs it (Debian package wrk)"
     script = tmp_path / "post.lua"
     script.write_text(bl.wrk_script(5, "dev-dac-31"))
     ok = bl.run_wrk(bare, str(script), seconds=1, connections=4)

@@ -220,8 +220,9 @@ def _route_type(request: Request) -> str:
 
 # --- dependencies --------------------------------------------------------------------------
 
-def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Structure:
-    """The structure the edge guard authenticated (the header is declared for the API description)."""
+async def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Structure:
+    """The structure the edge guard authenticated (the header is declared for the API description).
+    `async`: FastAPI would run a plain function in its thread pool, on every request."""
     structure = getattr(request.state, "caller", None)
     if not isinstance(structure, Structure):
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")

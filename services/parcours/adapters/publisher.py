@@ -34,7 +34,7 @@ class Publisher:
     async def _get(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                p = self.kafka.producer(request_timeout_ms=self.timeout_ms, linger_ms=2, retry_backoff_ms=100)
+                p = self.kafka.producer(request_timeout_ms=self.timeout_ms, linger_ms=5, retry_backoff_ms=100)
                 try:
                     await asyncio.wait_for(p.start(), self.timeout_ms / 1000)
                 except (TimeoutError, KafkaError, OSError) as exc:
