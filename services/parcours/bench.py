@@ -258,7 +258,9 @@ class EdgeLoad:
     cases: int = 500
 
 
-PARTS = ("processor", "rebuild", "edge")
+PARTS = ("processor", "rebuild", "edge", "restart")
+#: views in the adapter's read model when its restart is timed
+RESTART_VIEWS = (10_000, 100_000)
 
 
 def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_case: int, rss_cases: int,  # noqa: PLR0913 - one keyword per `parcours bench` option
@@ -288,7 +290,74 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
         cat4, env4 = _fresh(where)
         produce(kafka, cat4, case_events(edge.cases, 2, "a"))
         _edge(kafka, cat4, env4, logdir, edge, out)
+    # 6. the adapter's restart with its read model holding many views
+    if only in (None, "restart"):
+        cat5, env5 = _fresh(where)
+        _restart(kafka, cat5, env5, logdir, out)
     return out
+
+
+def _restart(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, out: dict[str, Any]) -> None:
+    """Start, then restart, a DAC adapter whose views topic holds 10,000 then 100,000 case views
+    (one item record each, as the processor writes them): the first start reads them all, a
+    restart resumes at the positions its read model stored (issue 13: flat, whatever the history)."""
+    topic = cat.per_structure("views", BENCH_STRUCTURE).name
+    edge_dir = logdir / f"edge-{cat.prefix}"
+    env = {**env, "PARCOURS_EDGE_DIR": str(edge_dir)}
+    figures: dict[str, dict[str, float]] = {}
+    written = 0
+    for views in RESTART_VIEWS:
+        written += _write_views(kafka, topic, written, views - written)
+        first = _timed_start(env, logdir)
+        restart = _timed_start(env, logdir)
+        figures[str(views)] = {"first_start_s": first[0], "restart_s": restart[0], "rss_mb": restart[1],
+                               "offsets_read_at_restart": restart[2]}
+        out["adapter_restart"] = figures
+    out["adapter_store_mb"] = sum(f.stat().st_size for f in edge_dir.glob("*")) / 1e6
+
+
+def _write_views(kafka: KafkaAccess, topic: str, start: int, n: int) -> int:
+    producer = Producer(kafka.producer_config(**{"linger.ms": 20, "batch.size": 512 * 1024}))
+    for i in range(start, start + n):
+        record = {"item": f"referral:r{i}", "first": [1764000000000 + i, f"e{i}"], "basis": "referral_party",
+                  "entry": {"referral_id": f"r{i}", "from": "cpts-31-nord", "to": BENCH_STRUCTURE, "urgency": "soon",
+                            "reasons": ["retour à domicile"], "summary": "Synthetic benchmark view item of a plausible size.",
+                            "person": {"pseudonym": f"P-{i:08d}", "birth_year": 1940, "postcode": "31000"}}}
+        while True:
+            try:
+                producer.produce(topic, json.dumps(record).encode(), f"case-v{i}/referral:r{i}".encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+    return n
+
+
+def _timed_start(env: dict[str, str], logdir: Path) -> tuple[float, float, int]:
+    """(seconds from spawn to ready, resident MB once ready, offsets its read model read)."""
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = _spawn(["adapter", "dac", "--port", str(port)], env, logdir / "adapter-restart.log")
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("bench: the adapter exited")
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                if r.status_code == HTTPStatus.OK:
+                    return time.perf_counter() - t0, _rss_mb(proc.pid), int(r.json()["read_model"]["offsets_read_at_start"])
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench: timed out waiting for the adapter")
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases: int, per_case: int, long_cases: int,
@@ -436,6 +505,12 @@ def report(f: dict[str, Any]) -> str:
                      f"({f['rebuild_events'] / f['rebuild_seconds']:,.0f} events/s)")
     if "adapter_posts_per_s" in f:
         lines += _edge_report(f)
+    if "adapter_restart" in f:
+        lines.append("adapter start and restart (read model on disk, views of one DAC):")
+        for views, r in f["adapter_restart"].items():
+            lines.append(f"  {int(views):>7,} views: first start {r['first_start_s']:.1f} s, restart {r['restart_s']:.1f} s "
+                         f"({r['offsets_read_at_restart']:,} offsets read), RSS {r['rss_mb']:.0f} MB")
+        lines.append(f"  read model on disk: {f['adapter_store_mb']:.0f} MB")
     return "\n".join(lines) + "\n" + json.dumps(f)
 
 

@@ -90,6 +90,19 @@ class KafkaAccess:
         return ConnectionConfig(**settings)
 
 
+def reader(kafka: KafkaAccess, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group that reads committed records from the positions it is given.
+
+    `auto_offset_reset="earliest"`, never aiokafka's default "latest": `assign()` starts a reset
+    with the default strategy in the background, and when that offset request is slow (a broker
+    starting, a topic just created: NotLeaderForPartition retries) its answer can land after a
+    `seek_to_beginning()` and be applied to it, silently moving the reader to the end: a read
+    model that skips everything before. With "earliest" both agree.
+    """
+    return AIOKafkaConsumer(**kafka.aiokafka(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                            isolation_level="read_committed", **overrides)
+
+
 async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
     """Run `tail` (a reader that follows topics) again whenever Kafka interrupts it."""
     while True:
@@ -103,8 +116,7 @@ async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
 async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:
     """Yield batches of every record of `topics`, from the beginning to the end offsets seen at start."""
     # read_committed: the processor writes in transactions; an aborted attempt is never read
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), enable_auto_commit=False, group_id=None,
-                                max_partition_fetch_bytes=16 * 1024 * 1024, isolation_level="read_committed")
+    consumer = reader(kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
         topics = list(topics)
         counts = await partition_counts(kafka, topics)
@@ -173,7 +185,7 @@ async def consumer_lag(kafka: KafkaAccess, group: str, partitions: Iterable[tupl
     once in 16 calls against a broker whose group coordinator was still loading.)"""
     parts = [TopicPartition(t, p) for t, p in partitions]
     admin = AIOKafkaAdminClient(**kafka.aiokafka())
-    consumer = AIOKafkaConsumer(**kafka.aiokafka(), group_id=None, enable_auto_commit=False, isolation_level="read_committed")
+    consumer = reader(kafka)
     try:
         await admin.start()
         await consumer.start()

@@ -22,11 +22,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from parcours.adapters.errors import Conflict, NotReady
 from parcours.adapters.publisher import Publisher
-from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts
+from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
 
 log = logging.getLogger("parcours.adapter")
 _NS = uuid.UUID("0b7d4f8e-2f7c-4a0e-9d7e-5f1d6c3a9b21")
@@ -89,7 +89,7 @@ class IdempotencyClaims:
     async def _tail(self) -> None:
         count = (await partition_counts(self.kafka, [self.topic])).get(self.topic, 0)
         parts = [TopicPartition(self.topic, p) for p in range(count)]
-        consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False)
+        consumer = reader(self.kafka)
         await consumer.start()
         try:
             consumer.assign(parts)

@@ -33,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts
+from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
 from parcours.topology.catalogue import Catalogue
@@ -207,8 +207,7 @@ class EdgeStore:
         topics = list(self._routes)
         counts = await partition_counts(self.kafka, topics)
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
-        consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed", max_partition_fetch_bytes=16 * 1024 * 1024)
+        consumer = reader(self.kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
         await consumer.start()
         try:
             consumer.assign(parts)
