@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: system-deps help run test test-unit test-integration test-e2e lint demo bench broker-jars clean
+.PHONY: system-deps help run test test-unit test-integration test-e2e lint demo bench broker-jars asyncapi-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,17 +16,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-system-deps: ## Debian packages: Java and Maven (the broker), prometheus (promtool and the scrape test), wrk (the bench's load)
+system-deps: ## Debian packages: Java and Maven (the broker), prometheus (promtool and the scrape test), wrk (the bench's load), Node.js and npm (the AsyncAPI parser)
 	@missing=""; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v npm >/dev/null && command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.installed
+
+$(ASYNCAPI_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	cd tools/asyncapi && npm ci --no-audit --no-fund --loglevel=error
+	touch $(ASYNCAPI_TOOLS)
+
+asyncapi-tools: $(ASYNCAPI_TOOLS) ## the official AsyncAPI parser (npm, pinned by package-lock.json) for the document's test
 
 broker-jars: $(STAMP) ## fetch the Apache Kafka jars from Maven Central (cached under ~/.cache/parcours)
 	$(BIN)/parcours broker fetch
@@ -37,7 +46,7 @@ run: system-deps $(STAMP) broker-jars ## the main job: the whole backbone on the
 demo: $(STAMP) broker-jars ## run the demo scenario, print every structure's view, exit
 	$(BIN)/parcours demo
 
-test: system-deps $(STAMP) broker-jars lint ## lint, then every test tier (unit, integration on a real broker, e2e)
+test: system-deps $(STAMP) broker-jars asyncapi-tools lint ## lint, then every test tier (unit, integration on a real broker, e2e)
 	$(BIN)/pytest -q tests
 
 test-unit: $(STAMP) ## the fast pure tests only

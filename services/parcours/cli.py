@@ -124,22 +124,44 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    """docs/events.md from schemas/ and the catalogue; `--check` fails when the file differs."""
-    from parcours.contract.schemas import default_schema_set
+    """The generated documents (docs/events.md, docs/asyncapi.json) from schemas/ and the
+    catalogue; `--check` fails when a committed one differs."""
     from parcours.paths import project_root
-    from parcours.topology.catalogue import Catalogue
-    from parcours.topology.docs import render
+    from parcours.topology.docs import generated
 
-    out = Path(args.out) if args.out else project_root() / "docs" / "events.md"
-    text = render(Catalogue.load(), default_schema_set())
+    root = project_root() / "docs"
+    stale = []
+    for name, text in generated().items():
+        out = root / name
+        if args.check:
+            if not out.exists() or out.read_text() != text:
+                stale.append(str(out))
+            continue
+        out.write_text(text)
+        print(f"wrote {out}")
+    if stale:
+        print(f"{', '.join(stale)} differ from the catalogue and schemas: run `parcours docs`", file=sys.stderr)
+        return 1
     if args.check:
-        if not out.exists() or out.read_text() != text:
-            print(f"{out} differs from the catalogue and schemas: run `parcours docs`", file=sys.stderr)
-            return 1
-        print(f"{out} is up to date")
-        return 0
-    out.write_text(text)
-    print(f"wrote {out}")
+        print("docs/ is up to date")
+    return 0
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    """The AsyncAPI 3.0 document of the Kafka side, whole or for one kind or structure."""
+    import json
+
+    from parcours.contract.schemas import default_schema_set
+    from parcours.topology import asyncapi
+    from parcours.topology.catalogue import Catalogue
+
+    doc = asyncapi.render(Catalogue.load(), default_schema_set(), kind=args.kind, structure=args.structure)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -493,10 +515,15 @@ def _admin_parsers(sub: Any) -> None:
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_audit)
 
-    d = sub.add_parser("docs", help="write docs/events.md from schemas/ and topics/ (--check: compare only)")
-    d.add_argument("--out")
+    d = sub.add_parser("docs", help="write docs/events.md and docs/asyncapi.json from schemas/ and topics/ (--check: compare only)")
     d.add_argument("--check", action="store_true")
     d.set_defaults(func=_docs)
+
+    aa = sub.add_parser("asyncapi", help="the AsyncAPI 3.0 document of the Kafka side (whole, or one kind's or structure's part)")
+    aa.add_argument("--kind", choices=["dac", "cpts", "crt"])
+    aa.add_argument("--structure", help="a structure's slug")
+    aa.add_argument("--out", default="-", help="a file (default: standard output; `parcours docs` writes docs/asyncapi.json)")
+    aa.set_defaults(func=_asyncapi)
 
     t = sub.add_parser("topics", help="the topic catalogue against the cluster")
     t.add_argument("action", choices=["plan", "apply", "acls"])

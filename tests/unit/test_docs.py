@@ -1,4 +1,5 @@
-"""docs/events.md is what `parcours docs` writes from schemas/ and topics/: never stale."""
+"""docs/events.md and docs/asyncapi.json are what `parcours docs` writes from schemas/ and
+topics/: never stale."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ from pathlib import Path
 
 from parcours.contract.schemas import default_schema_set
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.docs import avro_type, render
+from parcours.topology.docs import avro_type, generated, render
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_committed_event_catalogue_is_the_generated_one() -> None:
-    assert (ROOT / "docs" / "events.md").read_text() == render(Catalogue.load(), default_schema_set()), \
-        "docs/events.md is stale: run `parcours docs`"
+def test_the_committed_documents_are_the_generated_ones() -> None:
+    for name, text in generated().items():
+        assert (ROOT / "docs" / name).read_text() == text, f"docs/{name} is stale: run `parcours docs`"
 
 
 def test_every_event_type_and_field_is_documented() -> None:

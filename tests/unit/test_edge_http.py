@@ -84,3 +84,16 @@ async def test_a_malformed_webhook_url_is_a_422_naming_the_field(url: str) -> No
         r = await c.put("/v1/webhook", json={"url": url}, headers={"Authorization": "Bearer dev-crt-31-muret"})
     assert r.status_code == 422, r.text
     assert _shape(r)["fields"][0]["field"] == "url"
+
+
+async def test_each_adapter_serves_its_kinds_asyncapi_document_without_a_token() -> None:
+    async with _client("crt") as c:
+        whole = await c.get("/asyncapi.json")
+        one = await c.get("/asyncapi.json", params={"structure": "crt-31-nord"})
+        other = await c.get("/asyncapi.json", params={"structure": "dac-31"})
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["asyncapi"] == "3.0.0"
+    assert whole.json()["channels"]["views"]["parameters"]["structure"]["enum"] == ["crt-31-muret", "crt-31-nord"]
+    assert one.json()["channels"]["inbox"]["parameters"]["structure"]["enum"] == ["crt-31-nord"]
+    assert other.status_code == 404
+    assert _shape(other)["error"] == "not_found"

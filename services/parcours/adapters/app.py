@@ -436,6 +436,22 @@ def _ops_routes(app: FastAPI, adapter: Adapter) -> None:
         return {"status": "ready", "kind": adapter.kind,
                 "read_model": {"resumed": store.resumed, "offsets_read_at_start": store.records_at_start}}
 
+    documents: dict[str | None, dict[str, Any]] = {}
+
+    @app.get("/asyncapi.json", tags=["ops"])
+    async def asyncapi_document(structure: Annotated[str | None, Query(max_length=100)] = None) -> dict[str, Any]:
+        """The AsyncAPI 3.0 document of what this kind's structures (or one `structure` of this
+        kind) may use on Kafka, from the topic catalogue and the schemas."""
+        from parcours.contract.schemas import default_schema_set
+        from parcours.topology import asyncapi
+
+        known = adapter.catalogue.registry.structures
+        if structure is not None and (structure not in known or known[structure].kind != adapter.kind):
+            raise NotFound(f"no {adapter.kind} structure {structure}")
+        if structure not in documents:
+            documents[structure] = asyncapi.render(adapter.catalogue, default_schema_set(), kind=adapter.kind, structure=structure)
+        return documents[structure]
+
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(adapter.metrics.registry), media_type=CONTENT_TYPE_LATEST)

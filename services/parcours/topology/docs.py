@@ -69,3 +69,15 @@ def render(catalogue: Catalogue, schemas: SchemaSet) -> str:
         out.append(f"| `{name}` | {t.role} | {_cell(t.key)} | {_cell(t.value)} | {t.partitions} | {config} | "
                    f"{', '.join(sorted(t.producers))} | {', '.join(sorted(t.consumers))} |")
     return "\n".join(out) + "\n"
+
+
+def generated() -> dict[str, str]:
+    """Every generated document of docs/, by file name."""
+    import json
+
+    from parcours.contract.schemas import default_schema_set
+    from parcours.topology import asyncapi
+
+    catalogue, schemas = Catalogue.load(), default_schema_set()
+    return {"events.md": render(catalogue, schemas),
+            "asyncapi.json": json.dumps(asyncapi.render(catalogue, schemas), indent=2, ensure_ascii=False) + "\n"}
