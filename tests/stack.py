@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,3 +138,25 @@ class Stack:
 
 def token(slug: str) -> dict[str, str]:
     return {"Authorization": f"Bearer dev-{slug}"}
+
+
+class HookServer:
+    """A real local HTTP endpoint for webhooks: `answer(path, headers, body)` gives each POST's status."""
+
+    def __init__(self, answer: Callable[[str, Any, bytes], int]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                status = answer(self.path, self.headers, self.rfile.read(int(self.headers["content-length"])))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

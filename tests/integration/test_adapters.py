@@ -8,9 +8,7 @@ import hmac
 import json
 import subprocess
 import sys
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from parcours.settings import Settings
 from parcours.topology.catalogue import Catalogue
 from tests.api import Api, referral_body
 from tests.factories import ev
-from tests.stack import Stack, cluster_of, eventually
+from tests.stack import HookServer, Stack, cluster_of, eventually
 
 
 @pytest.fixture
@@ -180,25 +178,14 @@ class _Receiver:
         self.fail_first, self.always_fail_item = fail_first, always_fail_item
         self.calls = 0
         self.received: list[tuple[bytes, str]] = []
-        receiver = self
+        self.url = HookServer(self._answer).url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.calls += 1
-                note = json.loads(body)
-                failing = receiver.calls <= receiver.fail_first or note["item"] == receiver.always_fail_item
-                if not failing:
-                    receiver.received.append((body, self.headers["X-Parcours-Signature"]))
-                self.send_response(500 if failing else 204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, headers: Any, body: bytes) -> int:
+        self.calls += 1
+        failing = self.calls <= self.fail_first or json.loads(body)["item"] == self.always_fail_item
+        if not failing:
+            self.received.append((body, headers["X-Parcours-Signature"]))
+        return 500 if failing else 204
 
 
 async def test_webhooks_signed_retried_ordered_and_redelivered(api: Api) -> None:

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections import Counter
 from collections.abc import AsyncIterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 
-from parcours.devbroker.broker import free_port
 from tests.api import Api, referral_body
-from tests.stack import Stack, eventually, token
+from tests.stack import HookServer, Stack, eventually, token
 
 
 @pytest.fixture
@@ -32,21 +29,12 @@ class _Hooks:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
-        hooks = self
+        self.server = HookServer(self._answer)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                hooks.received.append((self.path.rsplit("/", 1)[-1], json.loads(body)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, path: str, headers: Any, body: bytes) -> int:
+        self.received.append((path.rsplit("/", 1)[-1], json.loads(body)))
+        return 204
 
     def ids(self, slug: str) -> list[str]:
         return [n["notification_id"] for s, n in self.received if s == slug]
@@ -161,8 +149,7 @@ async def test_webhooks_are_split_between_instances_and_delivered_once_through_a
             assert sorted(counts) == sorted(expected[s])
             assert max(counts.values()) == 1, f"{s}: delivered twice: {[k for k, c in counts.items() if c > 1]}"
     finally:
-        hooks.server.shutdown()
-        hooks.server.server_close()
+        hooks.server.close()
         await _back_to_one_cpts(api)
 
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from parcours.casefile.deadlines import LateAnswer, Overdue, next_due, overdue, track
 from parcours.casefile.policy import (
     Basis,
     Policy,
@@ -155,9 +156,13 @@ class Outcome:
     items: list[ItemRecord] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     audits: list[AuditRecord] = field(default_factory=list)
-    #: the case's next consent expiry changed: (case_id, due ms or None when there is none)
+    #: the case's next consent expiry or referral deadline changed: (case_id, due ms or None)
     schedule: tuple[str, int | None] | None = None
     duplicate: bool = False
+    #: referrals a tick found past their deadline without an answer (each reported once)
+    overdue: list[Overdue] = field(default_factory=list)
+    #: a referral's first answer, after its deadline
+    late: LateAnswer | None = None
 
 
 # --- the rules (policy.py) on documents --------------------------------------------------
@@ -200,8 +205,12 @@ class IncrementalCaseFile:
         now_ms = to_ms(now)
         idx = store.get("idx") or _new_index()
         cnt = store.get("cnt") or {"keys": 0, "s": {}}
-        if event is None:  # a clock tick: every item may change
-            return self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {}, False, ("clock", now_ms))
+        refs = idx.setdefault("refs", {})
+        if event is None:  # a clock tick: every item may change, a referral may be overdue
+            found = overdue(refs, now_ms)
+            out = self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {}, bool(found), ("clock", now_ms))
+            out.overdue = found
+            return out
         doc = document(event)
         key = item_key(event)
         eid = doc["m"]["id"]
@@ -226,8 +235,11 @@ class IncrementalCaseFile:
         rec["docs"].append(doc)
         loaded[key] = rec
         rules_change |= self._index(idx, doc)
+        refs_change, late = track(refs, event, self.policy.deadlines)
         keys = self._all_keys(store, cnt) if rules_change else [key]
-        return self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change, (eid, doc["m"]["ms"]))
+        out = self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change or refs_change, (eid, doc["m"]["ms"]))
+        out.late = late
+        return out
 
     # --- internals ------------------------------------------------------------------------
     @staticmethod
@@ -312,7 +324,9 @@ class IncrementalCaseFile:
                 "item": key, "view_version": c[0]}))
             out.audits.append(self._audit(rules, case_id, slug, key, kind, doc, c[1], cause))
         store.set("cnt", cnt)
-        due = next_expiry((_terms(c) for c in idx["consents"]), now_ms)
+        dues = [d for d in (next_expiry((_terms(c) for c in idx["consents"]), now_ms), next_due(idx.get("refs", {})))
+                if d is not None]
+        due = min(dues, default=None)
         if due != idx["next"]:
             idx["next"] = due
             out.schedule = (case_id, due)

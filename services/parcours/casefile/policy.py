@@ -57,9 +57,11 @@ class Viewer:
 
 @dataclass(frozen=True)
 class Policy:
-    """Kind ceilings: categories never shown to a kind (topics/policy.yaml)."""
+    """Kind ceilings: categories never shown to a kind; referral deadlines: how long a referral of
+    each urgency may wait for its first answer, in ms (topics/policy.yaml)."""
 
     hidden: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    deadlines: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from parcours.casefile.incremental import IncrementalCaseFile, Outcome, dumps, loads
-from parcours.casefile.policy import Policy
+from parcours.casefile.incremental import IncrementalCaseFile, Notice, Outcome, dumps, loads
+from parcours.casefile.policy import Policy, from_ms
+from parcours.casefile.view import iso
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
 from parcours.contract.models import Event, RuptureReported
@@ -108,12 +109,21 @@ def rupture_mark(e: RuptureReported) -> tuple[bytes, bytes]:
     return key.encode(), json.dumps(value).encode()
 
 
+def deadline_mark(territory: str, at_ms: int, kind: str, referral_id: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
+    """An automatic observatory mark about a referral's deadline (no person data)."""
+    year, week, _ = from_ms(at_ms).isocalendar()
+    w = f"{year}-W{week:02d}"
+    value = {"territory": territory, "week": w, "type": kind, "rupture_id": f"deadline:{referral_id}", "automatic": True, **extra}
+    return f"{territory}/{w}/{kind}/deadline:{referral_id}".encode(), json.dumps(value, sort_keys=True).encode()
+
+
 class RecordProcessor:
     """Records of the canonical topics and clock ticks in; views, inbox, marks, schedule out."""
 
     def __init__(self, catalogue: Catalogue, policy: KindPolicy) -> None:
         kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
-        self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden))
+        self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden, policy.deadlines))
+        self.territory = {s.slug: s.territory for s in catalogue.registry.structures.values()}
         self.codec = Codec()
         self.ticks = catalogue.topic("clock-ticks").name
         self.views = {slug: catalogue.per_structure("views", slug).name for slug in kinds}
@@ -161,7 +171,7 @@ class RecordProcessor:
         store = StagedStore(state(), self.state_limit)
         try:
             outcome = self.case_file.apply(store, case_id, event, now)
-            outs = self._outputs(outcome)
+            outs = self._outputs(outcome, case_id)
         except OutputTooLarge as exc:
             return self._dead(where, key, value, headers, "output_too_large", str(exc))
         except Exception as exc:  # a bug must cost one record, never the partition
@@ -172,10 +182,11 @@ class RecordProcessor:
         step.duplicate, step.outcome = outcome.duplicate, outcome
         return step
 
-    def _outputs(self, outcome: Outcome) -> list[Out]:
+    def _outputs(self, outcome: Outcome, case_id: str) -> list[Out]:
         outs = [Out(self.views[r.structure], r.key.encode(), r.value) for r in outcome.items]
         outs += [Out(self.inboxes[n.structure], n.case_id.encode(), n.encode()) for n in outcome.notices]
         outs += [Out(self.audit, a.case_id.encode(), a.encode()) for a in outcome.audits]
+        outs += self._deadline_outputs(outcome, case_id)
         if outcome.schedule is not None:
             case_id, due = outcome.schedule
             outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))
@@ -183,6 +194,24 @@ class RecordProcessor:
             size = len(o.value or b"") + len(o.key or b"")
             if size > self.limits[o.topic]:
                 raise OutputTooLarge(f"a record of {size} bytes for {o.topic} exceeds its limit {self.limits[o.topic]}")
+        return outs
+
+    def _deadline_outputs(self, outcome: Outcome, case_id: str) -> list[Out]:
+        """An overdue referral: an automatic `unanswered_referral` mark (keyed by the referral: once,
+        whatever replays) and a reminder in its sender's inbox; a late answer: its mark and delay."""
+        outs = []
+        for o in outcome.overdue:
+            territory = self.territory.get(o.recipient, "unknown")
+            outs.append(Out(self.observatory, *deadline_mark(territory, o.due_ms, "unanswered_referral", o.referral_id, {})))
+            note = Notice(o.sender, case_id, {
+                "notification_id": f"{case_id}:referral:{o.referral_id}:overdue", "type": "referral_overdue",
+                "case_id": case_id, "item": f"referral:{o.referral_id}", "due": iso(from_ms(o.due_ms))})
+            outs.append(Out(self.inboxes[o.sender], case_id.encode(), note.encode()))
+        if outcome.late is not None:
+            late = outcome.late
+            territory = self.territory.get(late.recipient, "unknown")
+            outs.append(Out(self.observatory, *deadline_mark(territory, late.answered_ms, "late_referral_answer", late.referral_id,
+                                                             {"delay_s": late.delay_ms // 1000})))
         return outs
 
     def _dead(self, where: tuple[str, int, int], key: bytes | None, value: bytes | None, headers: Headers | None,

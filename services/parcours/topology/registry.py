@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from parcours.contract.models import CATEGORIES, KINDS, SLUG_PATTERN
 from parcours.paths import topics_dir
@@ -91,6 +92,8 @@ class Registry:
 @dataclass(frozen=True)
 class KindPolicy:
     hidden: dict[str, frozenset[str]]
+    #: urgency -> ms a referral may wait for its first answer (`referral_deadlines`)
+    deadlines: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> KindPolicy:
@@ -109,7 +112,29 @@ class KindPolicy:
             hidden[kind] = frozenset(cats)
         for kind in KINDS:
             hidden.setdefault(kind, frozenset())
-        return cls(hidden)
+        return cls(hidden, _deadlines(path, data.get("referral_deadlines") or {}))
+
+
+_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+URGENCIES = ("urgent", "soon", "routine")
+
+
+def _deadlines(path: Path, raw: Any) -> dict[str, int]:
+    """`urgency: <n><s|m|h|d>` -> ms; every urgency must have one."""
+    if not isinstance(raw, dict):
+        raise CatalogueError(path, line(raw), "`referral_deadlines` must be a mapping of urgency to a delay")
+    out: dict[str, int] = {}
+    for urgency, delay in fields(raw).items():
+        text = str(delay).strip()
+        if urgency not in URGENCIES:
+            raise CatalogueError(path, line(raw), f"unknown urgency {urgency!r}; known: {list(URGENCIES)}")
+        if text[-1:] not in _UNITS_MS or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+            raise CatalogueError(path, line(raw), f"deadline of {urgency!r}: {text!r} is not a delay such as 90s, 30m, 4h or 2d")
+        out[urgency] = int(text[:-1]) * _UNITS_MS[text[-1]]
+    missing = [u for u in URGENCIES if u not in out]
+    if raw and missing:
+        raise CatalogueError(path, line(raw), f"`referral_deadlines` lacks {missing}")
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -122,4 +147,8 @@ def default_registry(path: Path | None = None) -> Registry:
 
 @lru_cache(maxsize=1)
 def default_policy() -> KindPolicy:
-    return KindPolicy.load(topics_dir() / "policy.yaml")
+    """topics/policy.yaml, or the file PARCOURS_POLICY names (tests shorten the deadlines)."""
+    import os
+
+    env = os.environ.get("PARCOURS_POLICY")
+    return KindPolicy.load(Path(env) if env else topics_dir() / "policy.yaml")

@@ -1,0 +1,86 @@
+"""Referral deadlines: the first rupture the DAC observatory looks for.
+
+A referral waits for its recipient's first answer (any status or admission decision by someone
+other than the sender) for the delay its urgency allows (`topics/policy.yaml`
+`referral_deadlines`). When a clock tick finds it unanswered past its deadline, it is overdue:
+once, whatever the ticks that follow (the processor then marks an `unanswered_referral` rupture
+and reminds the sender). An answer that comes after the deadline is late, by a delay measured
+on the events' own times. A withdrawal by the sender closes the wait.
+
+Everything here is decided by the events' `occurred_at` and by the ticks' due times, never by a
+handler's wall clock: a replay decides the same. The state is a plain dict per referral, kept in
+the case's index (`refs`), so the fold stays one small document per case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from parcours.casefile.policy import to_ms
+from parcours.contract.models import AdmissionDecided, Event, ReferralStatusChanged, ReferralSubmitted
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A referral past its deadline without an answer (found by a tick, reported once)."""
+
+    referral_id: str
+    sender: str
+    recipient: str
+    due_ms: int
+
+
+@dataclass(frozen=True)
+class LateAnswer:
+    """A referral's first answer, given after its deadline."""
+
+    referral_id: str
+    recipient: str
+    due_ms: int
+    answered_ms: int
+
+    @property
+    def delay_ms(self) -> int:
+        return self.answered_ms - self.due_ms
+
+
+def track(refs: dict[str, dict[str, Any]], event: Event, deadlines: Mapping[str, int]) -> tuple[bool, LateAnswer | None]:
+    """Follow `event` in the case's referral deadlines: (whether `refs` changed, a late answer)."""
+    ms = to_ms(event.occurred_at)
+    if isinstance(event, ReferralSubmitted):
+        delay = deadlines.get(event.urgency)
+        if delay is None or event.referral_id in refs:
+            return False, None
+        refs[event.referral_id] = {"due": ms + delay, "from": event.source, "to": event.to_structure,
+                                   "answered": None, "reminded": False}
+        return True, None
+    if not isinstance(event, (ReferralStatusChanged, AdmissionDecided)):
+        return False, None
+    ref = refs.get(event.referral_id)
+    if ref is None or ref["answered"] is not None:
+        return False, None
+    if event.source == ref["from"]:
+        if isinstance(event, ReferralStatusChanged) and event.status == "withdrawn":
+            ref["answered"] = ms  # closed by its sender: nobody is waiting any more
+            return True, None
+        return False, None
+    ref["answered"] = ms
+    late = LateAnswer(event.referral_id, event.source, ref["due"], ms) if ms > ref["due"] else None
+    return True, late
+
+
+def overdue(refs: dict[str, dict[str, Any]], now_ms: int) -> list[Overdue]:
+    """The referrals a tick at `now_ms` finds past their deadline without an answer, each once."""
+    out = []
+    for rid, ref in sorted(refs.items()):
+        if ref["answered"] is None and not ref["reminded"] and ref["due"] <= now_ms:
+            ref["reminded"] = True
+            out.append(Overdue(rid, ref["from"], ref["to"], ref["due"]))
+    return out
+
+
+def next_due(refs: Mapping[str, dict[str, Any]]) -> int | None:
+    """The next deadline a tick must look at (None: no referral is waiting)."""
+    return min((r["due"] for r in refs.values() if r["answered"] is None and not r["reminded"]), default=None)
