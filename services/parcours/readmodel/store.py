@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -201,7 +202,12 @@ class EdgeStore:
 
     # --- the tail ---------------------------------------------------------------------
     async def _run(self) -> None:
-        await keep_tailing(self._tail, "store")
+        while True:
+            try:
+                await keep_tailing(self._tail, "store")
+            except sqlite3.Error as exc:  # the disk said no: nothing half-applied (one transaction a batch)
+                log.error("read model write failed; resuming from its stored positions", extra={"error": type(exc).__name__})
+                await asyncio.sleep(1)
 
     async def _tail(self) -> None:
         topics = list(self._routes)
