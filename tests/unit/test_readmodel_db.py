@@ -109,3 +109,13 @@ def test_lookups_use_indexes(tmp_path: Path) -> None:
         ("SELECT sequence, note FROM inbox WHERE slug=? AND sequence>? ORDER BY sequence LIMIT ?", ("a", 0, 5)),
     )]
     assert all("SCAN" not in p for p in plans), plans
+
+
+def test_only_a_caught_up_tail_stamps_the_last_sync(tmp_path: Path) -> None:
+    """`synced_at` means "held everything up to then": a batch halfway through a catch-up does not
+    renew it (a file behind by more than the tombstones' lifetime is read again)."""
+    w = Writer(tmp_path / "s")
+    w.apply([note(0, "n1")], {(INBOX, 0): 1}, frozenset())
+    assert w.synced_at() is None
+    w.stamp()
+    assert w.synced_at() is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parcours.casefile.deadlines import LateAnswer, next_due, overdue, track
+from parcours.casefile.deadlines import LateAnswer, Overdue, Tracked, next_due, overdue, track
 from parcours.casefile.incremental import DictStore, IncrementalCaseFile
 from parcours.casefile.policy import Policy, to_ms
 from parcours.contract.codec import Codec
@@ -31,7 +31,7 @@ def referral(urgency: str = "urgent", at: int = 0, rid: str = "ref-1"):
 
 def test_an_unanswered_referral_is_overdue_once_after_its_deadline() -> None:
     refs: dict = {}
-    assert track(refs, referral(), DEADLINES) == (True, None)
+    assert track(refs, referral(), DEADLINES) == Tracked(changed=True)
     due = to_ms(T0) + 4 * HOUR
     assert next_due(refs) == due
     assert overdue(refs, due - 1) == []
@@ -47,20 +47,32 @@ def test_an_answer_in_time_or_a_withdrawal_ends_the_wait_and_a_late_one_records_
     track(refs, referral(rid="r-withdrawn"), DEADLINES)
     track(refs, referral(rid="r-late", urgency="soon"), DEADLINES)
     assert track(refs, ev("ReferralStatusChanged", source="crt-31-muret", at=60, referral_id="r-in-time",
-                          status="acknowledged"), DEADLINES) == (True, None)
+                          status="acknowledged"), DEADLINES) == Tracked(changed=True)
     assert track(refs, ev("ReferralStatusChanged", source="dac-31", at=60, referral_id="r-withdrawn",
-                          status="withdrawn"), DEADLINES) == (True, None)
+                          status="withdrawn"), DEADLINES) == Tracked(changed=True)
     # the sender writing anything else does not answer its own referral
-    assert track(refs, ev("MessagePosted", source="dac-31", at=61), DEADLINES) == (False, None)
+    assert track(refs, ev("MessagePosted", source="dac-31", at=61), DEADLINES) == Tracked()
     late_at = 48 * 60 + 90  # 90 minutes after the 48 h of a `soon` referral
-    changed, late = track(refs, ev("AdmissionDecided", source="crt-31-muret", at=late_at, referral_id="r-late"), DEADLINES)
-    assert changed
+    tracked = track(refs, ev("AdmissionDecided", source="crt-31-muret", at=late_at, referral_id="r-late"), DEADLINES)
+    assert tracked.changed
+    late = tracked.late
+    assert late is not None
     assert late == LateAnswer("r-late", "crt-31-muret", to_ms(T0) + 48 * HOUR, to_ms(T0) + late_at * 60_000)
     assert late.delay_ms == 90 * 60_000
     assert overdue(refs, to_ms(T0) + 1000 * HOUR) == []  # all answered: nothing is overdue
     # a second answer is not a first answer
     assert track(refs, ev("ReferralStatusChanged", source="crt-31-muret", at=late_at + 1, referral_id="r-late",
-                          status="accepted"), DEADLINES) == (False, None)
+                          status="accepted"), DEADLINES) == Tracked()
+
+
+def test_an_answer_in_time_processed_after_the_tick_withdraws_the_mark() -> None:
+    """A processor behind its inputs may see the deadline's tick before an answer given in time."""
+    refs: dict = {}
+    track(refs, referral(), DEADLINES)
+    due = to_ms(T0) + 4 * HOUR
+    assert [o.referral_id for o in overdue(refs, due + HOUR)] == ["ref-1"]
+    answer = ev("ReferralStatusChanged", source="crt-31-muret", at=4 * 60 - 1, status="acknowledged")
+    assert track(refs, answer, DEADLINES) == Tracked(changed=True, retract=Overdue("ref-1", "dac-31", "crt-31-muret", due))
 
 
 def test_the_case_file_schedules_the_deadline_and_reports_it_on_the_tick() -> None:

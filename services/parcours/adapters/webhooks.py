@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from parcours.adapters.errors import Invalid
 from parcours.adapters.publisher import Publisher
@@ -166,13 +166,32 @@ class WebhookDelivery:
             self.metrics.webhook_delivering.labels(self.topics[tp.topic]).set(0)
 
     async def _deliver_all(self, consumer: AIOKafkaConsumer, tp: TopicPartition, stopping: asyncio.Event) -> None:
+        """One structure's deliveries while this instance owns it, again after any failure (a
+        dead-letter write Kafka refused, the store, a seal): the cursor only moves past a
+        notification delivered or dead-lettered. A commit the group refuses means the structure
+        has moved to another instance: stop."""
         slug = self.topics[tp.topic]
+        while not stopping.is_set():
+            try:
+                await self._deliver_from_cursor(consumer, tp, slug, stopping)
+            except (CommitFailedError, IllegalStateError) as exc:
+                log.warning("webhook deliveries of a structure given up: no longer its owner",
+                            extra={"structure": slug, "error": type(exc).__name__})
+                return
+            except Exception as exc:  # noqa: BLE001 - a structure's deliveries must not stop for good
+                log.error("webhook deliveries interrupted; resuming at the cursor", extra={"structure": slug, "error": type(exc).__name__})
+                await asyncio.sleep(1)
+
+    async def _deliver_from_cursor(self, consumer: AIOKafkaConsumer, tp: TopicPartition, slug: str,
+                                   stopping: asyncio.Event) -> None:
         endpoint = None
         while endpoint is None:
             endpoint = await self.store.until(lambda: self.store.webhook(f"endpoint/{slug}"), 1.0)
             if stopping.is_set():
                 return
-        committed = await consumer.committed(tp)
+        committed = self.cursors.get(slug)
+        if committed is None:
+            committed = await consumer.committed(tp)
         if committed is None:  # first owner: from the registration (or the cursor of a single-instance version)
             legacy = self.store.webhook(f"cursor/{slug}") or {}
             committed = max(int(endpoint.get("from_sequence") or 0), int(legacy.get("sequence", 0)))
@@ -189,6 +208,8 @@ class WebhookDelivery:
                     cursor = self.cursors[slug] = note["sequence"]
                     try:
                         await consumer.commit({tp: cursor})  # next offset to deliver = this sequence
+                    except (CommitFailedError, IllegalStateError):
+                        raise
                     except KafkaError as exc:  # the next delivery's commit covers this one
                         log.warning("webhook cursor not committed", extra={"structure": slug, "error": type(exc).__name__})
 

@@ -33,6 +33,18 @@ class Overdue:
 
 
 @dataclass(frozen=True)
+class Tracked:
+    """What an event did to the case's referral deadlines."""
+
+    changed: bool = False
+    #: a first answer after the deadline
+    late: LateAnswer | None = None
+    #: a referral found overdue by a tick that was processed before an answer given in time (a
+    #: processor behind its inputs, a replay): its mark is withdrawn
+    retract: Overdue | None = None
+
+
+@dataclass(frozen=True)
 class LateAnswer:
     """A referral's first answer, given after its deadline."""
 
@@ -46,29 +58,29 @@ class LateAnswer:
         return self.answered_ms - self.due_ms
 
 
-def track(refs: dict[str, dict[str, Any]], event: Event, deadlines: Mapping[str, int]) -> tuple[bool, LateAnswer | None]:
-    """Follow `event` in the case's referral deadlines: (whether `refs` changed, a late answer)."""
+def track(refs: dict[str, dict[str, Any]], event: Event, deadlines: Mapping[str, int]) -> Tracked:
+    """Follow `event` in the case's referral deadlines."""
     ms = to_ms(event.occurred_at)
     if isinstance(event, ReferralSubmitted):
         delay = deadlines.get(event.urgency)
         if delay is None or event.referral_id in refs:
-            return False, None
+            return Tracked()
         refs[event.referral_id] = {"due": ms + delay, "from": event.source, "to": event.to_structure,
                                    "answered": None, "reminded": False}
-        return True, None
+        return Tracked(changed=True)
     if not isinstance(event, (ReferralStatusChanged, AdmissionDecided)):
-        return False, None
-    ref = refs.get(event.referral_id)
+        return Tracked()
+    rid = event.referral_id
+    ref = refs.get(rid)
     if ref is None or ref["answered"] is not None:
-        return False, None
-    if event.source == ref["from"]:
-        if isinstance(event, ReferralStatusChanged) and event.status == "withdrawn":
-            ref["answered"] = ms  # closed by its sender: nobody is waiting any more
-            return True, None
-        return False, None
-    ref["answered"] = ms
-    late = LateAnswer(event.referral_id, event.source, ref["due"], ms) if ms > ref["due"] else None
-    return True, late
+        return Tracked()
+    if event.source == ref["from"] and not (isinstance(event, ReferralStatusChanged) and event.status == "withdrawn"):
+        return Tracked()  # the sender writing about its own referral does not answer it
+    ref["answered"] = ms  # an answer, or a withdrawal by the sender: nobody is waiting any more
+    on_time = ms <= ref["due"]
+    retract = Overdue(rid, ref["from"], ref["to"], ref["due"]) if ref["reminded"] and on_time else None
+    late = LateAnswer(rid, event.source, ref["due"], ms) if not on_time and event.source != ref["from"] else None
+    return Tracked(changed=True, late=late, retract=retract)
 
 
 def overdue(refs: dict[str, dict[str, Any]], now_ms: int) -> list[Overdue]:

@@ -163,6 +163,8 @@ class Outcome:
     overdue: list[Overdue] = field(default_factory=list)
     #: a referral's first answer, after its deadline
     late: LateAnswer | None = None
+    #: an overdue referral whose answer turned out to be in time: its mark is withdrawn
+    retract: Overdue | None = None
 
 
 # --- the rules (policy.py) on documents --------------------------------------------------
@@ -235,10 +237,11 @@ class IncrementalCaseFile:
         rec["docs"].append(doc)
         loaded[key] = rec
         rules_change |= self._index(idx, doc)
-        refs_change, late = track(refs, event, self.policy.deadlines)
+        tracked = track(refs, event, self.policy.deadlines)
         keys = self._all_keys(store, cnt) if rules_change else [key]
-        out = self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change or refs_change, (eid, doc["m"]["ms"]))
-        out.late = late
+        out = self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change or tracked.changed,
+                               (eid, doc["m"]["ms"]))
+        out.late, out.retract = tracked.late, tracked.retract
         return out
 
     # --- internals ------------------------------------------------------------------------

@@ -198,21 +198,31 @@ class RecordProcessor:
 
     def _deadline_outputs(self, outcome: Outcome, case_id: str) -> list[Out]:
         """An overdue referral: an automatic `unanswered_referral` mark (keyed by the referral: once,
-        whatever replays) and a reminder in its sender's inbox; a late answer: its mark and delay."""
+        whatever replays) and a reminder in its sender's inbox; a late answer: its mark and delay;
+        an answer in time processed after the tick (a processor behind): the mark withdrawn."""
         outs = []
         for o in outcome.overdue:
-            territory = self.territory.get(o.recipient, "unknown")
-            outs.append(Out(self.observatory, *deadline_mark(territory, o.due_ms, "unanswered_referral", o.referral_id, {})))
-            note = Notice(o.sender, case_id, {
-                "notification_id": f"{case_id}:referral:{o.referral_id}:overdue", "type": "referral_overdue",
-                "case_id": case_id, "item": f"referral:{o.referral_id}", "due": iso(from_ms(o.due_ms))})
-            outs.append(Out(self.inboxes[o.sender], case_id.encode(), note.encode()))
+            outs.append(Out(self.observatory, *deadline_mark(self._territory(o.recipient), o.due_ms, "unanswered_referral",
+                                                             o.referral_id, {})))
+            inbox = self.inboxes.get(o.sender)
+            if inbox is not None:  # a sender since removed from the registry has no inbox left
+                note = Notice(o.sender, case_id, {
+                    "notification_id": f"{case_id}:referral:{o.referral_id}:overdue", "type": "referral_overdue",
+                    "case_id": case_id, "item": f"referral:{o.referral_id}", "due": iso(from_ms(o.due_ms))})
+                outs.append(Out(inbox, case_id.encode(), note.encode()))
+        if outcome.retract is not None:
+            r = outcome.retract
+            key, _ = deadline_mark(self._territory(r.recipient), r.due_ms, "unanswered_referral", r.referral_id, {})
+            outs.append(Out(self.observatory, key, None))
         if outcome.late is not None:
             late = outcome.late
-            territory = self.territory.get(late.recipient, "unknown")
-            outs.append(Out(self.observatory, *deadline_mark(territory, late.answered_ms, "late_referral_answer", late.referral_id,
+            outs.append(Out(self.observatory, *deadline_mark(self._territory(late.recipient), late.answered_ms,
+                                                             "late_referral_answer", late.referral_id,
                                                              {"delay_s": late.delay_ms // 1000})))
         return outs
+
+    def _territory(self, slug: str) -> str:
+        return self.territory.get(slug, "unknown")
 
     def _dead(self, where: tuple[str, int, int], key: bytes | None, value: bytes | None, headers: Headers | None,
               reason: str, detail: str) -> Step:

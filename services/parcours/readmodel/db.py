@@ -111,6 +111,11 @@ class Writer:
         value = self._meta("synced_at")
         return float(value) if value else None
 
+    def stamp(self) -> None:
+        """Record that the file held every record up to the end offsets at this time (`synced_at`:
+        a file whose stamp is older than the tombstones' lifetime may have missed a deletion)."""
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES('synced_at', ?)", (repr(time.time()),))
+
     def apply(self, records: Iterable[Record], positions: dict[tuple[str, int], int], authors: frozenset[str]) -> int:
         """Apply `records` and store `positions`, in one transaction. Returns the inbox rows added."""
         c = self.conn
@@ -120,7 +125,6 @@ class Writer:
             for r in records:
                 added += self._apply(r, authors)
             c.executemany("INSERT OR REPLACE INTO positions VALUES(?, ?, ?)", [(t, p, o) for (t, p), o in positions.items()])
-            c.execute("INSERT OR REPLACE INTO meta VALUES('synced_at', ?)", (repr(time.time()),))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

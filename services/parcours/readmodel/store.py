@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.kafkaio import KafkaAccess, partition_counts, reader
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
 from parcours.topology.catalogue import Catalogue
@@ -47,6 +47,8 @@ T = TypeVar("T")
 #: Kafka's default delete.retention.ms: how long a tombstone stays on a compacted topic. A file
 #: last synced longer ago may have missed a deletion, and is read again from the beginning.
 TOMBSTONE_LIFETIME_S = 24 * 3600.0
+#: how often a caught-up tail records that it had read everything (`synced_at`)
+SYNC_STAMP_S = 600.0
 
 
 class EdgeStore:
@@ -202,14 +204,19 @@ class EdgeStore:
 
     # --- the tail ---------------------------------------------------------------------
     async def _run(self) -> None:
+        """The tail, again after any failure (Kafka unreachable, the disk refusing a write): each
+        batch is one transaction with its positions, so it resumes where the file stands."""
         while True:
             try:
-                await keep_tailing(self._tail, "store")
-            except sqlite3.Error as exc:  # the disk said no: nothing half-applied (one transaction a batch)
-                log.error("read model write failed; resuming from its stored positions", extra={"error": type(exc).__name__})
+                await self._tail()
+            except Exception as exc:  # noqa: BLE001 - whatever stopped it, the tail must go on
+                level = logging.ERROR if isinstance(exc, sqlite3.Error) else logging.WARNING
+                log.log(level, "read model tail interrupted; resuming from its stored positions",
+                        extra={"error": type(exc).__name__})
                 await asyncio.sleep(1)
 
     async def _tail(self) -> None:
+        self.caught_up.clear()  # not ready until this tail has read up to the end offsets again
         topics = list(self._routes)
         counts = await partition_counts(self.kafka, topics)
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
@@ -218,25 +225,11 @@ class EdgeStore:
         try:
             consumer.assign(parts)
             end = await consumer.end_offsets(parts)
-            stored = await self._write(lambda w: w.positions())
-            why = await self._distrust(stored, end)
-            if why:
-                log.warning("read model read again from the beginning", extra={"reason": why})
-                await self._write(lambda w: w.reset(why))
-                self._inbox.clear()
-                stored = {}
-            fresh = [tp for tp in parts if (tp.topic, tp.partition) not in stored]
-            if fresh:
-                await consumer.seek_to_beginning(*fresh)
-            for tp in parts:
-                if (tp.topic, tp.partition) in stored:
-                    consumer.seek(tp, stored[tp.topic, tp.partition])
+            stored = await self._position(consumer, parts, end)
             pending = {tp for tp in parts if end[tp] > stored.get((tp.topic, tp.partition), 0)}
-            self.resumed = bool(stored)
-            self.records_at_start = sum(max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in parts)
-            log.info("read model tail started", extra={"resumed": self.resumed, "offsets_to_read": self.records_at_start})
             if not pending:
                 self.caught_up.set()
+            stamped = 0.0
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if batch:
@@ -248,8 +241,33 @@ class EdgeStore:
                             pending.discard(tp)
                     if not pending:
                         self.caught_up.set()
+                if not pending and time.monotonic() - stamped > SYNC_STAMP_S:
+                    # "had read everything up to then": only once caught up, and again while idle
+                    await self._write(lambda w: w.stamp())
+                    stamped = time.monotonic()
         finally:
             await consumer.stop()
+
+    async def _position(self, consumer: Any, parts: list[TopicPartition], end: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
+        """Seek each partition to the position stored with the data (a partition never read: its
+        beginning), or every one to its beginning when the file cannot be trusted."""
+        stored = await self._write(lambda w: w.positions())
+        why = await self._distrust(stored, end)
+        if why:
+            log.warning("read model read again from the beginning", extra={"reason": why})
+            await self._write(lambda w: w.reset(why))
+            self._inbox.clear()
+            stored = {}
+        fresh = [tp for tp in parts if (tp.topic, tp.partition) not in stored]
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        for tp in parts:
+            if (tp.topic, tp.partition) in stored:
+                consumer.seek(tp, stored[tp.topic, tp.partition])
+        self.resumed = bool(stored)
+        self.records_at_start = sum(max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in parts)
+        log.info("read model tail started", extra={"resumed": self.resumed, "offsets_to_read": self.records_at_start})
+        return stored
 
     async def _distrust(self, stored: dict[tuple[str, int], int], end: dict[TopicPartition, int]) -> str | None:
         """Why the file cannot be resumed from (None: it can)."""
