@@ -119,3 +119,10 @@ def test_only_a_caught_up_tail_stamps_the_last_sync(tmp_path: Path) -> None:
     assert w.synced_at() is None
     w.stamp()
     assert w.synced_at() is not None
+
+
+def test_notifications_kafka_no_longer_holds_are_forgotten(tmp_path: Path) -> None:
+    w, r = Writer(tmp_path / "s"), Reader(tmp_path / "s")
+    w.apply([note(0, "n1"), note(1, "n2"), note(2, "n3")], {(INBOX, 0): 3}, frozenset())
+    assert w.prune_inbox("dac-31", 3) == 2  # the topic now begins at offset 2: sequence 3
+    assert [n["notification_id"] for n in r.notifications("dac-31", 0, 10)] == ["n3"]

@@ -7,9 +7,12 @@ once, whatever the ticks that follow (the processor then marks an `unanswered_re
 and reminds the sender). An answer that comes after the deadline is late, by a delay measured
 on the events' own times. A withdrawal by the sender closes the wait.
 
-Everything here is decided by the events' `occurred_at` and by the ticks' due times, never by a
-handler's wall clock: a replay decides the same. The state is a plain dict per referral, kept in
-the case's index (`refs`), so the fold stays one small document per case.
+Lateness is decided by the events' `occurred_at` alone; overdue-ness by the processor's clock
+ticks (a tick is evaluated at its due time, or later when the processor is behind), never by a
+request handler. A tick processed before an answer given in time (a processor behind its inputs,
+a replay) finds the referral overdue; the answer then withdraws the mark (`Tracked.retract`);
+the sender's reminder stays in its inbox. The state is a plain dict per referral, kept in the
+case's index (`refs`), so the fold stays one small document per case.
 """
 
 from __future__ import annotations

@@ -111,6 +111,12 @@ class Writer:
         value = self._meta("synced_at")
         return float(value) if value else None
 
+    def prune_inbox(self, slug: str, first_sequence: int) -> int:
+        """Forget the notifications Kafka no longer holds (its retention deleted them): the cache
+        keeps nothing longer than the topic it mirrors. Returns the rows deleted."""
+        cur = self.conn.execute("DELETE FROM inbox WHERE slug=? AND sequence<?", (slug, first_sequence))
+        return cur.rowcount
+
     def stamp(self) -> None:
         """Record that the file held every record up to the end offsets at this time (`synced_at`:
         a file whose stamp is older than the tombstones' lifetime may have missed a deletion)."""

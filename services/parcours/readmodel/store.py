@@ -244,6 +244,7 @@ class EdgeStore:
                 if not pending and time.monotonic() - stamped > SYNC_STAMP_S:
                     # "had read everything up to then": only once caught up, and again while idle
                     await self._write(lambda w: w.stamp())
+                    await self._prune(consumer, parts)
                     stamped = time.monotonic()
         finally:
             await consumer.stop()
@@ -264,10 +265,26 @@ class EdgeStore:
         for tp in parts:
             if (tp.topic, tp.partition) in stored:
                 consumer.seek(tp, stored[tp.topic, tp.partition])
+        await self._prune(consumer, parts)
         self.resumed = bool(stored)
         self.records_at_start = sum(max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in parts)
         log.info("read model tail started", extra={"resumed": self.resumed, "offsets_to_read": self.records_at_start})
         return stored
+
+    async def _prune(self, consumer: Any, parts: list[TopicPartition]) -> None:
+        """Inbox rows older than what Kafka still holds (the delivery window) are deleted."""
+        inboxes = [tp for tp in parts if self._routes[tp.topic][0] == "inbox"]
+        if not inboxes:
+            return
+        first = await consumer.beginning_offsets(inboxes)
+        for tp in inboxes:
+            slug, start = self._routes[tp.topic][1], first[tp]
+
+            def prune(w: Writer, slug: str = slug, start: int = start) -> int:
+                return w.prune_inbox(slug, start + 1)  # offset o is sequence o + 1
+            if start > 0 and await self._write(prune):
+                self._inbox.pop(slug, None)
+                self._inbox |= {s: (n, last) for s, n, last in self.db.inbox_counts() if s == slug}
 
     async def _distrust(self, stored: dict[tuple[str, int], int], end: dict[TopicPartition, int]) -> str | None:
         """Why the file cannot be resumed from (None: it can)."""
