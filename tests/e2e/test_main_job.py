@@ -9,18 +9,21 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
 from parcours.runtime import Cluster
 
 
-def _env(kafka_cluster: Cluster) -> dict[str, str]:
-    return {**os.environ, **kafka_cluster.env(), "PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"}
+def _env(kafka_cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    """The test's own topics; the services' local files (read models, processor state) in its folder."""
+    return {**os.environ, **kafka_cluster.env(), "PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}",
+            "PARCOURS_EDGE_DIR": str(tmp_path / "edge"), "PARCOURS_STATE_DIR": str(tmp_path / "state")}
 
 
-def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path) -> None:
-    env = _env(kafka_cluster) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Path) -> None:
+    env = _env(kafka_cluster, tmp_path) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
     out = subprocess.run([sys.executable, "-m", "parcours.cli", "demo"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
@@ -33,8 +36,8 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path) ->
     assert "cpts-31-sud   (nothing visible" in text
 
 
-def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path) -> None:
-    env = _env(kafka_cluster) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
+def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path: Path) -> None:
+    env = _env(kafka_cluster, tmp_path) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
     _run_up_once(env)
     # at once again: the ports just closed (TIME_WAIT) must not stop a new start
     again = _run_up_once(env | {"PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"})
