@@ -104,12 +104,16 @@ def reader(kafka: KafkaAccess, **overrides: Any) -> AIOKafkaConsumer:
 
 
 async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
-    """Run `tail` (a reader that follows topics) again whenever Kafka interrupts it."""
+    """Run `tail` (a reader that follows topics) again whenever anything interrupts it: Kafka
+    (also wrapped, as `ClusterError`: a broker unreachable at start), the disk of a read model.
+    A tail that ended for good would leave its service serving stale data while it looks alive."""
     while True:
         try:
             await tail()
-        except (KafkaError, OSError) as exc:
-            log.warning(f"{what} tail interrupted; retrying", extra={"error": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - whatever stopped it, the tail must go on
+            expected = isinstance(exc, (KafkaError, OSError, ClusterError))
+            log.log(logging.WARNING if expected else logging.ERROR, f"{what} tail interrupted; retrying",
+                    extra={"error": type(exc).__name__})
             await asyncio.sleep(1)
 
 

@@ -26,7 +26,6 @@ import fcntl
 import logging
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, partition_counts, reader
+from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
 from parcours.topology.catalogue import Catalogue
@@ -204,16 +203,8 @@ class EdgeStore:
 
     # --- the tail ---------------------------------------------------------------------
     async def _run(self) -> None:
-        """The tail, again after any failure (Kafka unreachable, the disk refusing a write): each
-        batch is one transaction with its positions, so it resumes where the file stands."""
-        while True:
-            try:
-                await self._tail()
-            except Exception as exc:  # noqa: BLE001 - whatever stopped it, the tail must go on
-                level = logging.ERROR if isinstance(exc, sqlite3.Error) else logging.WARNING
-                log.log(level, "read model tail interrupted; resuming from its stored positions",
-                        extra={"error": type(exc).__name__})
-                await asyncio.sleep(1)
+        # each batch is one transaction with its positions: after any failure it resumes where the file stands
+        await keep_tailing(self._tail, "read model")
 
     async def _tail(self) -> None:
         self.caught_up.clear()  # not ready until this tail has read up to the end offsets again
@@ -227,9 +218,7 @@ class EdgeStore:
             end = await consumer.end_offsets(parts)
             stored = await self._position(consumer, parts, end)
             pending = {tp for tp in parts if end[tp] > stored.get((tp.topic, tp.partition), 0)}
-            if not pending:
-                self.caught_up.set()
-            stamped = 0.0
+            synced = await self._synced(consumer, parts) if not pending else 0.0
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if batch:
@@ -240,12 +229,9 @@ class EdgeStore:
                         if await consumer.position(tp) >= end[tp]:
                             pending.discard(tp)
                     if not pending:
-                        self.caught_up.set()
-                if not pending and time.monotonic() - stamped > SYNC_STAMP_S:
-                    # "had read everything up to then": only once caught up, and again while idle
-                    await self._write(lambda w: w.stamp())
-                    await self._prune(consumer, parts)
-                    stamped = time.monotonic()
+                        synced = await self._synced(consumer, parts)
+                elif time.monotonic() - synced > SYNC_STAMP_S:
+                    synced = await self._synced(consumer, parts)
         finally:
             await consumer.stop()
 
@@ -265,11 +251,18 @@ class EdgeStore:
         for tp in parts:
             if (tp.topic, tp.partition) in stored:
                 consumer.seek(tp, stored[tp.topic, tp.partition])
-        await self._prune(consumer, parts)
         self.resumed = bool(stored)
         self.records_at_start = sum(max(0, end[tp] - stored.get((tp.topic, tp.partition), 0)) for tp in parts)
         log.info("read model tail started", extra={"resumed": self.resumed, "offsets_to_read": self.records_at_start})
         return stored
+
+    async def _synced(self, consumer: Any, parts: list[TopicPartition]) -> float:
+        """Caught up: record that the file held everything up to now (`synced_at`), forget the
+        inbox rows Kafka no longer holds, and only then say ready. Returns when (monotonic)."""
+        await self._write(lambda w: w.stamp())
+        await self._prune(consumer, parts)
+        self.caught_up.set()
+        return time.monotonic()
 
     async def _prune(self, consumer: Any, parts: list[TopicPartition]) -> None:
         """Inbox rows older than what Kafka still holds (the delivery window) are deleted."""
@@ -277,14 +270,13 @@ class EdgeStore:
         if not inboxes:
             return
         first = await consumer.beginning_offsets(inboxes)
-        for tp in inboxes:
-            slug, start = self._routes[tp.topic][1], first[tp]
+        gone = {self._routes[tp.topic][1]: first[tp] + 1 for tp in inboxes if first[tp] > 0}  # offset o: sequence o + 1
 
-            def prune(w: Writer, slug: str = slug, start: int = start) -> int:
-                return w.prune_inbox(slug, start + 1)  # offset o is sequence o + 1
-            if start > 0 and await self._write(prune):
-                self._inbox.pop(slug, None)
-                self._inbox |= {s: (n, last) for s, n, last in self.db.inbox_counts() if s == slug}
+        def prune(w: Writer) -> int:
+            return sum(w.prune_inbox(slug, seq) for slug, seq in gone.items())
+        pruned = await self._write(prune) if gone else 0
+        if pruned:
+            self._inbox = {slug: (n, last) for slug, n, last in self.db.inbox_counts()}
 
     async def _distrust(self, stored: dict[tuple[str, int], int], end: dict[TopicPartition, int]) -> str | None:
         """Why the file cannot be resumed from (None: it can)."""
