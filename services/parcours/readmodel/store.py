@@ -286,7 +286,9 @@ class EdgeStore:
             if stored.get((tp.topic, tp.partition), 0) > last:
                 return "a stored position is past the end of its topic (recreated?)"
         synced = await self._write(lambda w: w.synced_at())
-        if synced is not None and time.time() - synced > TOMBSTONE_LIFETIME_S:
+        if synced is None:
+            return "never caught up since it was written (a deletion may be missing)"
+        if time.time() - synced > TOMBSTONE_LIFETIME_S:
             return "last synced before the oldest tombstones still on Kafka"
         return None
 
