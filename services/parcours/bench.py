@@ -78,17 +78,22 @@ def produce(kafka: KafkaAccess, cat: Catalogue, events: Iterator[Event]) -> tupl
     t0 = time.perf_counter()
     for e in events:
         enc = codec.encode(e)
-        while True:
-            try:
-                producer.produce(cat.for_event(e.event_type).name, enc.value, enc.key, headers=enc.headers)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        _produce(producer, cat.for_event(e.event_type).name, enc.value, enc.key, enc.headers)
         n += 1
         if n % 5000 == 0:
             producer.poll(0)
     producer.flush(120)
     return n, time.perf_counter() - t0
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: bytes, headers: Any = None) -> None:
+    """Queue one record, waiting for room when librdkafka's queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def consume_decode(kafka: KafkaAccess, cat: Catalogue) -> tuple[int, float]:
@@ -323,12 +328,7 @@ def _write_views(kafka: KafkaAccess, topic: str, start: int, n: int) -> int:
                   "entry": {"referral_id": f"r{i}", "from": "cpts-31-nord", "to": BENCH_STRUCTURE, "urgency": "soon",
                             "reasons": ["retour à domicile"], "summary": "Synthetic benchmark view item of a plausible size.",
                             "person": {"pseudonym": f"P-{i:08d}", "birth_year": 1940, "postcode": "31000"}}}
-        while True:
-            try:
-                producer.produce(topic, json.dumps(record).encode(), f"case-v{i}/referral:r{i}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
+        _produce(producer, topic, json.dumps(record).encode(), f"case-v{i}/referral:r{i}".encode())
     producer.flush(120)
     return n
 

@@ -149,14 +149,11 @@ def _docs(args: argparse.Namespace) -> int:
 
 def _asyncapi(args: argparse.Namespace) -> int:
     """The AsyncAPI 3.0 document of the Kafka side, whole or for one kind or structure."""
-    import json
-
     from parcours.contract.schemas import default_schema_set
     from parcours.topology import asyncapi
     from parcours.topology.catalogue import Catalogue
 
-    doc = asyncapi.render(Catalogue.load(), default_schema_set(), kind=args.kind, structure=args.structure)
-    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    text = asyncapi.dumps(asyncapi.render(Catalogue.load(), default_schema_set(), kind=args.kind, structure=args.structure))
     if args.out == "-":
         sys.stdout.write(text)
     else:

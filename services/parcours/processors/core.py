@@ -101,20 +101,22 @@ class Step:
     outcome: Outcome | None = None
 
 
+def observatory_mark(territory: str, at: datetime, kind: str, rupture_id: str, **extra: Any) -> tuple[bytes, bytes]:
+    """A rupture mark (no person data), keyed `<territory>/<ISO week>/<type>/<rupture_id>`: one
+    record per rupture, so writing it again (a replay) counts it once."""
+    year, week, _ = at.isocalendar()
+    w = f"{year}-W{week:02d}"
+    value = {"territory": territory, "week": w, "type": kind, "rupture_id": rupture_id, **extra}
+    return f"{territory}/{w}/{kind}/{rupture_id}".encode(), json.dumps(value).encode()
+
+
 def rupture_mark(e: RuptureReported) -> tuple[bytes, bytes]:
-    year, week, _ = e.occurred_at.isocalendar()
-    w = f"{year}-W{week:02d}"
-    key = f"{e.territory}/{w}/{e.type}/{e.rupture_id}"
-    value = {"territory": e.territory, "week": w, "type": e.type, "rupture_id": e.rupture_id}
-    return key.encode(), json.dumps(value).encode()
+    return observatory_mark(e.territory, e.occurred_at, e.type, e.rupture_id)
 
 
-def deadline_mark(territory: str, at_ms: int, kind: str, referral_id: str, extra: dict[str, Any]) -> tuple[bytes, bytes]:
-    """An automatic observatory mark about a referral's deadline (no person data)."""
-    year, week, _ = from_ms(at_ms).isocalendar()
-    w = f"{year}-W{week:02d}"
-    value = {"territory": territory, "week": w, "type": kind, "rupture_id": f"deadline:{referral_id}", "automatic": True, **extra}
-    return f"{territory}/{w}/{kind}/deadline:{referral_id}".encode(), json.dumps(value, sort_keys=True).encode()
+def deadline_mark(territory: str, at_ms: int, kind: str, referral_id: str, **extra: Any) -> tuple[bytes, bytes]:
+    """An automatic mark about a referral's deadline."""
+    return observatory_mark(territory, from_ms(at_ms), kind, f"deadline:{referral_id}", automatic=True, **extra)
 
 
 class RecordProcessor:
@@ -203,7 +205,7 @@ class RecordProcessor:
         outs = []
         for o in outcome.overdue:
             outs.append(Out(self.observatory, *deadline_mark(self._territory(o.recipient), o.due_ms, "unanswered_referral",
-                                                             o.referral_id, {})))
+                                                             o.referral_id)))
             inbox = self.inboxes.get(o.sender)
             if inbox is not None:  # a sender since removed from the registry has no inbox left
                 note = Notice(o.sender, case_id, {
@@ -212,13 +214,13 @@ class RecordProcessor:
                 outs.append(Out(inbox, case_id.encode(), note.encode()))
         if outcome.retract is not None:
             r = outcome.retract
-            key, _ = deadline_mark(self._territory(r.recipient), r.due_ms, "unanswered_referral", r.referral_id, {})
+            key, _ = deadline_mark(self._territory(r.recipient), r.due_ms, "unanswered_referral", r.referral_id)
             outs.append(Out(self.observatory, key, None))
         if outcome.late is not None:
             late = outcome.late
             outs.append(Out(self.observatory, *deadline_mark(self._territory(late.recipient), late.answered_ms,
                                                              "late_referral_answer", late.referral_id,
-                                                             {"delay_s": late.delay_ms // 1000})))
+                                                             delay_s=late.delay_ms // 1000)))
         return outs
 
     def _territory(self, slug: str) -> str:

@@ -14,6 +14,7 @@ topic has no channel, and validates the document with the official AsyncAPI pars
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from parcours.contract.codec import CE_TYPE_PREFIX, CONTENT_TYPE, H_FINGERPRINT
@@ -30,6 +31,11 @@ def logical_name(catalogue: Catalogue, t: TopicSpec) -> str:
     """A topic's name without the deployment prefix, `<slug>` folded out of per-structure topics."""
     name = t.name[len(catalogue.prefix) + 1:]
     return name.rsplit(".", 1)[0] if t.owner else name
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """The document as the committed file and `parcours asyncapi` write it."""
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
 def render(catalogue: Catalogue, schemas: SchemaSet, *, kind: str | None = None, structure: str | None = None) -> dict[str, Any]:

@@ -73,11 +73,8 @@ def render(catalogue: Catalogue, schemas: SchemaSet) -> str:
 
 def generated() -> dict[str, str]:
     """Every generated document of docs/, by file name."""
-    import json
-
     from parcours.contract.schemas import default_schema_set
     from parcours.topology import asyncapi
 
     catalogue, schemas = Catalogue.load(), default_schema_set()
-    return {"events.md": render(catalogue, schemas),
-            "asyncapi.json": json.dumps(asyncapi.render(catalogue, schemas), indent=2, ensure_ascii=False) + "\n"}
+    return {"events.md": render(catalogue, schemas), "asyncapi.json": asyncapi.dumps(asyncapi.render(catalogue, schemas))}
