@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -38,18 +38,16 @@ from parcours.casefile.policy import (
     Policy,
     Terms,
     Viewer,
-    basis,
     by_consent,
     concerned_by,
     from_ms,
     named_by,
-    next_expiry,
-    sees,
+    own,
     to_ms,
 )
 from parcours.casefile.state import canonical_digest
 from parcours.casefile.view import View, iso, item_key, render, unknown_referral, with_clock
-from parcours.contract.models import ConsentRecorded, Event
+from parcours.contract.models import AdmissionDecided, ConsentRecorded, Event, ReferralStatusChanged, ReferralSubmitted
 
 
 class CaseStore(Protocol):
@@ -84,12 +82,15 @@ def dumps(value: Any) -> bytes:
 loads = orjson.loads
 
 
+_REFERRAL_ITEMS = (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided)
+
+
 # --- documents: what the store keeps of an event -----------------------------------------
 def document(e: Event) -> dict[str, Any]:
     """The event as the rules and the views need it: plain values for the policy, its entry."""
     meta: dict[str, Any] = {"id": str(e.event_id), "t": e.event_type, "src": e.source, "cat": e.category,
                             "ms": to_ms(e.occurred_at), "named": [s for s in named_by(e) if s],
-                            "rid": getattr(e, "referral_id", None), "canon": canonical_digest(e)}
+                            "rid": e.referral_id if isinstance(e, _REFERRAL_ITEMS) else None, "canon": canonical_digest(e)}
     if isinstance(e, ConsentRecorded):
         t = Terms.of(e)
         meta["terms"] = [t.grantee, t.source, list(t.categories), t.decision, t.until_ms, t.at_ms, t.event_id, t.consent_id]
@@ -100,6 +101,14 @@ def _terms(raw: list[Any]) -> Terms:
     grantee, source, categories, decision, until_ms, *more = raw  # state of older versions has fewer fields
     at_ms, event_id, consent_id = (more + [0, "", ""][len(more):])[:3]
     return Terms(grantee, source, tuple(categories), decision, until_ms, at_ms, event_id, consent_id)
+
+
+def _consent_id(terms: list[Any] | None) -> str | None:
+    """A consent document's id (state of older versions has none)."""
+    return (terms[_CONSENT_ID] if len(terms) > _CONSENT_ID else None) or None if terms else None
+
+
+_CONSENT_ID = 7  # the position of the consent id in a document's terms (`document`)
 
 
 def _order(doc: dict[str, Any]) -> tuple[int, str]:
@@ -113,8 +122,7 @@ def _entry(doc: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 
 # --- outputs ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ItemRecord:
+class ItemRecord(NamedTuple):
     """One item of one structure's view of a case; `value` None: the item left the view."""
 
     structure: str
@@ -127,8 +135,7 @@ class ItemRecord:
         return f"{self.case_id}/{self.item}"
 
 
-@dataclass(frozen=True)
-class Notice:
+class Notice(NamedTuple):
     """A notification: ids only, never content."""
 
     structure: str
@@ -139,8 +146,7 @@ class Notice:
         return orjson.dumps(self.body, option=orjson.OPT_SORT_KEYS)
 
 
-@dataclass(frozen=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):
     """A change in what a structure may see (`disclosed`, `withdrawn`) and its legal basis: ids,
     kinds and reasons only, never content; `audit_id` is deterministic (a replay writes the same)."""
 
@@ -169,27 +175,43 @@ class Outcome:
 
 # --- the rules (policy.py) on documents --------------------------------------------------
 class _Rules:
-    """The policy's answers for one step: who is concerned, and what each may see by consent."""
+    """The policy's answers for one step: who is concerned, and what each may see by consent.
 
-    def __init__(self, idx: dict[str, Any], kinds: Mapping[str, str], policy: Policy, now_ms: int) -> None:
+    What rules 3 to 5 decide per structure and category (`by_consent`) depends on the case's
+    consents and on the clock only through the consents' expiries, so it is computed once and kept
+    in the case's index (`idx["acl"]`) with the interval of time over which it holds: from the
+    latest expiry already past (`lo`) to the next one (`hi`). A step inside that interval reads it;
+    a step outside it, or one that changes the consents or the structures concerned, computes it
+    again (`refreshed`: the index must then be written)."""
+
+    __slots__ = ("_by", "parties", "refreshed", "until", "viewers")
+
+    def __init__(self, idx: dict[str, Any], viewers: Mapping[str, Viewer], policy: Policy, now_ms: int, force: bool) -> None:
         self.parties: dict[str, list[str]] = idx["parties"]
-        consents = [_terms(c) for c in idx["consents"]]
-        self.viewers = {slug: Viewer(slug, kinds[slug]) for slug in idx["structs"]}
-        self.consented = {slug: by_consent(v, consents, policy, now_ms) for slug, v in self.viewers.items()}
-        self.allowed = {slug: frozenset(c for c, b in bases.items() if b.shown) for slug, bases in self.consented.items()}
-
-    def may_see(self, m: dict[str, Any], slug: str) -> bool:
-        terms = m.get("terms")
-        return sees(self.viewers[slug], source=m["src"], event_type=m["t"], category=m["cat"],
-                    parties=self.parties.get(m["rid"], ()) if m["rid"] else (),
-                    grantee=terms[0] if terms else None, allowed=self.allowed[slug])
+        self.viewers = viewers
+        acl = idx.get("acl")
+        self.refreshed = force or acl is None or not ((acl["lo"] is None or acl["lo"] <= now_ms)
+                                                      and (acl["hi"] is None or now_ms < acl["hi"]))
+        if self.refreshed:
+            consents = [_terms(c) for c in idx["consents"]]
+            untils = [c.until_ms for c in consents if c.until_ms is not None]
+            acl = idx["acl"] = {
+                "lo": max((u for u in untils if u <= now_ms), default=None),
+                "hi": min((u for u in untils if u > now_ms), default=None),
+                "by": {slug: {cat: list(b) for cat, b in by_consent(viewers[slug], consents, policy, now_ms).items()}
+                       for slug in idx["structs"]}}
+        #: the next consent expiry after now (`next_expiry`): the end of the interval
+        self.until: int | None = acl["hi"] if acl else None
+        self._by: dict[str, dict[str, list[Any]]] = acl["by"] if acl else {}
 
     def basis(self, m: dict[str, Any], slug: str) -> Basis:
+        """`policy.basis` of an item for `slug`: the rules that need no consent, else the cached
+        `by_consent` answer for the item's category."""
         terms = m.get("terms")
-        return basis(self.viewers[slug], source=m["src"], event_type=m["t"], category=m["cat"],
-                     parties=self.parties.get(m["rid"], ()) if m["rid"] else (), referral_id=m["rid"],
-                     grantee=terms[0] if terms else None, consent_id=_terms(terms).consent_id or None if terms else None,
-                     consented=self.consented[slug])
+        rid = m["rid"]
+        decided = own(self.viewers[slug], m["src"], m["t"], self.parties.get(rid, ()) if rid else (), rid,
+                      terms[0] if terms else None, _consent_id(terms))
+        return decided if decided is not None else Basis(*self._by[slug][m["cat"]])
 
 
 def _new_index() -> dict[str, Any]:
@@ -201,6 +223,7 @@ class IncrementalCaseFile:
 
     def __init__(self, kinds: Mapping[str, str], policy: Policy) -> None:
         self.kinds = dict(kinds)  # slug -> kind, from the registry
+        self.viewers = {slug: Viewer(slug, kind) for slug, kind in self.kinds.items()}
         self.policy = policy
 
     def apply(self, store: CaseStore, case_id: str, event: Event | None, now: datetime) -> Outcome:
@@ -210,7 +233,8 @@ class IncrementalCaseFile:
         refs = idx.setdefault("refs", {})
         if event is None:  # a clock tick: every item may change, a referral may be overdue
             found = overdue(refs, now_ms)
-            out = self._reevaluate(store, case_id, idx, cnt, now_ms, self._all_keys(store, cnt), {}, bool(found), ("clock", now_ms))
+            step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=False)
+            out = step.run(self._all_keys(store, cnt), {}, ("clock", now_ms), idx_changed=bool(found), cnt_changed=False)
             out.overdue = found
             return out
         doc = document(event)
@@ -230,6 +254,7 @@ class IncrementalCaseFile:
             rules_change = True
         store.set("e:" + eid, key)
         rec = loaded.get(key) or store.get("k:" + key)
+        new_key = rec is None
         if rec is None:
             rec = {"docs": [], "shown": {}}
             store.set(f"ki:{cnt['keys']}", key)
@@ -239,23 +264,12 @@ class IncrementalCaseFile:
         rules_change |= self._index(idx, doc)
         tracked = track(refs, event, self.policy.deadlines)
         keys = self._all_keys(store, cnt) if rules_change else [key]
-        out = self._reevaluate(store, case_id, idx, cnt, now_ms, keys, loaded, rules_change or tracked.changed,
-                               (eid, doc["m"]["ms"]))
+        step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=rules_change)
+        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed, cnt_changed=new_key)
         out.late, out.retract = tracked.late, tracked.retract
         return out
 
     # --- internals ------------------------------------------------------------------------
-    @staticmethod
-    def _audit(rules: _Rules, case_id: str, slug: str, key: str, kind: str, doc: dict[str, Any], n: int,
-               cause: tuple[str, int]) -> AuditRecord:
-        m = doc["m"]
-        b = rules.basis(m, slug)
-        change = "disclosed" if kind == "item_visible" else "withdrawn"
-        return AuditRecord(case_id, {
-            "audit_id": f"{case_id}:{key}:{slug}:{change}:{n}", "change": change, "structure": slug,
-            "case_id": case_id, "item": key, "item_type": m["t"], "category": m["cat"], "author": m["src"],
-            "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": iso(from_ms(cause[1]))})
-
     def _index(self, idx: dict[str, Any], doc: dict[str, Any]) -> bool:
         """Record what the rules need from `doc`; True when who-sees-what may change."""
         m = doc["m"]
@@ -278,65 +292,105 @@ class IncrementalCaseFile:
     def _all_keys(self, store: CaseStore, cnt: dict[str, Any]) -> list[str]:
         return [store.get(f"ki:{i}") for i in range(cnt["keys"])]
 
-    def _reevaluate(self, store: CaseStore, case_id: str, idx: dict[str, Any], cnt: dict[str, Any], now_ms: int,
-                    keys: Iterable[str], loaded: dict[str, dict[str, Any]], idx_changed: bool,
-                    cause: tuple[str, int]) -> Outcome:
-        out = Outcome()
-        rules = _Rules(idx, self.kinds, self.policy, now_ms)
-        structs = sorted(idx["structs"])
-        counters: dict[str, list[int]] = cnt["s"]
-        changes: list[tuple[str, str, str, dict[str, Any]]] = []  # (structure, item, notice type, the doc that decides)
+
+class _Pass:
+    """One step's evaluation of some items of a case for every structure concerned: the item
+    records that change, then a notification and an audit record per change of visibility."""
+
+    def __init__(self, case_file: IncrementalCaseFile, store: CaseStore, case_id: str, idx: dict[str, Any],
+                 cnt: dict[str, Any], now_ms: int, *, rules_changed: bool) -> None:
+        self.store, self.case_id, self.idx, self.cnt, self.now_ms = store, case_id, idx, cnt, now_ms
+        self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed)
+        self.structs = sorted(idx["structs"])
+        self.counters: dict[str, list[int]] = cnt["s"]
+        self.out = Outcome()
+        # (structure, item, notice type, the doc whose basis is audited, every doc's basis for the structure)
+        self.changes: list[tuple[str, str, str, dict[str, Any], list[tuple[dict[str, Any], Basis]]]] = []
+
+    def run(self, keys: Iterable[str], loaded: dict[str, dict[str, Any]], cause: tuple[str, int], *,
+            idx_changed: bool, cnt_changed: bool) -> Outcome:
         for key in keys:
-            rec = loaded.get(key) or store.get("k:" + key)
-            if rec is None:
+            rec = loaded.get(key) or self.store.get("k:" + key)
+            if rec is not None and (self._item(key, rec) or key in loaded):
+                self.store.set("k:" + key, rec)
+        self._announce(cause)
+        if self.out.items or cnt_changed:
+            self.store.set("cnt", self.cnt)
+        if self._schedule() or idx_changed or self.rules.refreshed:
+            self.store.set("idx", self.idx)
+        return self.out
+
+    def _item(self, key: str, rec: dict[str, Any]) -> bool:
+        """Evaluate one item for every structure; True when what a structure was shown changed."""
+        docs, shown, rules = rec["docs"], rec["shown"], self.rules
+        rendered: dict[tuple[str, ...], tuple[bytes, str]] = {}  # one record per distinct visible set
+        changed = False
+        for slug in self.structs:
+            if len(docs) == 1:  # the usual item: one event
+                b = rules.basis(docs[0]["m"], slug)
+                decided, visible = [(docs[0], b)], [docs[0]] if b.shown else []
+            else:
+                decided = [(d, rules.basis(d["m"], slug)) for d in docs]
+                visible = sorted((d for d, b in decided if b.shown), key=_order)
+            before = shown.get(slug)
+            if visible:
+                ids = tuple([d["m"]["id"] for d in visible])
+                made = rendered.get(ids)
+                if made is None:
+                    made = rendered[ids] = self._record(key, visible)
+                value, digest = made
+                if before is not None and before[0] == digest:
+                    continue
+                shown[slug] = [digest, len(visible)]
+                self.out.items.append(ItemRecord(slug, self.case_id, key, value))
+                delta = len(visible) - (before[1] if before else 0)
+                if before is None:
+                    self.changes.append((slug, key, "item_visible", visible[0], decided))
+            elif before is None:
                 continue
-            docs = rec["docs"]
-            shown: dict[str, list[Any]] = rec["shown"]
-            dirty = key in loaded
-            for slug in structs:
-                visible = [d for d in docs if rules.may_see(d["m"], slug)]
-                before = shown.get(slug)
-                if visible:
-                    visible.sort(key=_order)
-                    value = dumps({"item": key, "n": len(visible), "first": list(_order(visible[0])),
-                                   "last": list(_order(visible[-1])), "entry": _entry(visible[-1], now_ms)})
-                    digest = hashlib.blake2b(value, digest_size=10).hexdigest()
-                    if before is not None and before[0] == digest:
-                        continue
-                    shown[slug] = [digest, len(visible)]
-                    out.items.append(ItemRecord(slug, case_id, key, value))
-                    delta = len(visible) - (before[1] if before else 0)
-                    if before is None:
-                        changes.append((slug, key, "item_visible", visible[0]))
-                else:
-                    if before is None:
-                        continue
-                    del shown[slug]
-                    out.items.append(ItemRecord(slug, case_id, key, None))
-                    delta = -before[1]
-                    changes.append((slug, key, "redaction", min(docs, key=_order)))
-                counters.setdefault(slug, [0, 0])[0] += delta
-                dirty = True
-            if dirty:
-                store.set("k:" + key, rec)
-        for slug, key, kind, doc in changes:
-            c = counters[slug]
+            else:
+                del shown[slug]
+                self.out.items.append(ItemRecord(slug, self.case_id, key, None))
+                delta = -before[1]
+                self.changes.append((slug, key, "redaction", min(docs, key=_order), decided))
+            self.counters.setdefault(slug, [0, 0])[0] += delta
+            changed = True
+        return changed
+
+    def _record(self, key: str, visible: list[dict[str, Any]]) -> tuple[bytes, str]:
+        value = dumps({"item": key, "n": len(visible), "first": list(_order(visible[0])),
+                       "last": list(_order(visible[-1])), "entry": _entry(visible[-1], self.now_ms)})
+        return value, hashlib.blake2b(value, digest_size=10).hexdigest()
+
+    def _announce(self, cause: tuple[str, int]) -> None:
+        """A notification (ids only) and an audit record (the legal basis) per change of visibility."""
+        case_id = self.case_id
+        at = iso(from_ms(cause[1])) if self.changes else None
+        for slug, key, kind, doc, decided in self.changes:
+            b = next(b for d, b in decided if d is doc)
+            c = self.counters[slug]
             c[1] += 1
-            out.notices.append(Notice(slug, case_id, {
+            self.out.notices.append(Notice(slug, case_id, {
                 "notification_id": f"{case_id}:{key}:{kind}:{c[1]}", "type": kind, "case_id": case_id,
                 "item": key, "view_version": c[0]}))
-            out.audits.append(self._audit(rules, case_id, slug, key, kind, doc, c[1], cause))
-        store.set("cnt", cnt)
-        dues = [d for d in (next_expiry((_terms(c) for c in idx["consents"]), now_ms), next_due(idx.get("refs", {})))
-                if d is not None]
-        due = min(dues, default=None)
-        if due != idx["next"]:
-            idx["next"] = due
-            out.schedule = (case_id, due)
-            idx_changed = True
-        if idx_changed:
-            store.set("idx", idx)
-        return out
+            m = doc["m"]
+            change = "disclosed" if kind == "item_visible" else "withdrawn"
+            self.out.audits.append(AuditRecord(case_id, {
+                "audit_id": f"{case_id}:{key}:{slug}:{change}:{c[1]}", "change": change, "structure": slug,
+                "case_id": case_id, "item": key, "item_type": m["t"], "category": m["cat"], "author": m["src"],
+                "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": at}))
+
+    def _schedule(self) -> bool:
+        """The case's next consent expiry (the end of the rules' interval) or referral deadline; True
+        when it moved (the index holds it, and the clock is told)."""
+        due, deadline = self.rules.until, next_due(self.idx["refs"])
+        if deadline is not None and (due is None or deadline < due):
+            due = deadline
+        if due == self.idx["next"]:
+            return False
+        self.idx["next"] = due
+        self.out.schedule = (self.case_id, due)
+        return True
 
 
 # --- reading views back ----------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from parcours.casefile.state import CaseState
 from parcours.contract.models import (
@@ -106,8 +107,7 @@ def in_force(consents: Iterable[Terms], category: str, now_ms: int) -> dict[str,
     return out
 
 
-@dataclass(frozen=True)
-class Basis:
+class Basis(NamedTuple):
     """Why an item is shown to a structure (`author`, `referral_party` with the referral id,
     `consent` with the consent id), or why not (`no_consent`, `denied` with the deny's consent id,
     `kind_ceiling`). Views and notifications carry ids only; the audit carries this."""
@@ -146,9 +146,10 @@ def permitted(viewer: Viewer, consents: Iterable[Terms], policy: Policy, now_ms:
     return frozenset(cat for cat, b in by_consent(viewer, consents, policy, now_ms).items() if b.shown)
 
 
-def _own(viewer: Viewer, source: str, event_type: str, parties: Collection[str], referral_id: str | None,
+def own(viewer: Viewer, source: str, event_type: str, parties: Collection[str], referral_id: str | None,
          grantee: str | None, consent_id: str | None) -> Basis | None:
-    """Rules that need no consent: the author (1), a referral's parties (2), a consent's grantee."""
+    """Rules that need no consent: the author (1), a referral's parties (2), a consent's grantee;
+    None when only consent can decide (`by_consent`, for the item's category)."""
     if source == viewer.slug:
         return Basis(True, "author")
     if event_type in REFERRAL_TYPES and viewer.slug in parties:
@@ -162,13 +163,13 @@ def sees(viewer: Viewer, *, source: str, event_type: str, category: str, parties
          grantee: str | None, allowed: frozenset[str]) -> bool:
     """Whether `viewer` sees an item. `parties`: those of the item's referral (rule 2);
     `grantee`: a consent's; `allowed`: `permitted(viewer, ...)` at the instant considered."""
-    return _own(viewer, source, event_type, parties, None, grantee, None) is not None or category in allowed
+    return own(viewer, source, event_type, parties, None, grantee, None) is not None or category in allowed
 
 
 def basis(viewer: Viewer, *, source: str, event_type: str, category: str, parties: Collection[str],
           referral_id: str | None, grantee: str | None, consent_id: str | None, consented: Mapping[str, Basis]) -> Basis:
     """`sees`, with its reason: `consented` is `by_consent(viewer, ...)` at the instant considered."""
-    return _own(viewer, source, event_type, parties, referral_id, grantee, consent_id) or consented[category]
+    return own(viewer, source, event_type, parties, referral_id, grantee, consent_id) or consented[category]
 
 
 def concerned_by(source: str, named: Iterable[str | None], grantee: str | None, kinds: Mapping[str, str]) -> set[str]:

@@ -7,6 +7,12 @@ watched by exactly one of them and moves to a survivor on a rebalance; on every 
 re-reads its partitions from the beginning (they hold one small record per case). When an expiry
 is due it sends a tick (key: the case id, value: the due time) to `clock-ticks`, which the pipeline
 processes like an event. A tick is idempotent: sent twice, the second changes nothing.
+
+Memory does not grow with the number of cases: the clock keeps only the expiries due within its
+horizon (`HORIZON_S`, 10 minutes) and reads its partitions again from the beginning when half of
+the horizon has passed, so what it holds is bounded by the expiries of the next 10 minutes, not
+by every case ever scheduled (the schedule is one small record per case on a compacted topic:
+reading it again is cheap).
 """
 
 from __future__ import annotations
@@ -16,24 +22,29 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from parcours.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor.clock")
 
+#: expiries further than this are not held in memory; the schedule is read again before they are due
+HORIZON_S = 600.0
+
 
 class ConsentClock:
-    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, poll_s: float = 0.5) -> None:
-        self.kafka, self.poll_s = kafka, poll_s
+    def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, poll_s: float = 0.5, horizon_s: float = HORIZON_S) -> None:
+        self.kafka, self.poll_s, self.horizon_ms = kafka, poll_s, int(horizon_s * 1000)
         self.schedule_topic = catalogue.topic("clock-schedule").name
         self.ticks_topic = catalogue.topic("clock-ticks").name
         self.group = catalogue.group_id("processor", "-clock")
         self.due: dict[bytes, int] = {}  # case id -> next expiry (ms), for the partitions assigned
         self.partition_of: dict[bytes, int] = {}
-        self.sent: dict[bytes, int] = {}  # case id -> the due time a tick was sent for
+        self.sent: dict[bytes, int] = {}  # case id -> the due time a tick was sent for (until rescheduled)
         self.heap: list[tuple[int, bytes]] = []
+        self.until_ms = 0  # expiries due before this are held; later ones wait for the next reading
+        self.assigned: list[Any] = []
 
     def run(self) -> None:
         while True:
@@ -52,6 +63,9 @@ class ConsentClock:
                            on_lost=self._revoked)
         try:
             while True:
+                now_ms = int(time.time() * 1000)
+                if now_ms + self.horizon_ms // 2 >= self.until_ms:
+                    self._reread(consumer, now_ms)
                 for msg in consumer.consume(500, self.poll_s):
                     if msg.error():
                         continue
@@ -65,10 +79,23 @@ class ConsentClock:
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
             tp.offset = OFFSET_BEGINNING  # nothing is committed: always re-read the schedule
+        self.assigned = [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
         consumer.assign(partitions)
+
+    def _reread(self, consumer: Any, now_ms: int) -> None:
+        """Move the horizon on and read the assigned partitions again from the beginning: the
+        expiries that came within the horizon are taken in (those already held stay)."""
+        try:
+            for tp in self.assigned:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+        except KafkaException as exc:  # a partition not fetched yet (just assigned): try again at the next loop
+            log.debug("schedule not read again yet", extra={"error": str(exc)})
+            return
+        self.until_ms = now_ms + self.horizon_ms
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
         gone = {tp.partition for tp in partitions}
+        self.assigned = [tp for tp in self.assigned if tp.partition not in gone]
         for case in [c for c, p in self.partition_of.items() if p in gone]:
             self.due.pop(case, None)
             self.partition_of.pop(case, None)
@@ -77,13 +104,16 @@ class ConsentClock:
     def _record(self, case: bytes | None, partition: int, value: bytes | None) -> None:
         if case is None:
             return
-        if value is None:
+        due = None if value is None else int(value)
+        if self.sent.get(case) != due:
+            self.sent.pop(case, None)  # rescheduled: a tick for the old expiry is not waited for any more
+        if due is None or due >= self.until_ms:  # no expiry, or one beyond the horizon: read again later
             self.due.pop(case, None)
             self.partition_of.pop(case, None)
             return
-        due = int(value)
+        if self.due.get(case) != due:
+            heapq.heappush(self.heap, (due, case))
         self.due[case], self.partition_of[case] = due, partition
-        heapq.heappush(self.heap, (due, case))
 
     def _fire(self, producer: Producer, now_ms: int) -> None:
         while self.heap and self.heap[0][0] <= now_ms:

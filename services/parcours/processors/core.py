@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from parcours.casefile.incremental import IncrementalCaseFile, Notice, Outcome, dumps, loads
 from parcours.casefile.policy import Policy, from_ms
@@ -82,8 +82,7 @@ class MemoryState:
         self.data[key] = value
 
 
-@dataclass(frozen=True)
-class Out:
+class Out(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes | None
@@ -185,17 +184,21 @@ class RecordProcessor:
         return step
 
     def _outputs(self, outcome: Outcome, case_id: str) -> list[Out]:
-        outs = [Out(self.views[r.structure], r.key.encode(), r.value) for r in outcome.items]
-        outs += [Out(self.inboxes[n.structure], n.case_id.encode(), n.encode()) for n in outcome.notices]
-        outs += [Out(self.audit, a.case_id.encode(), a.encode()) for a in outcome.audits]
-        outs += self._deadline_outputs(outcome, case_id)
+        ckey = case_id.encode()
+        views, inboxes, audit = self.views, self.inboxes, self.audit
+        outs = [Out(views[r.structure], f"{case_id}/{r.item}".encode(), r.value) for r in outcome.items]
+        outs += [Out(inboxes[n.structure], ckey, n.encode()) for n in outcome.notices]
+        outs += [Out(audit, ckey, a.encode()) for a in outcome.audits]
+        if outcome.overdue or outcome.retract is not None or outcome.late is not None:
+            outs += self._deadline_outputs(outcome, case_id)
         if outcome.schedule is not None:
             case_id, due = outcome.schedule
             outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))
+        limits = self.limits
         for o in outs:
-            size = len(o.value or b"") + len(o.key or b"")
-            if size > self.limits[o.topic]:
-                raise OutputTooLarge(f"a record of {size} bytes for {o.topic} exceeds its limit {self.limits[o.topic]}")
+            if o.value is not None and len(o.value) + len(o.key or b"") > limits[o.topic]:
+                size = len(o.value) + len(o.key or b"")
+                raise OutputTooLarge(f"a record of {size} bytes for {o.topic} exceeds its limit {limits[o.topic]}")
         return outs
 
     def _deadline_outputs(self, outcome: Outcome, case_id: str) -> list[Out]:
