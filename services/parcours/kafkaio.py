@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -117,15 +117,17 @@ async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
             await asyncio.sleep(1)
 
 
-async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int = 2000) -> AsyncIterator[list[ConsumerRecord]]:
-    """Yield batches of every record of `topics`, from the beginning to the end offsets seen at start."""
+async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int = 2000,
+                      partitions: Collection[int] | None = None) -> AsyncIterator[list[ConsumerRecord]]:
+    """Yield batches of every record of `topics` (of these `partitions` only, if given), from the
+    beginning to the end offsets seen at start."""
     # read_committed: the processor writes in transactions; an aborted attempt is never read
     consumer = reader(kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
         topics = list(topics)
         counts = await partition_counts(kafka, topics)
         await consumer.start()
-        parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+        parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0)) if partitions is None or p in partitions]
         if not parts:
             return
         consumer.assign(parts)

@@ -39,15 +39,16 @@ from parcours.contract.models import (
 #: event types whose item belongs to a referral (rule 2)
 REFERRAL_TYPES = frozenset({"ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def to_ms(dt: datetime) -> int:
     """Milliseconds since the epoch (event times are whole milliseconds)."""
-    return (dt - _EPOCH) // timedelta(milliseconds=1)
+    return (dt - _EPOCH) // _MS
 
 
 def from_ms(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
+    return _EPOCH + _MS * ms
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,21 @@
 
 It reads every canonical topic from the beginning and feeds each record to the processor's own
 step (`RecordProcessor.process`) over in-memory stores, so live and rebuilt views come from the
-same code. `compare` reports how the live `views.<slug>` topics differ; `write` publishes the
+same code. The topics are co-partitioned by case, so the work is split by partition between one
+process per core. `compare` reports how the live `views.<slug>` topics differ; `write` publishes the
 rebuilt item records (and tombstones for items that should not exist).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,15 +45,61 @@ def _state_of(states: dict[bytes, MemoryState], key: bytes) -> Callable[[], Memo
 
 
 async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime | None = None,
-                  progress: Callable[[int, float], None] | None = None) -> Rebuild:
+                  progress: Callable[[int, float], None] | None = None, workers: int | None = None) -> Rebuild:
+    """Every view again from the canonical topics. The canonical topics are co-partitioned by case,
+    so their partitions are shared out between `workers` processes (default: one per core), each
+    running the processor's step over the cases of its partitions; their views are then merged."""
     now = now or datetime.now(UTC)
-    core = RecordProcessor(catalogue, policy)
+    canonical = [t.name for t in catalogue.canonical()]
+    partitions = max(t.partitions for t in catalogue.canonical())
+    workers = max(1, min(workers or os.cpu_count() or 1, partitions))
+    if workers == 1:
+        return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, progress)
+    t0 = time.monotonic()
+    shares = [list(range(w, partitions, workers)) for w in range(workers)]
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop and client threads
+    done = ctx.Array("q", workers)
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(done,)) as pool:
+        futures = [loop.run_in_executor(pool, _worker, catalogue, kafka, policy, now, canonical, share, w)
+                   for w, share in enumerate(shares)]
+        while not all(f.done() for f in futures):
+            await asyncio.wait(futures, timeout=_REDRAW_S)
+            if progress:
+                progress(sum(done[:]), time.monotonic() - t0)
+        parts = [f.result() for f in futures]
+    views: Views = {}
+    for part in parts:
+        views.update(part.views)
+    return Rebuild(views, sum(p.events for p in parts), sum(p.cases for p in parts), sum(p.undecodable for p in parts),
+                   time.monotonic() - t0)
+
+
+_DONE: Any = None  # in a worker: its slot of the shared progress counters
+
+
+def _init_worker(done: Any) -> None:
+    global _DONE  # noqa: PLW0603 - one per worker process, set once by the pool's initializer
+    _DONE = done
+
+
+def _worker(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
+            partitions: list[int], w: int) -> Rebuild:
+    def count(n: int, _secs: float) -> None:
+        _DONE[w] = n
+
+    return asyncio.run(_rebuild_partitions(catalogue, kafka, policy, now, topics, partitions, count))
+
+
+async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
+                              partitions: list[int] | None, progress: Callable[[int, float], None] | None) -> Rebuild:
+    core = RecordProcessor(catalogue, policy, views_only=True)
     slug_of = {name: slug for slug, name in core.views.items()}
     states: dict[bytes, MemoryState] = {}
     views: Views = {}
     events = bad = 0
     t0 = time.monotonic()
-    async for records in read_to_end(kafka, [t.name for t in catalogue.canonical()]):
+    async for records in read_to_end(kafka, topics, partitions=partitions):
         for r in records:
             step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
                                 _state_of(states, r.key), now)
