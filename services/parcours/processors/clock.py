@@ -65,12 +65,12 @@ class ConsentClock:
             while True:
                 now_ms = int(time.time() * 1000)
                 if now_ms + self.horizon_ms // 2 >= self.until_ms:
-                    self._reread(consumer, now_ms)
+                    self.reread(consumer, now_ms)
                 for msg in consumer.consume(500, self.poll_s):
                     if msg.error():
                         continue
-                    self._record(msg.key(), msg.partition(), msg.value())
-                self._fire(producer, int(time.time() * 1000))
+                    self.record(msg.key(), msg.partition(), msg.value())
+                self.fire(producer, int(time.time() * 1000))
                 producer.poll(0)
         finally:
             producer.flush(10)
@@ -82,7 +82,7 @@ class ConsentClock:
         self.assigned = [TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in partitions]
         consumer.assign(partitions)
 
-    def _reread(self, consumer: Any, now_ms: int) -> None:
+    def reread(self, consumer: Any, now_ms: int) -> None:
         """Move the horizon on and read the assigned partitions again from the beginning: the
         expiries that came within the horizon are taken in (those already held stay)."""
         try:
@@ -101,7 +101,7 @@ class ConsentClock:
             self.partition_of.pop(case, None)
         consumer.unassign()
 
-    def _record(self, case: bytes | None, partition: int, value: bytes | None) -> None:
+    def record(self, case: bytes | None, partition: int, value: bytes | None) -> None:
         if case is None:
             return
         due = None if value is None else int(value)
@@ -115,7 +115,7 @@ class ConsentClock:
             heapq.heappush(self.heap, (due, case))
         self.due[case], self.partition_of[case] = due, partition
 
-    def _fire(self, producer: Producer, now_ms: int) -> None:
+    def fire(self, producer: Producer, now_ms: int) -> None:
         while self.heap and self.heap[0][0] <= now_ms:
             due, case = heapq.heappop(self.heap)
             if self.due.get(case) != due or self.sent.get(case) == due:
