@@ -184,6 +184,10 @@ async def read_latest(kafka: KafkaAccess, topics: Iterable[str]) -> dict[tuple[s
     return out
 
 
+LAG_ATTEMPTS = 10
+LAG_RETRY_S = 0.5
+
+
 async def consumer_lag(kafka: KafkaAccess, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Per partition: the committed end (last stable offset) minus `group`'s committed offset, read
     with aiokafka (an admin request and a group-less consumer): never a member of the group. (Not
@@ -195,7 +199,16 @@ async def consumer_lag(kafka: KafkaAccess, group: str, partitions: Iterable[tupl
     try:
         await admin.start()
         await consumer.start()
-        committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+        for attempt in range(LAG_ATTEMPTS):
+            try:
+                committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+                break
+            except KafkaError as exc:
+                # aiokafka's admin does not retry a retriable answer itself (the group's coordinator
+                # still loading, or moving): ask again, a few times, before reporting a failure
+                if not getattr(exc, "retriable", False) or attempt == LAG_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(LAG_RETRY_S)
         ends = await consumer.end_offsets(parts)
     except KafkaError as exc:
         raise ClusterError(f"lag of {group}: {exc}") from exc

@@ -443,3 +443,35 @@ async def test_withdrawal_and_renewed_consent_are_audited_and_shown_to_the_autho
     assert "withdrawn" in out.stdout
     assert "denied" in out.stdout
     assert "accessed" in out.stdout
+
+
+async def test_records_the_processor_cannot_take_are_dead_lettered_and_it_goes_on(api: Api) -> None:
+    """On a canonical topic (written by the admin: a partner cannot): a record without a key and a
+    record that is not an event each become a dead letter with its reason; later events are processed."""
+    cat = Catalogue.load(prefix=api.stack.prefix)
+    case = f"case-dl-{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(**api.stack.kafka.aiokafka(), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(cat.for_event("MessagePosted").name, b"no key", key=None, headers=[("ce_id", case.encode())])
+        await producer.send_and_wait(cat.for_event("MessagePosted").name, b"not avro", key=case.encode())
+    finally:
+        await producer.stop()
+    await api.open_case("cpts-31-nord", "dac-31")  # awaits the new case in a view: processed after both
+
+    consumer = AIOKafkaConsumer(cat.topic("deadletter").name, **api.stack.kafka.aiokafka(),
+                                group_id=f"{api.stack.prefix}-dl-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest")
+    await consumer.start()
+    reasons: dict[str, str] = {}
+    try:
+        async def both() -> bool:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    h = dict(r.headers)
+                    if h.get("dl_service") == b"processor" and (r.key == case.encode() or h.get("ce_id") == case.encode()):
+                        reasons[r.value.decode() if r.value else ""] = h["dl_reason"].decode()
+            return len(reasons) >= 2
+        await eventually(both, 30, "two dead letters from the processor")
+    finally:
+        await consumer.stop()
+    assert reasons == {"no key": "key_missing", "not avro": "undecodable"}

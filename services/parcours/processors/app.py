@@ -140,20 +140,12 @@ def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count:
         producer.poll()  # once per input record, not per output
         count(step)
 
-    def keyed(value: Any, key: Any, timestamp: int, headers: Any) -> bool:
-        """Stateful steps need the case id as key: a record without one is dead-lettered here."""
-        cadence.seen(timestamp)
-        if key is not None:
-            return True
-        ctx = message_context()
-        emit(core.process(ctx.topic, ctx.partition, ctx.offset, None, value, headers, _NoState))
-        return False
-
     def step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        # a record without a key (the case id) is dead-lettered by `process` before any state is used
+        cadence.seen(timestamp)
         ctx = message_context()
         emit(core.process(ctx.topic, ctx.partition, ctx.offset, key, value, headers, lambda: state))
 
-    sdf = sdf.filter(keyed, metadata=True)
     sdf.apply(step, stateful=True, metadata=True)
     _without_time_alignment(app)
 
@@ -286,14 +278,6 @@ def _without_time_alignment(app: Application) -> None:
     registry = getattr(app, "_dataframe_registry", None)
     if registry is not None and hasattr(registry, "_requires_time_alignment"):
         registry._requires_time_alignment = False  # noqa: SLF001 - Quix has no public switch (see above)
-
-
-class _NoState:
-    def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
-        raise EngineError("no state for a record without a key")
-
-    def set_bytes(self, key: str, value: bytes) -> None:
-        raise EngineError("no state for a record without a key")
 
 
 def _report_lag(catalogue: Catalogue, kafka: KafkaAccess, metrics: ProcessorMetrics) -> None:
