@@ -197,7 +197,7 @@ def _processor(args: argparse.Namespace) -> int:
     core = RecordProcessor(cat, default_policy())
     app, threads = create_app(cat, resolve_kafka(cat.service_principal("processor")), core, metrics, state_dir=state_dir,
                               commit_interval=args.commit_interval if args.commit_interval is not None
-                              else get_settings().processor_commit_interval_s)
+                              else get_settings().processor_commit_interval_s, instance=get_settings().processor_instance)
     for t in threads:
         t.start()
     metrics.up.set(1)

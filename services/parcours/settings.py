@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     #: the processor's checkpoint: outputs become visible to readers (read_committed) when the
     #: transaction that carries them commits, so this bounds the event -> view latency from below
     processor_commit_interval_s: float = 0.5
+    #: a processor instance's stable name (its transactional id and static group membership): the
+    #: same across restarts of one instance, different between instances; default: the host name
+    #: and the state folder (in a container platform, the replica's stable name, e.g. its ordinal)
+    processor_instance: str | None = None
     #: cache of the broker jars, outside the repository
     cache_dir: Path = Path.home() / ".cache" / "parcours"
     #: prefix of every topic name, so tests can run side by side on one cluster

@@ -17,10 +17,11 @@ on these machines, and a worker restarted after SIGKILL lost or never caught up 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,10 @@ LIVE_COMMIT_S = 0.025
 
 
 def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, metrics: ProcessorMetrics, *,
-               state_dir: Path, commit_interval: float = 0.5) -> tuple[Application, list[threading.Thread]]:
+               state_dir: Path, commit_interval: float = 0.5, instance: str | None = None) -> tuple[Application, list[threading.Thread]]:
     """The composition root: the Quix application running `core` (the transport-free step), and
     the side threads to start with it (the consent clock, the lag reporter)."""
-    app = _application(catalogue, kafka, state_dir, commit_interval)
+    app = _application(catalogue, kafka, state_dir, commit_interval, instance)
     cadence = _Cadence()
     _pipeline(app, core, [app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
                           for name in core.input_topics(catalogue)], _Counts(metrics), cadence)
@@ -98,11 +99,28 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, 
     return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
 
 
-def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, commit_interval: float) -> Application:
+def instance_name(state_dir: Path, configured: str | None = None) -> str:
+    """A processor instance's stable name: `configured` (`PARCOURS_PROCESSOR_INSTANCE`), else the
+    host name and a digest of the state folder, which one instance keeps across its restarts and
+    two instances never share (RocksDB locks it)."""
+    if configured:
+        return configured
+    digest = hashlib.blake2b(str(state_dir.resolve()).encode(), digest_size=6).hexdigest()
+    return f"{socket.gethostname()}-{digest}"
+
+
+def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, commit_interval: float,
+                 instance: str | None = None) -> Application:
     group = group_id(catalogue)
     producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 100, "batch.size": 1024 * 1024, **LIBRDKAFKA_PARTITIONER}
-    # within the prefix the catalogue's ACLs give the processor's principal; unique per instance
-    transactional_id = catalogue.group_id("processor", f"-{uuid.uuid4()}")
+    # Stable per instance, within the prefix the catalogue's ACLs give the processor's principal.
+    # A restarted instance registers the same transactional id, which makes the broker abort the
+    # transaction its killed predecessor left open at once: with a new id per start, that
+    # transaction held back every read_committed reader of the partitions it wrote (views, inboxes)
+    # until transaction.timeout.ms (60 s). The same name as a static group member lets the restart
+    # take its partitions back without waiting for the dead member's session to expire.
+    name = instance_name(state_dir, instance)
+    transactional_id = catalogue.group_id("processor", f"-{name}")
     return Application(
         broker_address=kafka.quix(),
         consumer_group=group,
@@ -115,6 +133,7 @@ def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, comm
         auto_create_topics=False,
         producer_extra_config={**producer_config, "transactional.id": transactional_id},
         consumer_extra_config={"isolation.level": "read_committed", "session.timeout.ms": 10000,
+                               "group.instance.id": transactional_id,
                                "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": FETCH_WAIT_MS},
         # a consume call returns once this many records are buffered or after the poll timeout;
         # and the loop checks whether a checkpoint is due at least this often (`_Cadence`)
