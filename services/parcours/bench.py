@@ -6,8 +6,9 @@ On topics of its own (prefix `bench<random>`), from one run (`--only processor|r
 2. the engine baseline: a Quix Streams pipeline over the same records and settings as the
    processor (exactly-once, RocksDB) that only updates state and sends one output per event;
 3. the processor (`parcours processor`, a subprocess): events/s from its first event to no lag,
-   for cases of 10 events and of 1,000 events, its ratios to 1 and 2, and its resident memory
-   after 10,000 and after 100,000 cases;
+   for cases of 10 events and of 1,000 events, its ratios to 1 and 2, its resident memory
+   after 10,000 and after 100,000 cases, and a restart after SIGKILL (to its first event, and a
+   new case's way to a view once it has caught up);
 4. `views rebuild` over `--rebuild-events` events (default 1,000,000);
 5. the HTTP edge (`benchload`), with the processor running: accepted message POSTs/s of one DAC
    adapter and of a bare FastAPI endpoint that does nothing, served the same way, both driven by
@@ -224,6 +225,50 @@ class ProcessorRun:
             self.proc.kill()
 
 
+def _restart_after_kill(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
+                        proc: ProcessorRun) -> tuple[ProcessorRun, dict[str, float]]:
+    """SIGKILL the processor while it has a transaction open (a burst of new cases arriving), start
+    it again, and time: its first event, and a new case's item readable (read_committed) in a
+    view once it has caught up (a transaction left open by the killed instance would hold it back)."""
+    more, _ = produce(kafka, cat, case_events(2000, 2, "k"))
+    start = proc.events_seen()
+    proc.wait_for(start + more / 4)
+    proc.proc.kill()
+    proc.proc.wait()
+    t0 = time.perf_counter()
+    again = ProcessorRun(kafka, cat, env, logdir)
+    again.wait_for(1)
+    first = time.perf_counter() - t0
+    while again.lag():
+        time.sleep(0.2)
+    probe = next(iter(case_events(1, 1, f"probe{uuid.uuid4().hex[:6]}")))
+    t1 = time.perf_counter()
+    produce(kafka, cat, iter([probe]))
+    asyncio.run(_until_in_view(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, f"{probe.case_id}/".encode()))
+    return again, {"first_event_s": first, "new_event_to_view_s": time.perf_counter() - t1}
+
+
+async def _until_in_view(kafka: KafkaAccess, topic: str, prefix: bytes, timeout: float = 300) -> None:
+    from aiokafka import TopicPartition
+
+    from parcours.kafkaio import partition_counts, reader
+
+    consumer = reader(kafka)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range((await partition_counts(kafka, [topic]))[topic])]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await consumer.getmany(timeout_ms=100)
+            if any(r.key is not None and r.key.startswith(prefix) for records in got.values() for r in records):
+                return
+        raise RuntimeError("bench: the new case never reached the view")
+    finally:
+        await consumer.stop()
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`parcours <args>` as a child process logging to `log` (the child keeps the file open, not us)."""
     with log.open("ab") as out:
@@ -387,6 +432,8 @@ def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases
             proc.wait_for(n + m)
             rss[rss_cases] = proc.rss_mb()
             out["processor_rss_mb_at_cases"] = rss
+        # 3a. a restart after SIGKILL, as the supervisor does it (same instance, same state folder)
+        proc, out["processor_restart_after_kill"] = _restart_after_kill(kafka, cat, env, logdir, proc)
     finally:
         proc.stop()
     # 3b. long cases on fresh topics
@@ -526,6 +573,8 @@ def _processor_report(f: dict[str, Any]) -> list[str]:
         (f"processor, cases of {f['long_per_case']:<5}        {f['processor_long_cases_events_per_s']:>10,.0f} events/s "
          f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)"),
         "processor RSS:                    " + ", ".join(f"{v:,.0f} MB after {k:,} cases" for k, v in rss.items()),
+        *([(f"processor restart after SIGKILL: first event {r['first_event_s']:.1f} s; then a new case in a view "
+            f"{r['new_event_to_view_s']:.1f} s after it was produced")] if (r := f.get("processor_restart_after_kill")) else []),
     ]
 
 
