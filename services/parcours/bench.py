@@ -237,14 +237,17 @@ def _restart_after_kill(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str],
     proc.proc.wait()
     t0 = time.perf_counter()
     again = ProcessorRun(kafka, cat, env, logdir)
-    again.wait_for(1)
-    first = time.perf_counter() - t0
-    while again.lag():
-        time.sleep(0.2)
-    probe = next(iter(case_events(1, 1, f"probe{uuid.uuid4().hex[:6]}")))
-    t1 = time.perf_counter()
-    produce(kafka, cat, iter([probe]))
-    asyncio.run(_until_in_view(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, f"{probe.case_id}/".encode()))
+    try:
+        again.wait_for(1)
+        first = time.perf_counter() - t0
+        _wait_drained(again, 600)
+        probe = next(iter(case_events(1, 1, f"probe{uuid.uuid4().hex[:6]}")))
+        t1 = time.perf_counter()
+        produce(kafka, cat, iter([probe]))
+        asyncio.run(_until_in_view(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, f"{probe.case_id}/".encode()))
+    except BaseException:
+        again.stop()
+        raise
     return again, {"first_event_s": first, "new_event_to_view_s": time.perf_counter() - t1}
 
 

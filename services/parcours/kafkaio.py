@@ -202,13 +202,18 @@ async def consumer_lag(kafka: KafkaAccess, group: str, partitions: Iterable[tupl
         for attempt in range(LAG_ATTEMPTS):
             try:
                 committed = await admin.list_consumer_group_offsets(group, partitions=parts)
-                break
+                if len(committed) >= len(parts):
+                    break
+                # a group-level error (its coordinator loading) comes back as no partitions at all
+                # (aiokafka reads only per-partition errors): never report that as the whole topic's lag
+                if attempt == LAG_ATTEMPTS - 1:
+                    raise ClusterError(f"lag of {group}: the group's offsets could not be read")
             except KafkaError as exc:
                 # aiokafka's admin does not retry a retriable answer itself (the group's coordinator
                 # still loading, or moving): ask again, a few times, before reporting a failure
                 if not getattr(exc, "retriable", False) or attempt == LAG_ATTEMPTS - 1:
                     raise
-                await asyncio.sleep(LAG_RETRY_S)
+            await asyncio.sleep(LAG_RETRY_S)
         ends = await consumer.end_offsets(parts)
     except KafkaError as exc:
         raise ClusterError(f"lag of {group}: {exc}") from exc

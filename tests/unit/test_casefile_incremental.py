@@ -114,3 +114,30 @@ def test_consent_expiry_is_scheduled_and_a_tick_redacts() -> None:
     assert [(n.structure, n.body["type"]) for n in out.notices] == [("crt-31-muret", "redaction")]
     assert out.schedule == ("case-p", None)
     assert set(out.notices[0].body) == {"notification_id", "type", "case_id", "item", "view_version"}
+
+
+def test_cached_consent_decisions_are_not_reused_under_another_policy_or_after_another_writer() -> None:
+    """The consent decisions kept in a case's index hold for the consents, structures and policy they
+    were computed from: a restart with a stricter kind ceiling, or a consent the index gained from
+    another writer (an older version during an upgrade), decides again."""
+    from parcours.casefile.policy import Policy
+
+    lenient = IncrementalCaseFile(KINDS, Policy({}))
+    store = DictStore()
+    permit = ev("ConsentRecorded", case_id="case-p", source="dac-31", grantee="cpts", categories=["social"])
+    lenient.apply(store, "case-p", permit, T0)
+    first = lenient.apply(store, "case-p", ev("MessagePosted", case_id="case-p", message_id="m1", category="social"), T0)
+    assert "cpts-31-nord" in {r.structure for r in first.items}
+    strict = IncrementalCaseFile(KINDS, POLICY)  # CPTS never see social items
+    later = strict.apply(store, "case-p", ev("MessagePosted", case_id="case-p", message_id="m2", category="social"), T0)
+    assert "cpts-31-nord" not in {r.structure for r in later.items}
+    # another writer added a deny to the index and kept the cached decisions as they were
+    idx = json.loads(store.data["idx"])
+    deny = ev("ConsentRecorded", case_id="case-p", source="dac-31", grantee="cpts", categories=["social"],
+              decision="deny", consent_id="cons-2", at=1)
+    from parcours.casefile.incremental import document
+
+    idx["consents"].append(document(deny)["m"]["terms"])
+    store.data["idx"] = json.dumps(idx).encode()
+    after = lenient.apply(store, "case-p", ev("MessagePosted", case_id="case-p", message_id="m3", category="social"), T0)
+    assert "cpts-31-nord" not in {r.structure for r in after.items}

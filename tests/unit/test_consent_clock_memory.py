@@ -83,3 +83,23 @@ def test_a_rescheduled_case_keeps_one_entry_and_ticks_at_its_new_expiry() -> Non
     c.fire(ticks, NOW + 2000)
     assert ticks.sent == [(b"c", NOW + 2000)]
     assert len(c.due) == 1
+
+
+def test_a_schedule_read_again_never_ticks_an_old_or_an_already_ticked_expiry() -> None:
+    c = clock()
+    ticks = Ticks()
+    c.record(b"c", 0, str(NOW + 1000).encode())
+    c.fire(ticks, NOW + 1000)
+    assert ticks.sent == [(b"c", NOW + 1000)]
+    # the processor has not handled the tick yet; the schedule is read again from the beginning:
+    # an older expiry of the case (not compacted away yet), then its current one
+    c.record(b"c", 0, str(NOW + 500).encode(), replay=True)
+    c.record(b"c", 0, str(NOW + 1000).encode(), replay=True)
+    c.fire(ticks, NOW + 2000)
+    assert ticks.sent == [(b"c", NOW + 1000)], "neither the old expiry nor the one already ticked"
+
+
+def test_a_schedule_value_that_is_not_a_time_is_ignored() -> None:
+    c = clock()
+    c.record(b"c", 0, b"not a time")
+    assert not c.due

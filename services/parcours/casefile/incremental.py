@@ -108,6 +108,7 @@ def _consent_id(terms: list[Any] | None) -> str | None:
     return (terms[_CONSENT_ID] if len(terms) > _CONSENT_ID else None) or None if terms else None
 
 
+_CACHE_VERSION = 1  # of the consent decisions kept in the index (`_Rules`)
 _CONSENT_ID = 7  # the position of the consent id in a document's terms (`document`)
 
 
@@ -186,16 +187,22 @@ class _Rules:
 
     __slots__ = ("_by", "parties", "refreshed", "until", "viewers")
 
-    def __init__(self, idx: dict[str, Any], viewers: Mapping[str, Viewer], policy: Policy, now_ms: int, force: bool) -> None:
+    def __init__(self, idx: dict[str, Any], viewers: Mapping[str, Viewer], policy: Policy, now_ms: int, force: bool,
+                 fingerprint: str) -> None:
         self.parties: dict[str, list[str]] = idx["parties"]
         self.viewers = viewers
         acl = idx.get("acl")
-        self.refreshed = force or acl is None or not ((acl["lo"] is None or acl["lo"] <= now_ms)
-                                                      and (acl["hi"] is None or now_ms < acl["hi"]))
+        # what the cached answer was computed from: the consents and structures so far (both only
+        # grow; a twin replacing a consent forces a refresh) and the policy and registry (a restart
+        # with another kind ceiling, or state left by another version, must not reuse it)
+        inputs = [len(idx["consents"]), len(idx["structs"]), fingerprint]
+        self.refreshed = force or acl is None or acl.get("in") != inputs or not (
+            (acl["lo"] is None or acl["lo"] <= now_ms) and (acl["hi"] is None or now_ms < acl["hi"]))
         if self.refreshed:
             consents = [_terms(c) for c in idx["consents"]]
             untils = [c.until_ms for c in consents if c.until_ms is not None]
             acl = idx["acl"] = {
+                "in": inputs,
                 "lo": max((u for u in untils if u <= now_ms), default=None),
                 "hi": min((u for u in untils if u > now_ms), default=None),
                 "by": {slug: {cat: list(b) for cat, b in by_consent(viewers[slug], consents, policy, now_ms).items()}
@@ -225,6 +232,9 @@ class IncrementalCaseFile:
         self.kinds = dict(kinds)  # slug -> kind, from the registry
         self.viewers = {slug: Viewer(slug, kind) for slug, kind in self.kinds.items()}
         self.policy = policy
+        #: the registry and the kind ceilings, which the cached consent decisions depend on
+        self.fingerprint = hashlib.blake2b(dumps([sorted(self.kinds.items()), sorted((k, sorted(v)) for k, v in policy.hidden.items()),
+                                                  _CACHE_VERSION]), digest_size=8).hexdigest()
 
     def apply(self, store: CaseStore, case_id: str, event: Event | None, now: datetime) -> Outcome:
         now_ms = to_ms(now)
@@ -300,7 +310,7 @@ class _Pass:
     def __init__(self, case_file: IncrementalCaseFile, store: CaseStore, case_id: str, idx: dict[str, Any],
                  cnt: dict[str, Any], now_ms: int, *, rules_changed: bool) -> None:
         self.store, self.case_id, self.idx, self.cnt, self.now_ms = store, case_id, idx, cnt, now_ms
-        self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed)
+        self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed, case_file.fingerprint)
         self.structs = sorted(idx["structs"])
         self.counters: dict[str, list[int]] = cnt["s"]
         self.out = Outcome()

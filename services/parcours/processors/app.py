@@ -17,8 +17,10 @@ on these machines, and a worker restarted after SIGKILL lost or never caught up 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import logging
+import re
 import socket
 import threading
 import time
@@ -76,6 +78,8 @@ ROCKSDB = RocksDBOptions(write_buffer_size=8 * 1024 * 1024, max_write_buffer_num
 #: them (state recovery: 42 partitions) waited behind a fetch held the default 500 ms: 18 s
 #: before the first event on a fresh start. Records that arrive are returned at once either way.
 FETCH_WAIT_MS = 25
+#: how long an output waits for room in librdkafka's queue before the step fails
+BUFFER_FULL_MAX_S = 120.0
 #: the loop's longest wait for a record: how late a due checkpoint may commit when idle (`_Cadence`)
 POLL_S = 0.005
 #: live traffic (`_Cadence`): the newest record processed is younger than this...
@@ -89,6 +93,7 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, 
                state_dir: Path, commit_interval: float = 0.5, instance: str | None = None) -> tuple[Application, list[threading.Thread]]:
     """The composition root: the Quix application running `core` (the transport-free step), and
     the side threads to start with it (the consent clock, the lag reporter)."""
+    _held.append(claim_state_dir(state_dir))
     app = _application(catalogue, kafka, state_dir, commit_interval, instance)
     cadence = _Cadence()
     _pipeline(app, core, [app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
@@ -99,14 +104,34 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, 
     return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
 
 
+#: the state folders' locks, held for the life of the process
+_held: list[Any] = []
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
 def instance_name(state_dir: Path, configured: str | None = None) -> str:
     """A processor instance's stable name: `configured` (`PARCOURS_PROCESSOR_INSTANCE`), else the
-    host name and a digest of the state folder, which one instance keeps across its restarts and
-    two instances never share (RocksDB locks it)."""
+    host name and a digest of the state folder, which one instance keeps across its restarts (two
+    instances never share a state folder: `claim_state_dir`)."""
     if configured:
+        if not _INSTANCE_NAME.match(configured):
+            raise EngineError(f"PARCOURS_PROCESSOR_INSTANCE {configured!r}: 1 to 100 of A-Z a-z 0-9 . _ -")
         return configured
     digest = hashlib.blake2b(str(state_dir.resolve()).encode(), digest_size=6).hexdigest()
     return f"{socket.gethostname()}-{digest}"
+
+
+def claim_state_dir(state_dir: Path) -> Any:
+    """Lock the state folder for this process (held until it exits): a second processor on the same
+    folder would take the same name, and the two would fence each other's transactions forever."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = (state_dir / ".instance.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise EngineError(f"another processor uses the state folder {state_dir}: give each instance its own (--state-dir)") from None
+    return lock
 
 
 def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, commit_interval: float,
@@ -237,11 +262,15 @@ class _TransactionalProducer:
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None) -> None:
         raw = self.transactional_handle()
+        deadline = None
         while True:
             try:
                 raw.produce(topic, value, key, headers=headers)
                 return
             except BufferError:  # librdkafka's queue is full: let it send, then try again
+                deadline = deadline or time.monotonic() + BUFFER_FULL_MAX_S
+                if time.monotonic() > deadline:  # the broker takes nothing: fail the step (the transaction aborts)
+                    raise EngineError(f"the producer's queue stayed full for {BUFFER_FULL_MAX_S:.0f} s") from None
                 raw.poll(0.05)
 
     def poll(self) -> None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, read_latest, read_to_end
+from parcours.kafkaio import KafkaAccess, partition_counts, read_latest, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -51,7 +51,8 @@ async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, 
     running the processor's step over the cases of its partitions; their views are then merged."""
     now = now or datetime.now(UTC)
     canonical = [t.name for t in catalogue.canonical()]
-    partitions = max(t.partitions for t in catalogue.canonical())
+    # the cluster's partitions, not the catalogue's: a topic with more (a drift) is still read whole
+    partitions = max((await partition_counts(kafka, canonical)).values(), default=1)
     workers = max(1, min(workers or os.cpu_count() or 1, partitions))
     if workers == 1:
         return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, progress)
