@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
+from parcours.contract.models import build_event
 from tests.factories import T0, ev
 from tests.unit.test_casefile_properties import POLICY, VIEWERS, events, minutes
 
@@ -43,6 +44,22 @@ class Views:
 @given(history=st.lists(events(), min_size=1, max_size=14), now_min=minutes, tick_min=minutes, data=st.data())
 def test_incremental_views_equal_the_projection(history, now_min, tick_min, data) -> None:
     arrivals = data.draw(st.permutations(history + data.draw(st.lists(st.sampled_from(history), max_size=5))))
+    _check_against_the_projection(history, arrivals, now_min, tick_min)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=st.lists(events(), min_size=1, max_size=10), now_min=minutes, tick_min=minutes, data=st.data())
+def test_twins_sharing_an_event_id_give_the_projection_whatever_the_order(history, now_min, tick_min, data) -> None:
+    """A bad producer reuses an event id with another payload (another consent, another item): the
+    same one wins whatever the order, and nothing the loser gave the rules (a consent's terms, a
+    referral's parties) stays behind."""
+    originals = data.draw(st.lists(st.sampled_from(history), min_size=1, max_size=3, unique_by=lambda e: e.event_id))
+    twins = [build_event(other.event_type, {**other.model_dump(), "event_id": e.event_id})
+             for e, other in zip(originals, data.draw(st.lists(events(), min_size=len(originals), max_size=len(originals))), strict=True)]
+    _check_against_the_projection(history + twins, data.draw(st.permutations(history + twins)), now_min, tick_min)
+
+
+def _check_against_the_projection(history, arrivals, now_min, tick_min) -> None:
     core, store, views = IncrementalCaseFile(KINDS, POLICY), DictStore(), Views()
     early = T0 + timedelta(minutes=min(now_min, tick_min))
     for e in arrivals:  # events arrive while the clock reads `early`

@@ -253,6 +253,7 @@ class IncrementalCaseFile:
         known_key = store.get("e:" + eid)
         loaded: dict[str, dict[str, Any]] = {}
         rules_change = False
+        removed: dict[str, dict[str, Any]] = {}
         if known_key is not None:
             rec = store.get("k:" + known_key)
             old = next(d for d in rec["docs"] if d["m"]["id"] == eid)
@@ -261,6 +262,7 @@ class IncrementalCaseFile:
             # two payloads share an id: the smaller canonical form wins, whatever the order
             rec["docs"] = [d for d in rec["docs"] if d["m"]["id"] != eid]
             loaded[known_key] = rec
+            removed[known_key] = old
             rules_change = True
         store.set("e:" + eid, key)
         rec = loaded.get(key) or store.get("k:" + key)
@@ -274,7 +276,9 @@ class IncrementalCaseFile:
         rules_change |= self._index(idx, doc)
         tracked = track(refs, event, self.policy.deadlines)
         keys = self._all_keys(store, cnt) if rules_change else [key]
-        step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=rules_change)
+        if removed:  # what the losing twin gave the rules (a consent, a referral's parties) goes with it
+            self._reindex(idx, [d for k in keys for d in (loaded.get(k) or store.get("k:" + k) or {"docs": []})["docs"]])
+        step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=rules_change, removed=removed)
         out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed, cnt_changed=new_key)
         out.late, out.retract = tracked.late, tracked.retract
         return out
@@ -299,6 +303,16 @@ class IncrementalCaseFile:
             changed = True
         return changed
 
+    def _reindex(self, idx: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+        """The rules' part of the index again from every document of the case (a twin replaced
+        one). The structures concerned only grow: one that no longer sees anything is still
+        evaluated, so that what it was shown is withdrawn."""
+        fresh = {**_new_index(), "structs": []}
+        for d in sorted(docs, key=_order):
+            self._index(fresh, d)
+        idx["parties"], idx["consents"] = fresh["parties"], fresh["consents"]
+        idx["structs"].extend(s for s in fresh["structs"] if s not in idx["structs"])
+
     def _all_keys(self, store: CaseStore, cnt: dict[str, Any]) -> list[str]:
         return [store.get(f"ki:{i}") for i in range(cnt["keys"])]
 
@@ -308,7 +322,9 @@ class _Pass:
     records that change, then a notification and an audit record per change of visibility."""
 
     def __init__(self, case_file: IncrementalCaseFile, store: CaseStore, case_id: str, idx: dict[str, Any],
-                 cnt: dict[str, Any], now_ms: int, *, rules_changed: bool) -> None:
+                 cnt: dict[str, Any], now_ms: int, *, rules_changed: bool, removed: dict[str, dict[str, Any]] | None = None) -> None:
+        #: per item, a document a twin replaced: what a withdrawal of an emptied item is audited on
+        self.removed = removed or {}
         self.store, self.case_id, self.idx, self.cnt, self.now_ms = store, case_id, idx, cnt, now_ms
         self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed, case_file.fingerprint)
         self.structs = sorted(idx["structs"])
@@ -362,7 +378,8 @@ class _Pass:
                 del shown[slug]
                 self.out.items.append(ItemRecord(slug, self.case_id, key, None))
                 delta = -before[1]
-                self.changes.append((slug, key, "redaction", min(docs, key=_order), decided))
+                gone = min(docs, key=_order) if docs else self.removed[key]
+                self.changes.append((slug, key, "redaction", gone, decided or [(gone, rules.basis(gone["m"], slug))]))
             self.counters.setdefault(slug, [0, 0])[0] += delta
             changed = True
         return changed
