@@ -41,7 +41,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
-from parcours.kafkaio import KafkaAccess, consumer_lag
+from parcours.kafkaio import KafkaAccess, consumer_lag, produce_waiting
 from parcours.processors.app import group_id
 from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
@@ -79,22 +79,12 @@ def produce(kafka: KafkaAccess, cat: Catalogue, events: Iterator[Event]) -> tupl
     t0 = time.perf_counter()
     for e in events:
         enc = codec.encode(e)
-        _produce(producer, cat.for_event(e.event_type).name, enc.value, enc.key, enc.headers)
+        produce_waiting(producer, cat.for_event(e.event_type).name, enc.value, enc.key, enc.headers)
         n += 1
         if n % 5000 == 0:
             producer.poll(0)
     producer.flush(120)
     return n, time.perf_counter() - t0
-
-
-def _produce(producer: Producer, topic: str, value: bytes, key: bytes, headers: Any = None) -> None:
-    """Queue one record, waiting for room when librdkafka's queue is full."""
-    while True:
-        try:
-            producer.produce(topic, value, key, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 def consume_decode(kafka: KafkaAccess, cat: Catalogue) -> tuple[int, float]:
@@ -124,7 +114,7 @@ def engine_baseline(prefix: str, total: int) -> float:
     output per event (runs in a subprocess: Quix owns the main thread's signals)."""
     from quixstreams import Application
 
-    from parcours.processors.app import _transactional_producer, _without_time_alignment
+    from parcours.processors.app import TransactionalProducer, _without_time_alignment
     from parcours.runtime import resolve_kafka
 
     kafka = resolve_kafka(ADMIN)
@@ -139,7 +129,7 @@ def engine_baseline(prefix: str, total: int) -> float:
     sdf = app.dataframe(topics[0])
     for t in topics[1:]:
         sdf = sdf.concat(app.dataframe(t))
-    producer = _transactional_producer(app)
+    producer = TransactionalProducer(app)
     seen = [0, 0.0]
 
     def step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
@@ -376,7 +366,7 @@ def _write_views(kafka: KafkaAccess, topic: str, start: int, n: int) -> int:
                   "entry": {"referral_id": f"r{i}", "from": "cpts-31-nord", "to": BENCH_STRUCTURE, "urgency": "soon",
                             "reasons": ["retour à domicile"], "summary": "Synthetic benchmark view item of a plausible size.",
                             "person": {"pseudonym": f"P-{i:08d}", "birth_year": 1940, "postcode": "31000"}}}
-        _produce(producer, topic, json.dumps(record).encode(), f"case-v{i}/referral:r{i}".encode())
+        produce_waiting(producer, topic, json.dumps(record).encode(), f"case-v{i}/referral:r{i}".encode())
     producer.flush(120)
     return n
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,23 @@ from parcours.topology.errors import ClusterError
 #: (murmur2): co-partitioning by case id needs one partitioner for all who write a case's records,
 #: and a compacted key must always land on the same partition (librdkafka's default is CRC32)
 LIBRDKAFKA_PARTITIONER = {"partitioner": "murmur2_random"}
+
+
+def produce_waiting(producer: Any, topic: str, value: bytes | None, key: bytes | None, headers: Any = None,
+                    max_wait_s: float | None = None) -> None:
+    """Queue one record on a librdkafka (confluent-kafka) producer, waiting for room while its queue
+    is full; after `max_wait_s` of a full queue (the broker takes nothing), a ClusterError."""
+    deadline = None
+    while True:
+        try:
+            producer.produce(topic, value, key, headers=headers)
+            return
+        except BufferError:
+            if max_wait_s is not None:
+                deadline = deadline or time.monotonic() + max_wait_s
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"the producer's queue stayed full for {max_wait_s:.0f} s") from None
+            producer.poll(0.05)
 
 SCRAM = "SCRAM-SHA-512"
 log = logging.getLogger("parcours.kafka")

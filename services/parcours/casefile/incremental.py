@@ -105,7 +105,9 @@ def _terms(raw: list[Any]) -> Terms:
 
 def _consent_id(terms: list[Any] | None) -> str | None:
     """A consent document's id (state of older versions has none)."""
-    return (terms[_CONSENT_ID] if len(terms) > _CONSENT_ID else None) or None if terms else None
+    if not terms or len(terms) <= _CONSENT_ID:
+        return None
+    return terms[_CONSENT_ID] or None
 
 
 _CACHE_VERSION = 1  # of the consent decisions kept in the index (`_Rules`)

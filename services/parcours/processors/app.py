@@ -33,7 +33,7 @@ from quixstreams.models.topics import TopicManager
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from parcours.casefile.incremental import Outcome
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag
+from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag, produce_waiting
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
@@ -176,7 +176,7 @@ def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count:
     sdf = app.dataframe(topics[0])
     for t in topics[1:]:
         sdf = sdf.concat(app.dataframe(t))
-    producer = _transactional_producer(app)
+    producer = TransactionalProducer(app)
 
     def emit(step: Step) -> None:
         for o in step.outputs:
@@ -239,7 +239,7 @@ def _topic_manager(catalogue: Catalogue, kafka: KafkaAccess, group: str, produce
                             changelog=catalogue.topic("case-state").name, auto_create_topics=False)
 
 
-class _TransactionalProducer:
+class TransactionalProducer:
     """Quix's own transactional producer: what is produced through it belongs to the checkpoint's
     transaction, exactly as `to_topic` does. We produce through it directly because one record fans
     out to a variable number of records on several topics (a Quix row per output costs 2x the whole
@@ -261,24 +261,11 @@ class _TransactionalProducer:
         return self._quix._producer  # noqa: SLF001 - see the class docstring
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Any = None) -> None:
-        raw = self.transactional_handle()
-        deadline = None
-        while True:
-            try:
-                raw.produce(topic, value, key, headers=headers)
-                return
-            except BufferError:  # librdkafka's queue is full: let it send, then try again
-                deadline = deadline or time.monotonic() + BUFFER_FULL_MAX_S
-                if time.monotonic() > deadline:  # the broker takes nothing: fail the step (the transaction aborts)
-                    raise EngineError(f"the producer's queue stayed full for {BUFFER_FULL_MAX_S:.0f} s") from None
-                raw.poll(0.05)
+        # a queue full for too long (the broker takes nothing) fails the step: the transaction aborts
+        produce_waiting(self.transactional_handle(), topic, value, key, headers, max_wait_s=BUFFER_FULL_MAX_S)
 
     def poll(self) -> None:
         self.transactional_handle().poll(0)
-
-
-def _transactional_producer(app: Application) -> _TransactionalProducer:
-    return _TransactionalProducer(app)
 
 
 class _Cadence:

@@ -121,10 +121,7 @@ def deadline_mark(territory: str, at_ms: int, kind: str, referral_id: str, **ext
 class RecordProcessor:
     """Records of the canonical topics and clock ticks in; views, inbox, marks, schedule out."""
 
-    def __init__(self, catalogue: Catalogue, policy: KindPolicy, *, views_only: bool = False) -> None:
-        #: `views rebuild`: the step is the same, but only the view records are written out (the
-        #: notifications and audit records a step decides are not encoded, since nothing reads them)
-        self.views_only = views_only
+    def __init__(self, catalogue: Catalogue, policy: KindPolicy) -> None:
         kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
         self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden, policy.deadlines))
         self.territory = {s.slug: s.territory for s in catalogue.registry.structures.values()}
@@ -190,9 +187,8 @@ class RecordProcessor:
         ckey = case_id.encode()
         views, inboxes, audit = self.views, self.inboxes, self.audit
         outs = [Out(views[r.structure], f"{case_id}/{r.item}".encode(), r.value) for r in outcome.items]
-        if not self.views_only:
-            outs += [Out(inboxes[n.structure], ckey, n.encode()) for n in outcome.notices]
-            outs += [Out(audit, ckey, a.encode()) for a in outcome.audits]
+        outs += [Out(inboxes[n.structure], ckey, n.encode()) for n in outcome.notices]
+        outs += [Out(audit, ckey, a.encode()) for a in outcome.audits]
         if outcome.overdue or outcome.retract is not None or outcome.late is not None:
             outs += self._deadline_outputs(outcome, case_id)
         if outcome.schedule is not None:

@@ -94,7 +94,7 @@ def _worker(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: d
 
 async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
                               partitions: list[int] | None, progress: Callable[[int, float], None] | None) -> Rebuild:
-    core = RecordProcessor(catalogue, policy, views_only=True)
+    core = RecordProcessor(catalogue, policy)
     slug_of = {name: slug for slug, name in core.views.items()}
     states: dict[bytes, MemoryState] = {}
     views: Views = {}
