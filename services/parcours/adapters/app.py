@@ -10,7 +10,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +29,8 @@ from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
 from parcours.adapters.guard import EdgeGuard, TokenBucket
 from parcours.adapters.idempotency import IdempotencyClaims, body_hash, derived_event_id
+from parcours.adapters.outcomes import MEDIA_TYPE as FHIR_MEDIA_TYPE
+from parcours.adapters.outcomes import is_fhir, refusal
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery, check_endpoint
 from parcours.contract.errors import EventValidationError
@@ -160,6 +162,9 @@ def create_app(adapter: Adapter) -> FastAPI:
     _view_routes(app, adapter)
     _webhook_routes(app, adapter)
     _ops_routes(app, adapter)
+    from parcours.adapters import fhir  # the FHIR routes use this module's handlers' path
+
+    fhir.install(app, adapter)
     # before any body is read: authentication, the kind's rights, the rate, the size
     max_body = min(t.max_value_bytes for t in adapter.catalogue.canonical())
     app.add_middleware(EdgeGuard, kind=kind, catalogue=adapter.catalogue, max_body=max_body, limiter=adapter.limiter,
@@ -170,35 +175,49 @@ def create_app(adapter: Adapter) -> FastAPI:
 
 # --- errors -> precise statuses ----------------------------------------------------------
 
+def _answer(request: Request, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Response:
+    """A refusal in the documented shape: the JSON API's error body, or on the FHIR routes an
+    OperationOutcome saying the same."""
+    if is_fhir(request.url.path):
+        fields = body.get("fields")
+        return Response(refusal(status, str(body["message"]), rule=body.get("rule"), fields=fields if isinstance(fields, list) else None),
+                        status_code=status, media_type=FHIR_MEDIA_TYPE, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _channel(request: Request) -> str:
+    return "fhir" if is_fhir(request.url.path) else "http"
+
+
 def _install_errors(app: FastAPI, adapter: Adapter) -> None:
     @app.exception_handler(AdapterError)
-    async def adapter_error(request: Request, exc: AdapterError) -> JSONResponse:
-        adapter.metrics.refused.labels(_route_type(request), adapter.kind, exc.code, "http").inc()
+    async def adapter_error(request: Request, exc: AdapterError) -> Response:
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, exc.code, _channel(request)).inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == HTTPStatus.UNAUTHORIZED else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return _answer(request, exc.status, exc.body(), headers)
 
     @app.exception_handler(PublishingError)
-    async def publishing_error(request: Request, exc: PublishingError) -> JSONResponse:
+    async def publishing_error(request: Request, exc: PublishingError) -> Response:
         return await adapter_error(request, from_domain(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         fields = [{"field": _field_of(e["loc"]), "rule": e["msg"]} for e in exc.errors()]
-        adapter.metrics.refused.labels(_route_type(request), adapter.kind, "invalid", "http").inc()
-        return JSONResponse(Invalid("the request is invalid", fields=fields).body(), status_code=422)
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, "invalid", _channel(request)).inc()
+        return _answer(request, 422, Invalid("the request is invalid", fields=fields).body())
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's own refusals (unknown path, method, unreadable body) in the documented shape."""
         code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "error")
-        adapter.metrics.refused.labels(_route_type(request), adapter.kind, code, "http").inc()
-        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, code, _channel(request)).inc()
+        return _answer(request, exc.status_code, {"error": code, "message": str(exc.detail)}, exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         """A bug: logged with its type and route (never the body), answered in the documented shape."""
         log.error("unexpected error", extra={"route": _route_type(request), "error": type(exc).__name__}, exc_info=exc)
-        return JSONResponse({"error": "internal", "message": "an unexpected error; it was logged"}, status_code=500)
+        return _answer(request, 500, {"error": "internal", "message": "an unexpected error; it was logged"})
 
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
@@ -255,8 +274,9 @@ Build = Callable[[str], tuple[dict[str, Any], dict[str, Any]]]
 
 
 async def _submit(adapter: Adapter, request: Request, caller: Structure, key: str | None, body: Any, event_type: str,
-                  build: Build) -> dict[str, Any]:
-    """Every POST's path: idempotency, event build + validation, rules, publish, answer."""
+                  build: Build, channel: str = "http") -> dict[str, Any]:
+    """Every POST's path: idempotency, event build + validation, rules, publish, answer. `body`:
+    the validated request body, or (FHIR) the resource as posted."""
     cat = adapter.catalogue
     event_id = derived_event_id(caller.slug, key)
     fields, answer = build(event_id.hex[:16])
@@ -269,11 +289,11 @@ async def _submit(adapter: Adapter, request: Request, caller: Structure, key: st
     # a partner often writes right after opening a case: give the processor a moment
     await check_stateful(adapter.store, caller, event, wait=VIEW_WAIT_S)
     if key:  # a valid request claims its key; the first claim decides the key's body (409 for another)
-        digest = body_hash(request.url.path, body.model_dump(mode="json"))
+        digest = body_hash(request.url.path, body if isinstance(body, dict) else body.model_dump(mode="json"))
         first = await adapter.claims.claim(caller.slug, key, digest, event.occurred_at)
         event = event.model_copy(update={"occurred_at": first})  # a retry publishes the very same event
     await adapter.publisher.publish(event)
-    adapter.metrics.accepted.labels(event_type, caller.kind, "http").inc()
+    adapter.metrics.accepted.labels(event_type, caller.kind, channel).inc()
     return {"event_id": str(event.event_id), "case_id": event.case_id, **answer}
 
 

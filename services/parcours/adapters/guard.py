@@ -19,6 +19,7 @@ import orjson
 from starlette.routing import Match
 
 from parcours.adapters.errors import AdapterError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, from_domain
+from parcours.adapters.outcomes import MEDIA_TYPE, is_fhir, refusal
 from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import check_kind
 from parcours.topology.catalogue import Catalogue
@@ -85,7 +86,7 @@ class EdgeGuard:
                 receive = await self._buffered(receive)
         except AdapterError as exc:
             self.on_refusal(route or "unknown", exc.code)
-            await _answer(send, exc)
+            await _answer(send, exc, fhir=is_fhir(scope["path"]))
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
@@ -141,9 +142,13 @@ def _content_length(scope: Scope) -> int | None:
         return None
 
 
-async def _answer(send: Send, exc: AdapterError) -> None:
-    body = orjson.dumps(exc.body())
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+async def _answer(send: Send, exc: AdapterError, *, fhir: bool = False) -> None:
+    """The refusal as the JSON API's error body, or (a FHIR route) as an OperationOutcome."""
+    if fhir:
+        body, media = refusal(exc.status, exc.message, rule=exc.rule, fields=exc.fields), MEDIA_TYPE.encode()
+    else:
+        body, media = orjson.dumps(exc.body()), b"application/json"
+    headers = [(b"content-type", media), (b"content-length", str(len(body)).encode())]
     if exc.status == 401:  # noqa: PLR2004 - the status itself
         headers.append((b"www-authenticate", b"Bearer"))
     if isinstance(exc, TooManyRequests):

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +27,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from parcours.adapters.errors import Invalid
 from parcours.adapters.publisher import Publisher
+from parcours.fhir.outbound import MEDIA_TYPE, notification
 from parcours.kafkaio import KafkaAccess, keep_tailing
 from parcours.readmodel.store import EdgeStore
 from parcours.security.errors import SealError
@@ -82,11 +84,49 @@ class RetryPolicy:
         return [self.first_delay * self.factor**i for i in range(self.attempts - 1)]
 
 
-async def post_signed(client: httpx.AsyncClient, url: str, secret: str, note: dict[str, Any], timeout: float) -> None:
-    body = json.dumps(note, separators=(",", ":"), sort_keys=True).encode()
+async def post_signed(client: httpx.AsyncClient, url: str, secret: str, body: bytes, timeout: float, *,
+                      media_type: str = "application/json", headers: list[tuple[str, str]] | None = None) -> None:
     resp = await client.post(url, content=body, timeout=timeout,
-                             headers={"content-type": "application/json", SIGNATURE_HEADER: sign(secret, body)})
+                             headers={**dict(headers or []), "content-type": media_type, SIGNATURE_HEADER: sign(secret, body)})
     resp.raise_for_status()
+
+
+def rendered(endpoint: dict[str, Any], note: dict[str, Any]) -> tuple[bytes, str]:
+    """A notification as its endpoint takes it: the Parcours notification (JSON), or for a FHIR
+    Subscription a backport Bundle (id-only: the case to read, no content), whose event number
+    counts from the subscription's start."""
+    if endpoint.get("format") != "fhir":
+        return json.dumps(note, separators=(",", ":"), sort_keys=True).encode(), "application/json"
+    since = int(note["sequence"]) - int(endpoint.get("from_sequence") or 0)
+    return notification("event-notification", endpoint["subscription"], endpoint["base"], since, note,
+                        endpoint.get("content", "id-only")), MEDIA_TYPE
+
+
+def channel_headers(endpoint: dict[str, Any], sealer: Sealer) -> list[tuple[str, str]]:
+    """The HTTP headers a FHIR Subscription asked for (`channel.header`), sealed on the bus."""
+    sealed = endpoint.get("headers")
+    return [(str(k), str(v)) for k, v in json.loads(sealer.unseal(sealed))] if sealed else []
+
+
+async def deliver_note(client: httpx.AsyncClient, endpoint: dict[str, Any], sealer: Sealer, note: dict[str, Any],
+                       timeout: float) -> None:
+    body, media = rendered(endpoint, note)
+    await post_signed(client, endpoint["url"], sealer.unseal(endpoint["secret"]), body, timeout, media_type=media,
+                      headers=channel_headers(endpoint, sealer))
+
+
+async def handshake(registration: dict[str, Any], secret: str, headers: list[tuple[str, str]], timeout: float) -> str | None:
+    """The backport's handshake to a new FHIR Subscription's endpoint: None when it answered 2xx,
+    else why not. Redirects are not followed (as for every delivery)."""
+    body = notification("handshake", registration["subscription"], registration["base"], 0)
+    try:
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            await post_signed(client, registration["url"], secret, body, timeout, media_type=MEDIA_TYPE, headers=headers)
+    except httpx.HTTPStatusError as exc:
+        return f"HTTP {exc.response.status_code}"
+    except (httpx.HTTPError, OSError) as exc:
+        return type(exc).__name__
+    return None
 
 
 class WebhookDelivery:
@@ -196,11 +236,17 @@ class WebhookDelivery:
             legacy = self.store.webhook(f"cursor/{slug}") or {}
             committed = max(int(endpoint.get("from_sequence") or 0), int(legacy.get("sequence", 0)))
         cursor = self.cursors[slug] = committed
+        last_sent = time.monotonic()
         async with httpx.AsyncClient(follow_redirects=False) as client:
             while not stopping.is_set():
                 endpoint = self.store.webhook(f"endpoint/{slug}") or endpoint
                 notes = await self.store.wait_notifications(slug, cursor, 100, wait=1.0)
                 self.metrics.webhook_backlog.labels(slug).set(max(0, self.store.last_sequence(slug) - cursor))
+                if notes:
+                    last_sent = time.monotonic()
+                elif _heartbeat_due(endpoint, last_sent):
+                    await self._heartbeat(client, slug, endpoint, cursor)
+                    last_sent = time.monotonic()
                 for note in notes:
                     if stopping.is_set():
                         return
@@ -213,17 +259,29 @@ class WebhookDelivery:
                     except KafkaError as exc:  # the next delivery's commit covers this one
                         log.warning("webhook cursor not committed", extra={"structure": slug, "error": type(exc).__name__})
 
+    async def _heartbeat(self, client: httpx.AsyncClient, slug: str, endpoint: dict[str, Any], cursor: int) -> None:
+        """A FHIR Subscription's heartbeat: nothing changed for its period. Not retried, never
+        dead-lettered: the next one follows a period later."""
+        since = max(0, cursor - int(endpoint.get("from_sequence") or 0))
+        body = notification("heartbeat", endpoint["subscription"], endpoint["base"], since)
+        try:
+            await post_signed(client, endpoint["url"], self.sealer.unseal(endpoint["secret"]), body, self.retry.timeout,
+                              media_type=MEDIA_TYPE, headers=channel_headers(endpoint, self.sealer))
+        except (httpx.HTTPError, OSError, SealError) as exc:
+            log.warning("webhook heartbeat failed", extra={"structure": slug, "error": type(exc).__name__})
+
     async def _deliver(self, client: httpx.AsyncClient, slug: str, endpoint: dict[str, Any], note: dict[str, Any]) -> None:
         delays = self.retry.delays()
         try:
-            secret = self.sealer.unseal(endpoint["secret"])
+            secret, headers = self.sealer.unseal(endpoint["secret"]), channel_headers(endpoint, self.sealer)
         except SealError:
             reason, attempts = "sealed_secret_unreadable", 0  # cannot sign: no attempt can succeed
         else:
             attempts = self.retry.attempts
+        body, media = rendered(endpoint, note)
         for attempt in range(attempts):
             try:
-                await post_signed(client, endpoint["url"], secret, note, self.retry.timeout)
+                await post_signed(client, endpoint["url"], secret, body, self.retry.timeout, media_type=media, headers=headers)
                 self.metrics.webhook_deliveries.labels(slug).inc()
                 return
             except (httpx.HTTPError, OSError) as exc:
@@ -236,6 +294,11 @@ class WebhookDelivery:
         await self.publisher.send(self.catalogue.topic("webhook-deadletters").name,
                                   f"{slug}/{note['notification_id']}".encode(),
                                   json.dumps({"structure": slug, "reason": reason, "notification": note}).encode())
+
+
+def _heartbeat_due(endpoint: dict[str, Any], last_sent: float) -> bool:
+    period = endpoint.get("heartbeat_s") if endpoint.get("format") == "fhir" else None
+    return bool(period) and time.monotonic() - last_sent >= float(period or 0)
 
 
 class _Owners(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -270,8 +333,7 @@ async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy
                 try:
                     if endpoint is None:
                         raise httpx.HTTPError("no webhook registered")
-                    await post_signed(client, endpoint["url"], sealer.unseal(endpoint["secret"]), item["notification"],
-                                      retry.timeout)
+                    await deliver_note(client, endpoint, sealer, item["notification"], retry.timeout)
                 except (httpx.HTTPError, SealError):
                     failed += 1
                     continue

@@ -1,0 +1,215 @@
+"""The FHIR R4 entry point of an adapter (`/fhir/r4/...`, `application/fhir+json`).
+
+Thin, like the JSON handlers: read the resource, map it (`parcours.fhir.inbound`) onto the same
+event fields the JSON API takes, and go through the same path (`_submit`: idempotency, contract,
+rights, the case's visibility, publish, 202 once Kafka acknowledged). Reads go through the
+structure's consent-filtered view. Every refusal is an OperationOutcome (`refusal`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Path, Request
+from fastapi.responses import Response
+
+from parcours.adapters.app import (
+    VIEW_WAIT_S,
+    Adapter,
+    Caller,
+    IdemKey,
+    _record_access,
+    _submit,
+    _visible_case,
+)
+from parcours.adapters.errors import AdapterError, Forbidden, NotFound, from_domain
+from parcours.adapters.outcomes import PREFIX
+from parcours.adapters.webhooks import check_endpoint, handshake
+from parcours.contract.models import Identifier
+from parcours.fhir import inbound, outbound
+from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
+from parcours.publishing.errors import PublishingError
+from parcours.publishing.rules import eventually_referral
+
+MEDIA_TYPE = outbound.MEDIA_TYPE
+
+_OUTCOME = {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 OperationOutcome",
+                                                "properties": {"resourceType": {"const": "OperationOutcome"}}}}}}
+#: what any FHIR route may answer, in the OpenAPI document (the JSON API's ErrorBody is not used here)
+RESPONSES: dict[int | str, dict[str, Any]] = {status: {**_OUTCOME, "description": text} for status, text in (
+    (400, "not a FHIR resource of this type (OperationOutcome)"),
+    (401, "no token, or an unknown one (OperationOutcome)"),
+    (403, "a rule forbids it (OperationOutcome)"),
+    (404, "no such case or referral visible to the caller (OperationOutcome)"),
+    (409, "the Idempotency-Key was used with another resource (OperationOutcome)"),
+    (413, "the resource is larger than a record may be (OperationOutcome)"),
+    (422, "an element breaks a rule: one issue per element, its FHIRPath in `expression` (OperationOutcome)"),
+    (429, "over the token's rate; see Retry-After (OperationOutcome)"),
+    (500, "an unexpected error (OperationOutcome)"),
+    (503, "Kafka is unreachable; nothing was written (OperationOutcome)"),
+)}
+_ACCEPTED: dict[int | str, dict[str, Any]] = {202: {**_OUTCOME, "description": "accepted and durably on Kafka (an informational OperationOutcome); "
+                                              "`Location` names the new resource"}}
+_RESOURCE_BODY = {"requestBody": {"required": True, "content": {MEDIA_TYPE: {"schema": {"type": "object"}},
+                                                                "application/json": {"schema": {"type": "object"}}}}}
+
+
+def fhir_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + PREFIX
+
+
+async def read_resource(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FhirUnreadable([Issue("structure", None, "the body is not JSON (application/fhir+json)")]) from None
+
+
+def install(app: FastAPI, adapter: Adapter) -> None:
+    """The FHIR routes of an adapter, and their answers to FHIR errors."""
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        adapter.metrics.refused.labels(_route_name(request), adapter.kind, "invalid", "fhir").inc()
+        return fhir_response(outbound.outcome(exc.issues), exc.status)
+
+    _write_routes(app, adapter)
+    _read_routes(app, adapter)
+
+
+def _route_name(request: Request) -> str:
+    return getattr(request.scope.get("route"), "name", None) or "unknown"
+
+
+def _new_id(prefix: str, field: str, parsed: inbound.Inbound, case_id: str | None) -> Callable[[str], tuple[dict[str, Any], dict[str, Any]]]:
+    """The `build` of `_submit` for a resource that creates an item `<prefix>-<short>` in `case_id`."""
+    def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        item_id = f"{prefix}-{short}"
+        fields = {**parsed.fields, "case_id": case_id or f"case-{short}", field: item_id}
+        return fields, {field: item_id, "case_id": fields["case_id"]}
+    return build
+
+
+async def _post(adapter: Adapter, request: Request, caller: Any, key: str | None, resource_type: str, raw: Any,
+                parsed: inbound.Inbound, build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
+                location: Callable[[dict[str, Any]], str]) -> Response:
+    """`_submit`, with the contract's field names turned back into the resource's elements."""
+    try:
+        answer = await _submit(adapter, request, caller, key, raw, parsed.event_type, build, channel="fhir")
+    except PublishingError as exc:
+        raise _located(from_domain(exc), parsed) from None
+    except AdapterError as exc:
+        raise _located(exc, parsed) from None
+    ids = {k: str(v) for k, v in answer.items() if k != "event_id"}
+    return fhir_response(outbound.accepted(parsed.event_type, answer["event_id"], ids), 202,
+                         {"Location": f"{base_url(request)}/{location(answer)}"})
+
+
+def _located(exc: AdapterError, parsed: inbound.Inbound) -> AdapterError:
+    if exc.fields:
+        exc.fields = [{"field": parsed.expression(f["field"]), "rule": f["rule"]} for f in exc.fields]
+    return exc
+
+
+def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one small handler per resource type
+    store = adapter.store
+
+    def route(path: str, name: str, summary: str) -> Callable[[Any], Any]:
+        return app.post(PREFIX + path, status_code=202, name=name, tags=["fhir"], summary=summary,
+                        response_class=Response, responses={**RESPONSES, **_ACCEPTED}, openapi_extra=_RESOURCE_BODY)
+
+    @route("/ServiceRequest", "ReferralSubmitted", "A referral (ServiceRequest); opens a case unless supportingInfo names one of yours")
+    async def post_service_request(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+        raw = await read_resource(request)
+        parsed = inbound.parse("ServiceRequest", raw)
+        if parsed.author is not None and parsed.author != caller.slug:
+            raise Forbidden(f"ServiceRequest.requester is {parsed.author}, not the authenticated {caller.slug}",
+                            rule="source is the authenticated structure")
+        if parsed.case_id is not None:
+            await _visible_case(store, caller, parsed.case_id, VIEW_WAIT_S)
+        return await _post(adapter, request, caller, key, "ServiceRequest", raw, parsed,
+                           _new_id("ref", "referral_id", parsed, parsed.case_id), lambda a: f"ServiceRequest/{a['referral_id']}")
+
+    @route("/Task", "FhirTask", "A referral's status (Task.status) or an admission decision (Task.businessStatus)")
+    async def post_task(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+        raw = await read_resource(request)
+        parsed = inbound.parse("Task", raw)
+        found = await eventually_referral(store, caller.slug, str(parsed.referral_id), VIEW_WAIT_S)
+        if found is None:
+            raise NotFound(f"no referral {parsed.referral_id} visible to {caller.slug}")
+
+        def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            return {**parsed.fields, "case_id": found[0]}, {"referral_id": str(parsed.referral_id), "case_id": found[0]}
+
+        return await _post(adapter, request, caller, key, "Task", raw, parsed, build,
+                           lambda a: f"ServiceRequest/{a['referral_id']}")
+
+    @route("/Consent", "ConsentRecorded", "A consent (permit or deny) to share categories of a case")
+    async def post_consent(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+        raw = await read_resource(request)
+        parsed = inbound.parse("Consent", raw)
+        return await _post(adapter, request, caller, key, "Consent", raw, parsed,
+                           _new_id("consent", "consent_id", parsed, parsed.case_id), lambda a: f"Consent/{a['consent_id']}")
+
+    @route("/Communication", "MessagePosted", "A message in a case's discussion (Communication)")
+    async def post_communication(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+        raw = await read_resource(request)
+        parsed = inbound.parse("Communication", raw)
+        return await _post(adapter, request, caller, key, "Communication", raw, parsed,
+                           _new_id("msg", "message_id", parsed, parsed.case_id), lambda a: f"Communication/{a['message_id']}")
+
+    @route("/Observation", "EvaluationRecorded", "An evaluation (Observation): AGGIR and its GIR, ICOPE step 1, multidimensional")
+    async def post_observation(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+        raw = await read_resource(request)
+        parsed = inbound.parse("Observation", raw)
+        return await _post(adapter, request, caller, key, "Observation", raw, parsed,
+                           _new_id("eval", "evaluation_id", parsed, parsed.case_id), lambda a: f"Observation/{a['evaluation_id']}")
+
+    @app.post(PREFIX + "/Subscription", status_code=201, name="FhirSubscription", tags=["fhir"], response_class=Response,
+              summary="Notifications of your cases' changes, Subscriptions backport style (rest-hook, id-only)",
+              responses={**RESPONSES, 201: {**_OUTCOME, "description": "the Subscription, active (handshake answered)"}},
+              openapi_extra=_RESOURCE_BODY)
+    async def post_subscription(request: Request, caller: Caller) -> Response:
+        sub = inbound.subscription(await read_resource(request))
+        try:
+            await check_endpoint(sub.endpoint, https_only=adapter.webhook_https_only,
+                                 private_networks=adapter.webhook_private_networks)
+        except AdapterError as exc:
+            raise FhirError([Issue("value", "Subscription.channel.endpoint", f["rule"]) for f in exc.fields or []]) from None
+        base, sub_id = base_url(request), f"sub-{caller.slug}"
+        secret = secrets.token_urlsafe(32)
+        registration = {"url": sub.endpoint, "secret": adapter.sealer.seal(secret),
+                        "from_sequence": store.last_sequence(caller.slug), "format": "fhir", "subscription": sub_id,
+                        "base": base, "content": sub.content, "heartbeat_s": sub.heartbeat_s,
+                        "headers": adapter.sealer.seal(json.dumps(sub.headers)) if sub.headers else None}
+        failure = await handshake(registration, secret, sub.headers, adapter.retry.timeout)
+        if failure is not None:
+            raise FhirError([Issue("processing", "Subscription.channel.endpoint",
+                                   f"the endpoint did not accept the handshake ({failure}): nothing was registered")])
+        # the structure's one endpoint, as PUT /v1/webhook registers it: this replaces any earlier one
+        await adapter.publisher.send(adapter.catalogue.topic("webhooks").name, f"endpoint/{caller.slug}".encode(),
+                                     json.dumps(registration).encode())
+        body = outbound.subscription_answer(sub_id, base, sub.endpoint, sub.content, sub.heartbeat_s, secret)
+        return fhir_response(body, 201, {"Location": f"{base}/Subscription/{sub_id}"})
+
+
+def _read_routes(app: FastAPI, adapter: Adapter) -> None:
+    store = adapter.store
+
+    @app.get(PREFIX + "/EpisodeOfCare/{case_id}/$everything", name="FhirCase", tags=["fhir"], response_class=Response,
+             summary="Your view of a case as a FHIR Bundle, filtered by the consent rules like GET /v1/cases/{case_id}",
+             responses={**RESPONSES, 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 Bundle (searchset)"}}},
+                                           "description": "the case as a Bundle"}})
+    async def get_case(request: Request, case_id: Annotated[Identifier, Path()], caller: Caller) -> Response:
+        view = await _visible_case(store, caller, case_id)
+        await _record_access(adapter, caller, case_id)  # no record, no read
+        return fhir_response(outbound.case_bundle(view, base_url(request)))

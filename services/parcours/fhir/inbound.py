@@ -1,0 +1,402 @@
+"""FHIR R4 resources in, the contract's events out: each resource is validated by its
+`fhir.resources` model, then mapped onto the very fields the JSON API takes, so the same
+contract, rights and consent rules apply whichever door an event comes through.
+
+What a resource must carry beyond FHIR's own rules (README, "FHIR R4 bridge") is checked here and
+refused with an `Issue` naming the element (a FHIRPath) and the rule. Values the contract checks
+(lengths, patterns, enumerations) are left to it: `Inbound.paths` turns the contract's field
+names back into the elements they came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from fhir.resources.R4B.communication import Communication
+from fhir.resources.R4B.consent import Consent
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.subscription import Subscription
+from fhir.resources.R4B.task import Task
+from pydantic import ValidationError
+
+from parcours.fhir import codes
+from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
+
+
+class Inbound(NamedTuple):
+    """What a resource asks for: an event of `event_type` with `fields` (less what Parcours sets:
+    event id, time, source and the new item's id)."""
+
+    event_type: str
+    fields: dict[str, Any]
+    #: the case the resource names; None for a referral opening a case, or a Task (its referral's)
+    case_id: str | None
+    #: a Task's referral
+    referral_id: str | None
+    #: the structure the resource says it comes from (ServiceRequest.requester), if it says
+    author: str | None
+    #: contract field -> the FHIR element it came from (to name it when the contract refuses it)
+    paths: Mapping[str, str]
+
+    def expression(self, field: str) -> str:
+        """The FHIR element of a contract field (`person.postcode` -> the Patient's postalCode)."""
+        if field in self.paths:
+            return self.paths[field]
+        head, _, rest = field.partition(".")
+        return f"{self.paths[head]}.{rest}" if head in self.paths and rest else field
+
+
+class _Issues:
+    """Issues gathered while a resource is read, raised together."""
+
+    def __init__(self) -> None:
+        self.found: list[Issue] = []
+
+    def add(self, expression: str, rule: str, code: str = "invalid") -> None:
+        self.found.append(Issue(code, expression, rule))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise FhirError(self.found)
+
+
+def validate(resource_type: str, raw: Any, model: Any) -> Any:
+    """`raw` as the `model` of `resource_type`, or FhirUnreadable/FhirError naming each element."""
+    if not isinstance(raw, dict):
+        raise FhirUnreadable([Issue("structure", None, f"the body must be a FHIR {resource_type} (a JSON object)")])
+    if raw.get("resourceType") != resource_type:
+        raise FhirUnreadable([Issue("structure", "resourceType", f"resourceType must be {resource_type} on this endpoint")])
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise FhirError([_issue(resource_type, e) for e in exc.errors()]) from None
+    except (ValueError, TypeError) as exc:  # a few fhir.resources checks raise plain errors
+        raise FhirError([Issue("invalid", resource_type, str(exc)[:500])]) from None
+
+
+def _issue(resource_type: str, err: Any) -> Issue:
+    path = resource_type
+    for part in err["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    path = path.replace(".class_fhir", ".class").replace(".for_fhir", ".for")
+    kind = err["type"]
+    if "missing" in kind:
+        return Issue("required", path, "required")
+    if kind == "extra_forbidden":
+        return Issue("structure", path, "not an element of this resource")
+    return Issue("value", path, str(err["msg"]).removeprefix("Value error, ")[:500])
+
+
+def parse(resource_type: str, raw: Any) -> Inbound:
+    """A posted resource as the event it asks for."""
+    model, mapper = _MAPPERS[resource_type]
+    resource = validate(resource_type, raw, model)
+    issues = _Issues()
+    inbound = mapper(resource, issues)
+    issues.raise_any()
+    return inbound
+
+
+# --- references, codings, extensions ----------------------------------------------------
+
+def reference_id(ref: Any, resource_type: str) -> str | None:
+    """The Parcours id a Reference points to: `<Type>/<id>` (relative or absolute) or an
+    identifier of the type's Parcours id system."""
+    if ref is None:
+        return None
+    if ref.reference:
+        m = re.match(rf"^(?:.*/)?{resource_type}/([^/]+)$", ref.reference)
+        return m[1] if m else None
+    ident = ref.identifier
+    if ident is not None and ident.system == codes.ID_SYSTEM.get(resource_type) and ident.value:
+        return str(ident.value)
+    return None
+
+
+def structure_of(ref: Any, *systems: str) -> str | None:
+    """The slug (or kind) a Reference names by identifier."""
+    ident = getattr(ref, "identifier", None)
+    if ident is not None and ident.system in (systems or (codes.STRUCTURE,)) and ident.value:
+        return str(ident.value)
+    return None
+
+
+def code_in(concepts: Any, system: str) -> str | None:
+    """The first code of `system` in a CodeableConcept or a list of them."""
+    for concept in concepts if isinstance(concepts, list) else [concepts]:
+        for coding in (getattr(concept, "coding", None) or []):
+            if coding.system == system and coding.code:
+                return str(coding.code)
+    return None
+
+
+def extension(resource: Any, url: str) -> Any:
+    return next((e for e in (resource.extension or []) if e.url == url), None)
+
+
+def _text(concept: Any) -> str | None:
+    if concept is None:
+        return None
+    if concept.text:
+        return str(concept.text)
+    coding = next(iter(concept.coding or []), None)
+    return None if coding is None else (coding.display or coding.code)
+
+
+def _case(refs: list[Any] | None, where: str, issues: _Issues, *, required: bool = True) -> str | None:
+    found = [c for c in (reference_id(r, "EpisodeOfCare") for r in refs or []) if c]
+    if len(found) > 1:
+        issues.add(where, "names one case (EpisodeOfCare/<case_id>), not several")
+    if not found and required:
+        issues.add(where, "a reference to the case: EpisodeOfCare/<case_id>", "required")
+    return found[0] if found else None
+
+
+# --- each resource --------------------------------------------------------------------------
+
+_REFERRAL_PATHS = {
+    "to_structure": "ServiceRequest.performer", "reasons": "ServiceRequest.reasonCode", "urgency": "ServiceRequest.priority",
+    "summary": "ServiceRequest.note", "context": f"ServiceRequest.extension({codes.EXT_CONTEXT})",
+    "person.pseudonym": "Patient.identifier", "person.birth_year": "Patient.birthDate",
+    "person.postcode": "Patient.address.postalCode", "case_id": "ServiceRequest.supportingInfo"}
+
+
+def _service_request(sr: ServiceRequest, issues: _Issues) -> Inbound:
+    """A referral: to the `performer`, about the contained pseudonymous Patient `subject`."""
+    if sr.status != "active":
+        issues.add("ServiceRequest.status", "a referral is posted active")
+    if sr.intent != "order":
+        issues.add("ServiceRequest.intent", "a referral is an order")
+    performers = [structure_of(p) for p in sr.performer or []]
+    if len(performers) != 1 or performers[0] is None:
+        issues.add("ServiceRequest.performer", f"exactly one Organization identified in {codes.STRUCTURE} (the recipient's slug)", "required")
+    priority = sr.priority or "routine"
+    person = _person(sr, issues)
+    fields: dict[str, Any] = {
+        "to_structure": performers[0] if len(performers) == 1 else None,
+        "person": person,
+        "reasons": [t for t in (_text(r) for r in sr.reasonCode or []) if t],
+        "urgency": codes.URGENCY_OF_PRIORITY.get(priority, priority),
+        "summary": "\n\n".join(n.text for n in sr.note or [] if n.text) or None,
+    }
+    context = _context(sr, issues)
+    if context is not None:
+        fields["context"] = context
+    case_id = _case(sr.supportingInfo, "ServiceRequest.supportingInfo", issues, required=False)
+    return Inbound("ReferralSubmitted", fields, case_id, None, structure_of(sr.requester), _REFERRAL_PATHS)
+
+
+def _person(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
+    """The contained Patient: a pseudonym, a birth year, a postcode, and nothing else that could
+    identify the person (Parcours carries no names, no full birth dates, no national ids)."""
+    local = (sr.subject.reference or "") if sr.subject else ""
+    patient = next((c for c in sr.contained or [] if isinstance(c, Patient) and local == f"#{c.id}"), None)
+    if patient is None:
+        issues.add("ServiceRequest.subject", "a reference (#id) to a contained Patient: pseudonym, birth year, postcode", "required")
+        return None
+    pseudonyms = [i.value for i in patient.identifier or [] if i.system == codes.PSEUDONYM and i.value]
+    if len(pseudonyms) != 1 or len(patient.identifier or []) != 1:
+        issues.add("Patient.identifier", f"exactly one identifier, of system {codes.PSEUDONYM} (the pseudonym; no INS, no other id)")
+    for element in ("name", "telecom", "photo", "contact"):
+        if getattr(patient, element, None):
+            issues.add(f"Patient.{element}", "not carried: persons are pseudonymous on Parcours", "security")
+    birth = str(patient.birthDate) if patient.birthDate is not None else ""
+    if not re.fullmatch(r"[0-9]{4}", birth):
+        issues.add("Patient.birthDate", "the birth year only (YYYY): Parcours keeps no birth date", "required" if not birth else "invalid")
+    addresses = patient.address or []
+    if len(addresses) != 1 or not addresses[0].postalCode or any(
+            getattr(addresses[0], f, None) for f in ("line", "text", "city")):
+        issues.add("Patient.address", "exactly one address holding its postalCode only (no street, no city)")
+    return {"pseudonym": pseudonyms[0] if pseudonyms else None,
+            "birth_year": int(birth) if re.fullmatch(r"[0-9]{4}", birth) else None,
+            "postcode": addresses[0].postalCode if addresses else None}
+
+
+def _context(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
+    ext = extension(sr, codes.EXT_CONTEXT)
+    if ext is None:
+        return None
+    parts = {e.url: e for e in ext.extension or []}
+    kind = parts.get("type")
+    if kind is None or not kind.valueCode:
+        issues.add(f"ServiceRequest.extension({codes.EXT_CONTEXT}).extension(type)", "the context's type (valueCode)", "required")
+        return None
+    date = parts.get("date")
+    return {"type": kind.valueCode, "date": str(date.valueDate) if date is not None and date.valueDate else None}
+
+
+_STATUS_PATHS = {"referral_id": "Task.focus", "status": "Task.status", "reason": "Task.statusReason",
+                 "redirect_to": "Task.owner", "decision": "Task.businessStatus",
+                 "volet": f"Task.extension({codes.EXT_VOLET})", "start_date": "Task.executionPeriod.start",
+                 "reasons": "Task.note"}
+
+
+def _task(task: Task, issues: _Issues) -> Inbound:
+    """A referral's new status, or (businessStatus of the admission system) a CRT's admission decision."""
+    referral_id = reference_id(task.focus, "ServiceRequest")
+    if referral_id is None:
+        issues.add("Task.focus", "a reference to the referral: ServiceRequest/<referral_id>", "required")
+    decision = code_in(task.businessStatus, codes.ADMISSION)
+    if decision is not None:
+        volet = extension(task, codes.EXT_VOLET)
+        start = task.executionPeriod.start if task.executionPeriod else None
+        fields: dict[str, Any] = {
+            "referral_id": referral_id, "decision": decision, "volet": volet.valueInteger if volet else None,
+            "start_date": str(start)[:10] if start else None,
+            "reasons": [n.text for n in task.note or [] if n.text] + ([_text(task.statusReason)] if _text(task.statusReason) else [])}
+        return Inbound("AdmissionDecided", fields, None, referral_id, None, _STATUS_PATHS)
+    status = codes.STATUS_OF_TASK.get(str(task.status))
+    if status is None:
+        issues.add("Task.status", f"one of {', '.join(codes.STATUS_OF_TASK)} (a referral's status), or an admission "
+                                  f"decision in businessStatus ({codes.ADMISSION})", "code-invalid")
+    redirect_to = None
+    if code_in(task.businessStatus, codes.REFERRAL_STATUS) == "redirected":
+        if task.status != "rejected":
+            issues.add("Task.status", "a redirection is rejected, with businessStatus redirected and the new recipient as owner")
+        status, redirect_to = "redirected", structure_of(task.owner)
+    fields = {"referral_id": referral_id, "status": status, "reason": _text(task.statusReason), "redirect_to": redirect_to}
+    return Inbound("ReferralStatusChanged", fields, None, referral_id, None, _STATUS_PATHS)
+
+
+_CONSENT_PATHS = {"grantee": "Consent.provision.actor", "categories": "Consent.provision.class",
+                  "decision": "Consent.provision.type", "valid_until": "Consent.provision.period.end",
+                  "method": f"Consent.extension({codes.EXT_METHOD})", "case_id": "Consent.provision.data"}
+
+
+def _consent(consent: Consent, issues: _Issues) -> Inbound:
+    """Sharing (permit) or refusing (deny) some categories of a case with a structure or a kind."""
+    if consent.status != "active":
+        issues.add("Consent.status", "a consent is recorded active (a withdrawal is a new Consent whose provision.type is deny)")
+    if code_in(consent.scope, codes.CONSENT_SCOPE) != "patient-privacy":
+        issues.add("Consent.scope", f"patient-privacy ({codes.CONSENT_SCOPE}): a consent to share information")
+    prov = consent.provision
+    if prov is None:
+        issues.add("Consent.provision", "what is permitted or denied, to whom, for which case", "required")
+        return Inbound("ConsentRecorded", {}, None, None, None, _CONSENT_PATHS)
+    grantees = [structure_of(a.reference, codes.STRUCTURE, codes.KIND) for a in prov.actor or []]
+    if len(grantees) != 1 or grantees[0] is None:
+        issues.add("Consent.provision.actor", f"exactly one actor, identified in {codes.STRUCTURE} (a slug) or {codes.KIND} (a kind)",
+                   "required")
+    method = extension(consent, codes.EXT_METHOD)
+    fields = {
+        "grantee": grantees[0] if len(grantees) == 1 else None,
+        "categories": [c.code for c in prov.class_fhir or [] if c.system == codes.CATEGORY and c.code],
+        "decision": prov.type,
+        "valid_until": str(prov.period.end) if prov.period and prov.period.end else None,
+        "method": method.valueCode if method else None,
+    }
+    case_id = _case([d.reference for d in prov.data or []], "Consent.provision.data", issues)
+    return Inbound("ConsentRecorded", fields, case_id, None, None, _CONSENT_PATHS)
+
+
+_MESSAGE_PATHS = {"body": "Communication.payload.contentString", "reply_to": "Communication.inResponseTo",
+                  "category": "Communication.category", "case_id": "Communication.about"}
+
+
+def _communication(comm: Communication, issues: _Issues) -> Inbound:
+    """A message in a case's discussion: `about` the case, one text payload."""
+    texts = [p.contentString for p in comm.payload or [] if p.contentString]
+    if len(texts) != 1 or len(comm.payload or []) != 1:
+        issues.add("Communication.payload", "exactly one payload, a contentString", "required")
+    replies = [reference_id(r, "Communication") for r in comm.inResponseTo or []]
+    if len(replies) > 1 or None in replies:
+        issues.add("Communication.inResponseTo", "at most one reference: Communication/<message_id>")
+    fields: dict[str, Any] = {"body": texts[0] if texts else None, "reply_to": replies[0] if len(replies) == 1 else None}
+    category = code_in(comm.category or [], codes.CATEGORY)
+    if category is not None:
+        fields["category"] = category
+    case_id = _case(comm.about, "Communication.about", issues)
+    return Inbound("MessagePosted", fields, case_id, None, None, _MESSAGE_PATHS)
+
+
+_EVALUATION_PATHS = {"type": "Observation.code", "gir": "Observation.value[x]", "results": "Observation.component",
+                     "category": "Observation.category", "case_id": "Observation.focus"}
+
+
+def _observation(obs: Observation, issues: _Issues) -> Inbound:
+    """An evaluation (AGGIR with its GIR, ICOPE step 1, multidimensional): its results as components."""
+    kind = code_in(obs.code, codes.EVALUATION_TYPE)
+    if kind is None:
+        issues.add("Observation.code", f"the evaluation's type, a code of {codes.EVALUATION_TYPE}", "required")
+    gir = obs.valueInteger
+    if gir is None and obs.valueCodeableConcept is not None:
+        gir = codes.GIR_OF_CODE.get(code_in(obs.valueCodeableConcept, codes.CISIS) or "")
+        if gir is None:
+            issues.add("Observation.valueCodeableConcept", f"a GIR of {codes.CISIS} ({', '.join(codes.GIR_OF_CODE)})")
+    results: dict[str, Any] = {}
+    for i, comp in enumerate(obs.component or []):
+        name = _text(comp.code)
+        value = comp.valueString if comp.valueString is not None else comp.valueInteger
+        if value is None and comp.valueCodeableConcept is not None:
+            value = _text(comp.valueCodeableConcept)
+        if not name or value is None:
+            issues.add(f"Observation.component[{i}]", "a named code and a value (string, integer or coded)")
+        elif name in results:
+            issues.add(f"Observation.component[{i}].code", f"one component per result ({name} twice)")
+        else:
+            results[name] = str(value)
+    fields: dict[str, Any] = {"type": kind, "results": results, "gir": gir}
+    category = code_in(obs.category or [], codes.CATEGORY)
+    if category is not None:
+        fields["category"] = category
+    case_id = _case(obs.focus, "Observation.focus", issues)
+    return Inbound("EvaluationRecorded", fields, case_id, None, None, _EVALUATION_PATHS)
+
+
+_MAPPERS: dict[str, tuple[Any, Callable[[Any, _Issues], Inbound]]] = {
+    "ServiceRequest": (ServiceRequest, _service_request),
+    "Task": (Task, _task),
+    "Consent": (Consent, _consent),
+    "Communication": (Communication, _communication),
+    "Observation": (Observation, _observation),
+}
+#: the resource types a partner may post, and the event each becomes
+RESOURCE_EVENTS = {"ServiceRequest": "ReferralSubmitted", "Task": "ReferralStatusChanged or AdmissionDecided",
+                   "Consent": "ConsentRecorded", "Communication": "MessagePosted", "Observation": "EvaluationRecorded"}
+
+
+class SubscriptionRequest(NamedTuple):
+    """A rest-hook Subscription to the case-changes topic (Subscriptions backport)."""
+
+    endpoint: str
+    content: str  # id-only | empty
+    heartbeat_s: int | None
+    headers: list[tuple[str, str]]
+
+
+def subscription(raw: Any) -> SubscriptionRequest:
+    """A posted R4 Subscription in the backport's shape: criteria = the topic, a rest-hook channel,
+    an `application/fhir+json` payload with `id-only` (or `empty`) content."""
+    sub: Subscription = validate("Subscription", raw, Subscription)
+    issues = _Issues()
+    if sub.criteria != codes.TOPIC:
+        issues.add("Subscription.criteria", f"the topic Parcours publishes: {codes.TOPIC}")
+    channel = sub.channel
+    if channel.type != "rest-hook":
+        issues.add("Subscription.channel.type", "rest-hook (the only channel Parcours delivers on)", "not-supported")
+    if not channel.endpoint:
+        issues.add("Subscription.channel.endpoint", "the URL notifications are POSTed to", "required")
+    if channel.payload not in (None, "application/fhir+json"):
+        issues.add("Subscription.channel.payload", "application/fhir+json", "not-supported")
+    content_ext = next((e for e in (channel.payload__ext.extension if channel.payload__ext else None) or []
+                        if e.url == codes.EXT_PAYLOAD_CONTENT), None)
+    content = str(content_ext.valueCode) if content_ext is not None and content_ext.valueCode else "id-only"
+    if content not in ("id-only", "empty"):
+        issues.add(f"Subscription.channel.payload.extension({codes.EXT_PAYLOAD_CONTENT})",
+                   "id-only or empty: a notification never carries content (read the case's Bundle, filtered by consent)",
+                   "not-supported")
+    heartbeat = extension(channel, codes.EXT_HEARTBEAT)
+    headers = []
+    for i, line in enumerate(channel.header or []):
+        name, sep, value = str(line).partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9-]{1,100}", name.strip()):
+            issues.add(f"Subscription.channel.header[{i}]", "an HTTP header line: Name: value")
+        else:
+            headers.append((name.strip(), value.strip()))
+    issues.raise_any()
+    period = heartbeat.valueUnsignedInt if heartbeat is not None else None
+    return SubscriptionRequest(str(channel.endpoint), content, int(period) if period else None, headers)

@@ -1,0 +1,258 @@
+"""Parcours as FHIR R4: a structure's view of a case as a Bundle, refusals as OperationOutcome,
+notifications in the shape of the Subscriptions backport (handshake, heartbeat, event).
+
+Everything here is built from a view that the processor already filtered by the consent rules
+(`casefile/view.py` is their specification): the Bundle holds exactly what the JSON view holds,
+in FHIR's words, and nothing else. Each resource is validated by its `fhir.resources` model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.communication import Communication
+from fhir.resources.R4B.consent import Consent
+from fhir.resources.R4B.episodeofcare import EpisodeOfCare
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir.resources.R4B.parameters import Parameters
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.subscription import Subscription
+from fhir.resources.R4B.task import Task
+
+from parcours.fhir import codes
+from parcours.fhir.errors import Issue
+
+MEDIA_TYPE = "application/fhir+json"
+
+
+def outcome(issues: Iterable[Issue]) -> bytes:
+    """An OperationOutcome, as bytes ready to send."""
+    out = OperationOutcome.model_validate({"resourceType": "OperationOutcome", "issue": [
+        {"severity": i.severity, "code": i.code, "diagnostics": i.diagnostics,
+         **({"expression": [i.expression]} if i.expression else {})} for i in issues]})
+    return out.model_dump_json(exclude_none=True).encode()
+
+
+def accepted(event_type: str, event_id: str, ids: dict[str, str]) -> bytes:
+    """The answer to an accepted resource (202): what became of it, as an informational outcome."""
+    said = ", ".join(f"{k} {v}" for k, v in ids.items())
+    return outcome([Issue("informational", None, f"accepted as {event_type} {event_id} ({said}); "
+                                                   "it shows in the views once processed", severity="information")])
+
+
+# --- references --------------------------------------------------------------------------------
+
+def ref(resource_type: str, our_id: str) -> dict[str, Any]:
+    """A Reference to a Parcours item: literal when FHIR's id syntax holds the id, else by identifier."""
+    if codes.fhir_id(our_id):
+        return {"reference": f"{resource_type}/{our_id}"}
+    return {"type": resource_type, "identifier": {"system": codes.ID_SYSTEM[resource_type], "value": our_id}}
+
+
+def org(slug: str | None) -> dict[str, Any] | None:
+    if not slug:
+        return None
+    return {"type": "Organization", "identifier": {"system": codes.STRUCTURE, "value": slug}}
+
+
+def _grantee(grantee: str) -> dict[str, Any]:
+    system = codes.KIND if grantee in ("dac", "cpts", "crt") else codes.STRUCTURE
+    return {"type": "Organization", "identifier": {"system": system, "value": grantee}}
+
+
+def _ids(resource_type: str, our_id: str) -> dict[str, Any]:
+    """`id` (when FHIR allows it) and the Parcours identifier, which always holds the id."""
+    out: dict[str, Any] = {"identifier": [{"system": codes.ID_SYSTEM[resource_type], "value": our_id}]}
+    fid = codes.fhir_id(our_id)
+    if fid:
+        out["id"] = fid
+    return out
+
+
+def _category(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": codes.CATEGORY, "code": code}]}
+
+
+def _note(text: str | None) -> list[dict[str, Any]] | None:
+    return [{"text": text}] if text else None
+
+
+# --- a case as a Bundle -----------------------------------------------------------------------
+
+def case_bundle(view: dict[str, Any], base: str) -> bytes:
+    """A structure's view of a case as a `searchset` Bundle: the case (EpisodeOfCare), its
+    referrals (ServiceRequest, their statuses and admission decisions as Tasks), evaluations
+    (Observation), messages (Communication), consents (Consent) and ruptures (Flag)."""
+    case_id = view["case_id"]
+    patient = _patient_ref(view)
+    resources: list[Any] = [_episode(view, patient)]
+    for r in view["referrals"]:
+        if r.get("from") is not None:
+            resources.append(_service_request(r, case_id))
+        resources += [_status_task(r["referral_id"], s) for s in r["status_history"]]
+        resources += [_admission_task(r["referral_id"], a) for a in r["admission_history"]]
+    resources += [_observation(e, case_id, patient) for e in view["evaluations"]]
+    resources += [_communication(m, case_id, patient) for m in view["messages"]]
+    resources += [_consent(c, case_id, patient) for c in view["consents"]]
+    resources += [_flag(r, patient) for r in view["ruptures"]]
+    entries = []
+    for res in resources:
+        full = f"{base}/{res.get_resource_type()}/{res.id}" if res.id else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, res.model_dump_json())}"
+        entries.append({"fullUrl": full, "resource": res, "search": {"mode": "match" if res is resources[0] else "include"}})
+    bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "searchset", "total": 1,
+                                    "timestamp": _now(), "meta": {"lastUpdated": view["updated_at"]}, "entry": entries})
+    return bundle.model_dump_json(exclude_none=True).encode()
+
+
+def _patient_ref(view: dict[str, Any]) -> dict[str, Any]:
+    """The person by pseudonym when a referral the structure sees names it; otherwise a display."""
+    for r in view["referrals"]:
+        person = r.get("person")
+        if person:
+            return {"type": "Patient", "identifier": {"system": codes.PSEUDONYM, "value": person["pseudonym"]}}
+    return {"display": "the person of the case (not disclosed to this structure)"}
+
+
+def _episode(view: dict[str, Any], patient: dict[str, Any]) -> EpisodeOfCare:
+    return EpisodeOfCare.model_validate({
+        "resourceType": "EpisodeOfCare", **_ids("EpisodeOfCare", view["case_id"]), "status": "active", "patient": patient,
+        "managingOrganization": org(view["structure"]), "meta": {"versionId": str(view["version"]), "lastUpdated": view["updated_at"]}})
+
+
+def _service_request(r: dict[str, Any], case_id: str) -> ServiceRequest:
+    person = r["person"]
+    context = r.get("context")
+    ext = [{"url": codes.EXT_CONTEXT, "extension": [{"url": "type", "valueCode": context["type"]}] + (
+        [{"url": "date", "valueDate": context["date"]}] if context.get("date") else [])}] if context else None
+    return ServiceRequest.model_validate({
+        "resourceType": "ServiceRequest", **_ids("ServiceRequest", r["referral_id"]),
+        "status": codes.REQUEST_OF_STATUS.get(r.get("status"), "active"), "intent": "order",
+        "priority": codes.PRIORITY_OF_URGENCY[r["urgency"]],
+        "contained": [{"resourceType": "Patient", "id": "person",
+                       "identifier": [{"system": codes.PSEUDONYM, "value": person["pseudonym"]}],
+                       "birthDate": str(person["birth_year"]), "address": [{"postalCode": person["postcode"]}]}],
+        "subject": {"reference": "#person"}, "requester": org(r["from"]), "performer": [org(r["to"])],
+        "reasonCode": [{"text": t} for t in r["reasons"]], "note": _note(r["summary"]), "authoredOn": r["at"],
+        "supportingInfo": [ref("EpisodeOfCare", case_id)], "extension": ext})
+
+
+def _status_task(referral_id: str, s: dict[str, Any]) -> Task:
+    business = {"coding": [{"system": codes.REFERRAL_STATUS, "code": s["status"]}]}
+    return Task.model_validate({
+        "resourceType": "Task", **_ids("Task", s["event_id"]), "status": codes.TASK_OF_STATUS[s["status"]],
+        "businessStatus": business, "intent": "order", "focus": ref("ServiceRequest", referral_id),
+        "statusReason": {"text": s["reason"]} if s.get("reason") else None, "authoredOn": s["at"],
+        "requester": org(s["by"]), "owner": org(s.get("redirect_to"))})
+
+
+def _admission_task(referral_id: str, a: dict[str, Any]) -> Task:
+    return Task.model_validate({
+        "resourceType": "Task", **_ids("Task", a["event_id"]), "status": "completed", "intent": "order",
+        "businessStatus": {"coding": [{"system": codes.ADMISSION, "code": a["decision"]}]},
+        "focus": ref("ServiceRequest", referral_id), "authoredOn": a["at"], "owner": org(a["by"]),
+        "executionPeriod": {"start": a["start_date"]} if a.get("start_date") else None,
+        "note": [{"text": t} for t in a["reasons"]] or None,
+        "extension": [{"url": codes.EXT_VOLET, "valueInteger": a["volet"]}]})
+
+
+def _observation(e: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Observation:
+    gir = e.get("gir")
+    value = {"valueCodeableConcept": {"coding": [{"system": codes.CISIS, "code": codes.GIR_CODE[gir], "display": f"GIR {gir}"}]}} if gir else {}
+    return Observation.model_validate({
+        "resourceType": "Observation", **_ids("Observation", e["evaluation_id"]), "status": "final",
+        "category": [_category(e["category"])], "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": e["type"]}]},
+        "subject": patient if "identifier" in patient else None, "focus": [ref("EpisodeOfCare", case_id)],
+        "effectiveDateTime": e["at"], "performer": [org(e["by"])], **value,
+        "component": [{"code": {"text": k}, "valueString": v} for k, v in e["results"].items()] or None})
+
+
+def _communication(m: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Communication:
+    return Communication.model_validate({
+        "resourceType": "Communication", **_ids("Communication", m["message_id"]), "status": "completed",
+        "category": [_category(m["category"])], "subject": patient if "identifier" in patient else None,
+        "about": [ref("EpisodeOfCare", case_id)], "sent": m["at"], "sender": org(m["by"]),
+        "inResponseTo": [ref("Communication", m["reply_to"])] if m.get("reply_to") else None,
+        "payload": [{"contentString": m["body"]}]})
+
+
+def _consent(c: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Consent:
+    return Consent.model_validate({
+        "resourceType": "Consent", **_ids("Consent", c["consent_id"]), "status": "active" if c.get("active", True) else "inactive",
+        "scope": {"coding": [{"system": codes.CONSENT_SCOPE, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
+        "patient": patient if "identifier" in patient else None, "dateTime": c["at"], "performer": [org(c["by"])],
+        "extension": [{"url": codes.EXT_METHOD, "valueCode": c["method"]}],
+        "provision": {"type": c["decision"], "actor": [{"role": {"text": "grantee"}, "reference": _grantee(c["grantee"])}],
+                      "class": [{"system": codes.CATEGORY, "code": k} for k in c["categories"]],
+                      "period": {"end": c["valid_until"]} if c.get("valid_until") else None,
+                      "data": [{"meaning": "related", "reference": ref("EpisodeOfCare", case_id)}]}})
+
+
+def _flag(r: dict[str, Any], patient: dict[str, Any]) -> Flag:
+    return Flag.model_validate({
+        "resourceType": "Flag", **_ids("Flag", r["rupture_id"]), "status": "active",
+        "category": [{"text": "care-pathway rupture"}], "code": {"coding": [{"system": codes.RUPTURE_TYPE, "code": r["type"]}],
+                                                                 "text": r["description"]},
+        "subject": patient if "identifier" in patient else {"type": "Location", "display": f"territory {r['territory']}"},
+        "period": {"start": r["at"]}, "author": org(r["by"])})
+
+
+# --- notifications (Subscriptions backport, id-only) ---------------------------------------
+
+def subscription_answer(sub_id: str, base: str, endpoint: str, content: str, heartbeat_s: int | None, secret: str) -> bytes:
+    """The Subscription as registered (active), with the signing secret of the notifications."""
+    payload_ext = {"extension": [{"url": codes.EXT_PAYLOAD_CONTENT, "valueCode": content}]}
+    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, "payload": MEDIA_TYPE, "_payload": payload_ext}
+    if heartbeat_s:
+        channel["extension"] = [{"url": codes.EXT_HEARTBEAT, "valueUnsignedInt": heartbeat_s}]
+    sub = Subscription.model_validate({
+        "resourceType": "Subscription", "id": sub_id, "status": "active", "criteria": codes.TOPIC,
+        "reason": "Parcours case changes visible to the subscriber", "channel": channel,
+        "meta": {"profile": [codes.BACKPORT + "backport-subscription"]},
+        "extension": [{"url": codes.EXT_SECRET, "valueString": secret}]})
+    return sub.model_dump_json(exclude_none=True).encode()
+
+
+def notification(kind: str, subscription: str, base: str, since_start: int, note: dict[str, Any] | None = None,
+                 content: str = "id-only") -> bytes:
+    """A backport notification Bundle: `handshake`, `heartbeat` or `event-notification` (then
+    `note` is the Parcours notification, its event number counted from the subscription's start)."""
+    sub_url = f"{base}/Subscription/{subscription}"
+    params: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": sub_url}},
+        {"name": "topic", "valueCanonical": codes.TOPIC},
+        {"name": "status", "valueCode": "active"},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(since_start)},
+    ]
+    entries: list[dict[str, Any]] = []
+    if note is not None:
+        event: list[dict[str, Any]] = [{"name": "event-number", "valueString": str(since_start)}]
+        if content == "id-only":
+            focus = _focus(note, base)
+            event.append({"name": "focus", "valueReference": {"reference": focus}})
+            entries.append({"fullUrl": focus, "request": {"method": "PUT", "url": focus.removeprefix(base + "/")},
+                            "response": {"status": "200"}})
+        params.append({"name": "notification-event", "part": event})
+    status = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": Parameters.model_validate(
+        {"resourceType": "Parameters", "meta": {"profile": [codes.STATUS_PROFILE]}, "parameter": params}),
+        "request": {"method": "GET", "url": f"Subscription/{subscription}/$status"}, "response": {"status": "200"}}
+    bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "history", "timestamp": _now(),
+                                    "meta": {"profile": [codes.NOTIFICATION_PROFILE]}, "entry": [status, *entries]})
+    return bundle.model_dump_json(exclude_none=True).encode()
+
+
+def _focus(note: dict[str, Any], base: str) -> str:
+    """What changed: the case (its Bundle is `EpisodeOfCare/<case_id>/$everything`). A notification
+    names items, and the item may just have left the view (a redaction): the case is what to read."""
+    return f"{base}/EpisodeOfCare/{note['case_id']}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

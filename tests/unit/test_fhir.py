@@ -1,0 +1,320 @@
+"""The FHIR R4 bridge without Kafka: each resource onto its event, each refusal naming its element
+and rule as an OperationOutcome, a view as a Bundle (what the consent rules let through, no more),
+and notifications in the Subscriptions backport's shape."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from pydantic import SecretStr
+
+from parcours.adapters.app import build_adapter, create_app
+from parcours.casefile.policy import Policy, Viewer
+from parcours.casefile.state import fold_all
+from parcours.casefile.view import project
+from parcours.contract.models import build_event
+from parcours.fhir import codes, inbound, outbound
+from parcours.fhir.errors import FhirError
+from parcours.kafkaio import KafkaAccess
+from parcours.security.sealing import Sealer
+from parcours.topology.catalogue import Catalogue
+from tests.factories import T0, ev
+
+NOW = T0 + timedelta(days=1)
+POLICY = Policy({"cpts": frozenset({"social", "medical", "functional"})})
+CASE = {"reference": "EpisodeOfCare/case-1"}
+
+
+def service_request(**kw: Any) -> dict[str, Any]:
+    return {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+            "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": codes.PSEUDONYM, "value": "P-3c9e41"}],
+                           "birthDate": "1937", "address": [{"postalCode": "31600"}]}],
+            "subject": {"reference": "#p"}, "performer": [{"identifier": {"system": codes.STRUCTURE, "value": "crt-31-muret"}}],
+            "reasonCode": [{"text": "retour à domicile"}], "note": [{"text": "Sortie d'hospitalisation."}], **kw}
+
+
+def task(**kw: Any) -> dict[str, Any]:
+    return {"resourceType": "Task", "status": "received", "intent": "order", "focus": {"reference": "ServiceRequest/ref-1"}, **kw}
+
+
+def consent(**kw: Any) -> dict[str, Any]:
+    provision = {"type": "permit", "actor": [{"role": {"text": "grantee"}, "reference": {"identifier": {"system": codes.KIND, "value": "crt"}}}],
+                 "class": [{"system": codes.CATEGORY, "code": "discussion"}], "data": [{"meaning": "related", "reference": CASE}]}
+    return {"resourceType": "Consent", "status": "active", "scope": {"coding": [{"system": codes.CONSENT_SCOPE, "code": "patient-privacy"}]},
+            "category": [{"text": "partage"}], "extension": [{"url": codes.EXT_METHOD, "valueCode": "oral"}],
+            "provision": provision, **kw}
+
+
+def communication(**kw: Any) -> dict[str, Any]:
+    return {"resourceType": "Communication", "status": "completed", "about": [CASE], "payload": [{"contentString": "Bonjour."}], **kw}
+
+
+def observation(**kw: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "focus": [CASE],
+            "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": "aggir"}]}, "valueInteger": 3,
+            "component": [{"code": {"text": "transferts"}, "valueString": "B"}], **kw}
+
+
+# --- resources in ------------------------------------------------------------------------------
+
+def test_a_service_request_is_a_referral_of_a_pseudonymous_person() -> None:
+    got = inbound.parse("ServiceRequest", service_request(supportingInfo=[CASE]))
+    assert got.event_type == "ReferralSubmitted"
+    assert got.case_id == "case-1"
+    assert got.fields == {"to_structure": "crt-31-muret", "person": {"pseudonym": "P-3c9e41", "birth_year": 1937, "postcode": "31600"},
+                          "reasons": ["retour à domicile"], "urgency": "soon", "summary": "Sortie d'hospitalisation."}
+
+
+@pytest.mark.parametrize(("priority", "urgency"), [("routine", "routine"), ("urgent", "soon"), ("asap", "urgent"), ("stat", "urgent")])
+def test_priority_maps_onto_urgency(priority: str, urgency: str) -> None:
+    assert inbound.parse("ServiceRequest", service_request(priority=priority)).fields["urgency"] == urgency
+
+
+def test_tasks_are_statuses_redirections_and_admission_decisions() -> None:
+    assert inbound.parse("Task", task(statusReason={"text": "reçu"})).fields == {
+        "referral_id": "ref-1", "status": "acknowledged", "reason": "reçu", "redirect_to": None}
+    redirect = inbound.parse("Task", task(status="rejected", owner={"identifier": {"system": codes.STRUCTURE, "value": "crt-31-nord"}},
+                                          businessStatus={"coding": [{"system": codes.REFERRAL_STATUS, "code": "redirected"}]}))
+    assert (redirect.fields["status"], redirect.fields["redirect_to"]) == ("redirected", "crt-31-nord")
+    admission = inbound.parse("Task", task(status="completed", executionPeriod={"start": "2026-12-01"},
+                                           businessStatus={"coding": [{"system": codes.ADMISSION, "code": "refused"}]},
+                                           extension=[{"url": codes.EXT_VOLET, "valueInteger": 2}], note=[{"text": "hors secteur"}]))
+    assert admission.event_type == "AdmissionDecided"
+    assert admission.fields == {"referral_id": "ref-1", "decision": "refused", "volet": 2, "start_date": "2026-12-01",
+                                "reasons": ["hors secteur"]}
+
+
+def test_consent_communication_and_observation() -> None:
+    c = inbound.parse("Consent", consent())
+    assert (c.event_type, c.case_id) == ("ConsentRecorded", "case-1")
+    assert c.fields == {"grantee": "crt", "categories": ["discussion"], "decision": "permit", "valid_until": None, "method": "oral"}
+    m = inbound.parse("Communication", communication(inResponseTo=[{"reference": "Communication/msg-0"}]))
+    assert m.fields == {"body": "Bonjour.", "reply_to": "msg-0"}
+    o = inbound.parse("Observation", observation())
+    assert o.fields == {"type": "aggir", "results": {"transferts": "B"}, "gir": 3}
+    coded = observation(valueInteger=None, valueCodeableConcept={"coding": [{"system": codes.CISIS, "code": "MED-344"}]})
+    assert inbound.parse("Observation", coded).fields["gir"] == 6
+
+
+def _issues(resource_type: str, raw: dict[str, Any]) -> list[tuple[str, str | None]]:
+    with pytest.raises(FhirError) as caught:
+        inbound.parse(resource_type, raw)
+    return [(i.code, i.expression) for i in caught.value.issues]
+
+
+def _patient(**kw: Any) -> dict[str, Any]:
+    sr = service_request()
+    sr["contained"][0].update(kw)
+    return sr
+
+
+@pytest.mark.parametrize(("resource_type", "raw", "expression", "code"), [
+    ("ServiceRequest", service_request(status="draft"), "ServiceRequest.status", "invalid"),
+    ("ServiceRequest", service_request(intent="proposal"), "ServiceRequest.intent", "invalid"),
+    ("ServiceRequest", service_request(performer=[]), "ServiceRequest.performer", "required"),
+    ("ServiceRequest", service_request(subject={"reference": "Patient/123"}), "ServiceRequest.subject", "required"),
+    ("ServiceRequest", _patient(name=[{"family": "Martin"}]), "Patient.name", "security"),
+    ("ServiceRequest", _patient(birthDate="1937-03-02"), "Patient.birthDate", "invalid"),
+    ("ServiceRequest", _patient(identifier=[{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1370299999999"}]), "Patient.identifier", "invalid"),
+    ("ServiceRequest", _patient(address=[{"postalCode": "31600", "line": ["3 rue des Lilas"]}]), "Patient.address", "invalid"),
+    ("ServiceRequest", service_request(bogus=1), "ServiceRequest.bogus", "structure"),
+    ("Task", task(focus=None), "Task.focus", "required"),
+    ("Task", task(status="in-progress"), "Task.status", "code-invalid"),
+    ("Task", task(businessStatus={"coding": [{"system": codes.REFERRAL_STATUS, "code": "redirected"}]}), "Task.status", "invalid"),
+    ("Consent", consent(status="proposed"), "Consent.status", "invalid"),
+    ("Consent", consent(scope={"coding": [{"system": codes.CONSENT_SCOPE, "code": "research"}]}), "Consent.scope", "invalid"),
+    ("Consent", consent(provision={"type": "permit", "data": [{"meaning": "related", "reference": CASE}]}), "Consent.provision.actor", "required"),
+    ("Consent", consent(provision={"type": "permit", "actor": [{"role": {"text": "g"}, "reference": {"identifier": {"system": codes.KIND, "value": "crt"}}}]}),
+     "Consent.provision.data", "required"),
+    ("Communication", communication(about=[]), "Communication.about", "required"),
+    ("Communication", communication(payload=[{"contentString": "a"}, {"contentString": "b"}]), "Communication.payload", "required"),
+    ("Communication", communication(inResponseTo=[{"reference": "Patient/1"}]), "Communication.inResponseTo", "invalid"),
+    ("Observation", observation(code={"text": "grille"}), "Observation.code", "required"),
+    ("Observation", observation(valueInteger=None, valueCodeableConcept={"coding": [{"system": codes.CISIS, "code": "MED-1"}]}),
+     "Observation.valueCodeableConcept", "invalid"),
+    ("Observation", observation(component=[{"code": {"text": "a"}}]), "Observation.component[0]", "invalid"),
+])
+def test_each_rule_is_refused_naming_the_element(resource_type: str, raw: dict[str, Any], expression: str, code: str) -> None:
+    assert (code, expression) in _issues(resource_type, raw)
+
+
+def test_what_the_contract_refuses_is_named_by_its_element() -> None:
+    parsed = inbound.parse("ServiceRequest", _patient(address=[{"postalCode": "3160"}]))
+    assert parsed.expression("person.postcode") == "Patient.address.postalCode"
+    assert parsed.expression("reasons.0") == "ServiceRequest.reasonCode.0"
+    assert parsed.expression("unmapped") == "unmapped"
+
+
+def test_another_resource_type_or_not_an_object_is_unreadable() -> None:
+    for raw in ([], "x", {"resourceType": "Patient"}):
+        with pytest.raises(FhirError) as caught:
+            inbound.parse("Consent", raw)
+        assert caught.value.status == 400
+
+
+# --- a view out, and back in -------------------------------------------------------------------
+
+def _case_events() -> list[Any]:
+    return [
+        ev("ReferralSubmitted", at=0),
+        ev("ReferralStatusChanged", source="crt-31-muret", at=1),
+        ev("AdmissionDecided", source="crt-31-muret", at=2),
+        ev("EvaluationRecorded", category="medical", evaluation_id="eval-med", at=3),
+        ev("ConsentRecorded", categories=["discussion"], grantee="crt", at=4),
+        ev("MessagePosted", at=5, reply_to="msg-0"),
+        ev("RuptureReported", at=6),
+    ]
+
+
+def _bundle(events: list[Any], viewer: Viewer) -> dict[str, Any]:
+    view = project(fold_all("case-1", events), viewer, POLICY, NOW)
+    assert view is not None
+    raw = outbound.case_bundle(view, "https://edge/fhir/r4")
+    Bundle.model_validate_json(raw)  # a valid R4 Bundle
+    out: dict[str, Any] = json.loads(raw)
+    return out
+
+
+def _resources(bundle: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for e in bundle["entry"]:
+        by.setdefault(e["resource"]["resourceType"], []).append(e["resource"])
+    return by
+
+
+def test_the_bundle_holds_what_the_view_holds_and_reads_back_as_the_same_events() -> None:
+    events = _case_events()
+    res = _resources(_bundle(events, Viewer("dac-31", "dac")))
+    assert {k: len(v) for k, v in res.items()} == {"EpisodeOfCare": 1, "ServiceRequest": 1, "Task": 2, "Observation": 1,
+                                                    "Consent": 1, "Communication": 1, "Flag": 1}
+    back = {"ServiceRequest": res["ServiceRequest"][0], "Observation": res["Observation"][0], "Consent": res["Consent"][0],
+            "Communication": res["Communication"][0]}
+    originals = {e.event_type: e for e in events}
+    for resource_type, resource in back.items():
+        parsed = inbound.parse(resource_type, resource)
+        original = originals[parsed.event_type]
+        item = {original.item_field: original.item_id}
+        rebuilt = build_event(parsed.event_type, {**parsed.fields, **item, "case_id": "case-1", "event_id": original.event_id,
+                                                  "occurred_at": original.occurred_at, "source": original.source})
+        assert rebuilt == original, resource_type
+    for t in res["Task"]:
+        parsed = inbound.parse("Task", t)
+        original = originals[parsed.event_type]
+        rebuilt = build_event(parsed.event_type, {**parsed.fields, "case_id": "case-1", "event_id": original.event_id,
+                                                  "occurred_at": original.occurred_at, "source": original.source})
+        assert rebuilt == original
+
+
+def test_the_bundle_obeys_the_consent_rules() -> None:
+    """The CRT, recipient of the referral, was given discussions by consent: it sees the referral,
+    its status and decision, the consent and the message, not the DAC's medical evaluation nor
+    the rupture."""
+    res = _resources(_bundle(_case_events(), Viewer("crt-31-muret", "crt")))
+    assert "Observation" not in res
+    assert "Flag" not in res
+    assert [c["payload"][0]["contentString"] for c in res["Communication"]] == ["Visite à domicile prévue jeudi."]
+    assert "eval-med" not in json.dumps(res)
+
+
+def test_a_person_the_structure_may_not_see_is_not_named() -> None:
+    events = [ev("MessagePosted", at=5), ev("ConsentRecorded", categories=["discussion"], grantee="cpts-31-nord", at=4)]
+    res = _resources(_bundle(events, Viewer("cpts-31-nord", "cpts")))
+    assert "identifier" not in res["EpisodeOfCare"][0]["patient"]
+    assert "P-7f3a9c" not in json.dumps(res)
+
+
+# --- notifications -----------------------------------------------------------------------------
+
+def test_notifications_are_backport_bundles_with_ids_only() -> None:
+    note = {"notification_id": "case-1:message:msg-1:item_visible:3", "type": "item_visible", "case_id": "case-1",
+            "item": "message:msg-1", "view_version": 3, "sequence": 12}
+    raw = outbound.notification("event-notification", "sub-crt-31-muret", "https://edge/fhir/r4", 4, note)
+    bundle = json.loads(raw)
+    Bundle.model_validate(bundle)
+    assert bundle["type"] == "history"
+    assert bundle["meta"]["profile"] == [codes.NOTIFICATION_PROFILE]
+    status = {p["name"]: p for p in bundle["entry"][0]["resource"]["parameter"]}
+    assert status["type"]["valueCode"] == "event-notification"
+    assert status["events-since-subscription-start"]["valueString"] == "4"
+    event = {p["name"]: p for p in status["notification-event"]["part"]}
+    assert event["event-number"]["valueString"] == "4"
+    assert event["focus"]["valueReference"]["reference"] == "https://edge/fhir/r4/EpisodeOfCare/case-1"
+    assert "msg-1" not in json.dumps(bundle["entry"][1:])  # id-only: the case to read, nothing of the item
+    handshake = json.loads(outbound.notification("handshake", "sub-x", "https://edge/fhir/r4", 0))
+    assert [p["name"] for p in handshake["entry"][0]["resource"]["parameter"]] == [
+        "subscription", "topic", "status", "type", "events-since-subscription-start"]
+    assert len(handshake["entry"]) == 1
+
+
+def test_a_subscription_is_a_rest_hook_on_the_topic_with_id_only_or_empty_content() -> None:
+    sub = {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": codes.TOPIC,
+           "channel": {"type": "rest-hook", "endpoint": "https://partner.example/hook", "payload": "application/fhir+json",
+                       "header": ["Authorization: Bearer abc"],
+                       "extension": [{"url": codes.EXT_HEARTBEAT, "valueUnsignedInt": 30}]}}
+    got = inbound.subscription(sub)
+    assert got == inbound.SubscriptionRequest("https://partner.example/hook", "id-only", 30, [("Authorization", "Bearer abc")])
+    full = copy.deepcopy(sub)
+    full["channel"]["_payload"] = {"extension": [{"url": codes.EXT_PAYLOAD_CONTENT, "valueCode": "full-resource"}]}
+    with pytest.raises(FhirError) as caught:
+        inbound.subscription(full)
+    assert caught.value.issues[0].code == "not-supported"
+    with pytest.raises(FhirError):
+        inbound.subscription({**sub, "criteria": "Communication?status=completed"})
+
+
+# --- over HTTP, without Kafka ------------------------------------------------------------------
+
+def _client(kind: str) -> httpx.AsyncClient:
+    adapter = build_adapter(kind, Catalogue.load(), KafkaAccess("127.0.0.1:9"), Sealer(SecretStr("k" * 40)))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(adapter)), base_url="http://edge")
+
+
+def _outcome(resp: httpx.Response) -> list[dict[str, Any]]:
+    assert resp.headers["content-type"] == "application/fhir+json"
+    issues: list[dict[str, Any]] = OperationOutcome.model_validate_json(resp.content).model_dump(mode="json")["issue"]
+    return issues
+
+
+async def test_every_refusal_on_the_fhir_routes_is_an_operation_outcome() -> None:
+    auth = {"Authorization": "Bearer dev-dac-31", "content-type": "application/fhir+json"}
+    async with _client("dac") as c:
+        r = await c.post("/fhir/r4/Communication", json=communication())
+        assert r.status_code == 401
+        assert _outcome(r)[0]["code"] == "login"
+        r = await c.post("/fhir/r4/Communication", headers={**auth, "Authorization": "Bearer dev-crt-31-muret"}, json=communication())
+        assert (r.status_code, _outcome(r)[0]["code"]) == (403, "forbidden")
+        r = await c.post("/fhir/r4/Communication", headers=auth, content=b"{not json")
+        assert (r.status_code, _outcome(r)[0]["code"]) == (400, "structure")
+        r = await c.post("/fhir/r4/Communication", headers=auth, content=b"[" * 100_000)
+        assert r.status_code == 400
+        _outcome(r)
+        r = await c.post("/fhir/r4/Communication", headers=auth, json=consent())
+        assert (r.status_code, _outcome(r)[0]["expression"]) == (400, ["resourceType"])
+        r = await c.post("/fhir/r4/Communication", headers=auth, json=communication(about=[]))
+        assert r.status_code == 422
+        assert _outcome(r)[0]["expression"] == ["Communication.about"]
+        r = await c.get("/fhir/r4/EpisodeOfCare/bad id/$everything", headers=auth)
+        assert r.status_code == 422
+        _outcome(r)
+        r = await c.get("/fhir/r4/Patient/1", headers=auth)
+        assert (r.status_code, _outcome(r)[0]["code"]) == (404, "not-found")
+    async with _client("crt") as c:  # the kind's rights, before the body is read
+        r = await c.post("/fhir/r4/ServiceRequest", headers={**auth, "Authorization": "Bearer dev-crt-31-muret"}, content=b"x")
+        assert r.status_code == 403
+        assert "ReferralSubmitted may be published by" in _outcome(r)[0]["diagnostics"]
+
+
+async def test_the_fhir_routes_are_in_the_openapi_document() -> None:
+    async with _client("dac") as c:
+        doc = (await c.get("/openapi.json")).json()
+    for path in ("ServiceRequest", "Task", "Consent", "Communication", "Observation", "Subscription"):
+        responses = doc["paths"][f"/fhir/r4/{path}"]["post"]["responses"]
+        assert "application/fhir+json" in responses["422"]["content"]
+    assert "/fhir/r4/EpisodeOfCare/{case_id}/$everything" in doc["paths"]
