@@ -153,7 +153,8 @@ def test_what_the_contract_refuses_is_named_by_its_element() -> None:
 
 
 def test_another_resource_type_or_not_an_object_is_unreadable() -> None:
-    for raw in ([], "x", {"resourceType": "Patient"}):
+    unreadable: list[Any] = [[], "x", {"resourceType": "Patient"}]
+    for raw in unreadable:
         with pytest.raises(FhirError) as caught:
             inbound.parse("Consent", raw)
         assert caught.value.status == 400
@@ -254,7 +255,7 @@ def test_notifications_are_backport_bundles_with_ids_only() -> None:
 
 
 def test_a_subscription_is_a_rest_hook_on_the_topic_with_id_only_or_empty_content() -> None:
-    sub = {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": codes.TOPIC,
+    sub: dict[str, Any] = {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": codes.TOPIC,
            "channel": {"type": "rest-hook", "endpoint": "https://partner.example/hook", "payload": "application/fhir+json",
                        "header": ["Authorization: Bearer abc"],
                        "extension": [{"url": codes.EXT_HEARTBEAT, "valueUnsignedInt": 30}]}}
