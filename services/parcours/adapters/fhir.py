@@ -53,7 +53,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {status: {**_OUTCOME, "description"
     (503, "Kafka is unreachable; nothing was written (OperationOutcome)"),
 )}
 _ACCEPTED: dict[int | str, dict[str, Any]] = {202: {**_OUTCOME, "description": "accepted and durably on Kafka (an informational OperationOutcome); "
-                                              "`Location` names the new resource"}}
+                                              "`Location` names the new resource, `Content-Location` the case's Bundle"}}
 _RESOURCE_BODY = {"requestBody": {"required": True, "content": {MEDIA_TYPE: {"schema": {"type": "object"}},
                                                                 "application/json": {"schema": {"type": "object"}}}}}
 
@@ -110,8 +110,11 @@ async def _post(adapter: Adapter, request: Request, caller: Any, key: str | None
     except AdapterError as exc:
         raise _located(exc, parsed) from None
     ids = {k: str(v) for k, v in answer.items() if k != "event_id"}
+    base = base_url(request)
+    # Location: the new resource; Content-Location: where it will show, the case's Bundle
     return fhir_response(outbound.accepted(parsed.event_type, answer["event_id"], ids), 202,
-                         {"Location": f"{base_url(request)}/{location(answer)}"})
+                         {"Location": f"{base}/{location(answer)}",
+                          "Content-Location": f"{base}/EpisodeOfCare/{answer['case_id']}/$everything"})
 
 
 def _located(exc: AdapterError, parsed: inbound.Inbound) -> AdapterError:
