@@ -16,7 +16,7 @@ import pytest
 from parcours.fhir import codes
 from tests.api import KIND_OF, Api
 from tests.stack import HookServer, Stack, eventually
-from tests.unit.test_fhir import communication, consent, observation, service_request, task
+from tests.unit.test_fhir import RULES, communication, consent, observation, service_request, task
 
 FHIR = "application/fhir+json"
 
@@ -124,6 +124,25 @@ async def test_refusals_through_the_stack_are_operation_outcomes_naming_the_rule
         assert "did not accept the handshake (HTTP 500)" in refused[0]["diagnostics"]
     finally:
         refusing.close()
+
+
+async def test_one_operation_outcome_per_rule_of_the_bridge(api: Api) -> None:
+    """Every rule of the unit tests' table, through the running adapters: a 422 whose issue names
+    the element and the rule, and nothing published."""
+    slugs = {"Task": "crt-31-muret"}
+    before = {kind: await accepted_by_fhir(api, kind) for kind in ("dac", "crt")}
+    for resource_type, raw, expression, code in RULES:
+        found = issues(await post(api, slugs.get(resource_type, "dac-31"), raw, 422))
+        assert {"code": code, "expression": expression} in [{"code": i["code"], "expression": i["expression"][0]} for i in found], (
+            resource_type, expression, found)
+    assert {kind: await accepted_by_fhir(api, kind) for kind in ("dac", "crt")} == before
+
+
+async def accepted_by_fhir(api: Api, kind: str) -> float:
+    """Events an adapter accepted through the FHIR routes (its metrics)."""
+    text = (await api.client.get(api.stack.url(kind) + "/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("parcours_events_accepted_total{") and 'channel="fhir"' in line)
 
 
 def _subscription(url: str, heartbeat_s: int | None = None) -> dict[str, Any]:

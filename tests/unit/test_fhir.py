@@ -115,7 +115,8 @@ def _patient(**kw: Any) -> dict[str, Any]:
     return sr
 
 
-@pytest.mark.parametrize(("resource_type", "raw", "expression", "code"), [
+#: one resource per rule of the bridge: (type, resource, the element named, the issue's code)
+RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("ServiceRequest", service_request(status="draft"), "ServiceRequest.status", "invalid"),
     ("ServiceRequest", service_request(intent="proposal"), "ServiceRequest.intent", "invalid"),
     ("ServiceRequest", service_request(performer=[]), "ServiceRequest.performer", "required"),
@@ -140,7 +141,10 @@ def _patient(**kw: Any) -> dict[str, Any]:
     ("Observation", observation(valueInteger=None, valueCodeableConcept={"coding": [{"system": codes.CISIS, "code": "MED-1"}]}),
      "Observation.valueCodeableConcept", "invalid"),
     ("Observation", observation(component=[{"code": {"text": "a"}}]), "Observation.component[0]", "invalid"),
-])
+]
+
+
+@pytest.mark.parametrize(("resource_type", "raw", "expression", "code"), RULES)
 def test_each_rule_is_refused_naming_the_element(resource_type: str, raw: dict[str, Any], expression: str, code: str) -> None:
     assert (code, expression) in _issues(resource_type, raw)
 
@@ -310,6 +314,17 @@ async def test_every_refusal_on_the_fhir_routes_is_an_operation_outcome() -> Non
         r = await c.post("/fhir/r4/ServiceRequest", headers={**auth, "Authorization": "Bearer dev-crt-31-muret"}, content=b"x")
         assert r.status_code == 403
         assert "ReferralSubmitted may be published by" in _outcome(r)[0]["diagnostics"]
+
+
+async def test_the_capability_statement_lists_what_the_bridge_does() -> None:
+    async with _client("crt") as c:
+        r = await c.get("/fhir/r4/metadata")  # no token: like the API's other descriptions
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/fhir+json"
+    rest = r.json()["rest"][0]
+    assert {res["type"] for res in rest["resource"]} == {"ServiceRequest", "Task", "Consent", "Communication", "Observation",
+                                                         "Subscription", "EpisodeOfCare"}
+    assert r.json()["fhirVersion"] == "4.0.1"
 
 
 async def test_the_fhir_routes_are_in_the_openapi_document() -> None:

@@ -208,6 +208,13 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
 def _read_routes(app: FastAPI, adapter: Adapter) -> None:
     store = adapter.store
 
+    @app.get(PREFIX + "/metadata", name="FhirMetadata", tags=["fhir"], response_class=Response,
+             summary="The CapabilityStatement of this FHIR entry point (no token)",
+             responses={200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 CapabilityStatement"}}},
+                              "description": "what this adapter's FHIR routes do"}})
+    async def metadata(request: Request) -> Response:
+        return fhir_response(outbound.capability_statement(adapter.kind, base_url(request), app.version))
+
     @app.get(PREFIX + "/EpisodeOfCare/{case_id}/$everything", name="FhirCase", tags=["fhir"], response_class=Response,
              summary="Your view of a case as a FHIR Bundle, filtered by the consent rules like GET /v1/cases/{case_id}",
              responses={**RESPONSES, 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 Bundle (searchset)"}}},

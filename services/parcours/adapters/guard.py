@@ -32,7 +32,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: routes anyone may call: probes, metrics, the API description
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc",
-                        "/asyncapi.json"})
+                        "/asyncapi.json", "/fhir/r4/metadata"})
 
 
 @dataclass

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.communication import Communication
 from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.episodeofcare import EpisodeOfCare
@@ -201,6 +202,23 @@ def _flag(r: dict[str, Any], patient: dict[str, Any]) -> Flag:
                                                                  "text": r["description"]},
         "subject": patient if "identifier" in patient else {"type": "Location", "display": f"territory {r['territory']}"},
         "period": {"start": r["at"]}, "author": org(r["by"])})
+
+
+# --- what the server does ----------------------------------------------------------------------
+
+def capability_statement(kind: str, base: str, version: str) -> bytes:
+    """The CapabilityStatement of one adapter's FHIR entry point (`GET /fhir/r4/metadata`)."""
+    posted = [{"type": t, "interaction": [{"code": "create"}]}
+              for t in ("ServiceRequest", "Task", "Consent", "Communication", "Observation", "Subscription")]
+    episode = {"type": "EpisodeOfCare", "operation": [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/EpisodeOfCare-everything"}]}
+    statement = CapabilityStatement.model_validate({
+        "resourceType": "CapabilityStatement", "status": "active", "date": _now(), "kind": "instance",
+        "name": f"Parcours{kind.upper()}Adapter", "title": f"Parcours {kind.upper()} adapter, FHIR R4 bridge",
+        "software": {"name": "Parcours", "version": version}, "implementation": {"description": f"Parcours {kind.upper()} adapter", "url": base},
+        "fhirVersion": "4.0.1", "format": [MEDIA_TYPE, "json"],
+        "rest": [{"mode": "server", "security": {"description": "Authorization: Bearer <the structure's token>"},
+                  "resource": [*posted, episode]}]})
+    return statement.model_dump_json(exclude_none=True).encode()
 
 
 # --- notifications (Subscriptions backport, id-only) ---------------------------------------
