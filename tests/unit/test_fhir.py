@@ -141,12 +141,50 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("Observation", observation(valueInteger=None, valueCodeableConcept={"coding": [{"system": codes.CISIS, "code": "MED-1"}]}),
      "Observation.valueCodeableConcept", "invalid"),
     ("Observation", observation(component=[{"code": {"text": "a"}}]), "Observation.component[0]", "invalid"),
+    # what would be lost or misread rather than refused
+    ("Consent", consent(provision={**consent()["provision"], "period": {"end": "2031"}}), "Consent.provision.period.end", "invalid"),
+    ("Consent", consent(provision={**consent()["provision"], "period": {"end": "2031-01-01"}}), "Consent.provision.period.end", "invalid"),
+    ("Consent", consent(provision={**consent()["provision"], "provision": [{"type": "deny", "class": [{"system": codes.CATEGORY, "code": "discussion"}]}]}),
+     "Consent.provision.provision", "not-supported"),
+    ("Consent", consent(provision={**consent()["provision"], "period": {"start": "2030-01-01T00:00:00Z"}}), "Consent.provision.period.start", "not-supported"),
+    ("Communication", communication(modifierExtension=[{"url": "urn:x", "valueBoolean": True}]), "Communication.modifierExtension", "not-supported"),
+    ("Communication", communication(status="entered-in-error"), "Communication.status", "invalid"),
+    ("Communication", communication(category=[{"coding": [{"system": codes.CATEGORY, "code": "administrative"},
+                                                          {"system": codes.CATEGORY, "code": "medical"}]}]), "Communication.category", "invalid"),
+    ("Observation", observation(valueInteger=None, valueString="GIR 3"), "Observation.valueString", "invalid"),
+    ("ServiceRequest", _patient(gender="female"), "Patient.gender", "security"),
+    ("ServiceRequest", service_request(contained=[*service_request()["contained"], {"resourceType": "RelatedPerson", "id": "r",
+                                                                                    "patient": {"reference": "#p"}, "name": [{"family": "Martin"}]}]),
+     "ServiceRequest.contained[1]", "security"),
+    ("Task", task(status="completed", executionPeriod={"start": "2026"}, extension=[{"url": codes.EXT_VOLET, "valueInteger": 2}],
+                  businessStatus={"coding": [{"system": codes.ADMISSION, "code": "admitted"}]}), "Task.executionPeriod.start", "invalid"),
 ]
 
 
 @pytest.mark.parametrize(("resource_type", "raw", "expression", "code"), RULES)
 def test_each_rule_is_refused_naming_the_element(resource_type: str, raw: dict[str, Any], expression: str, code: str) -> None:
     assert (code, expression) in _issues(resource_type, raw)
+
+
+def test_a_consent_end_is_an_instant_with_its_zone() -> None:
+    got = inbound.parse("Consent", consent(provision={**consent()["provision"], "period": {"end": "2031-01-01T00:00:00+01:00"}}))
+    assert got.fields["valid_until"] == "2031-01-01T00:00:00+01:00"
+
+
+def test_odd_but_parseable_input_is_refused_never_a_crash() -> None:
+    unknown_contained = service_request(contained=[{"resourceType": "Foo", "id": "x"}])
+    with pytest.raises(FhirError):
+        inbound.parse("ServiceRequest", unknown_contained)
+    deep: dict[str, Any] = {"url": "urn:x", "valueString": "v"}
+    for _ in range(400):
+        deep = {"url": "urn:x", "extension": [deep]}
+    with pytest.raises(FhirError):
+        inbound.parse("Communication", communication(extension=[deep]))
+    sub = {"resourceType": "Subscription", "status": "requested", "reason": "r", "criteria": codes.TOPIC,
+           "channel": {"type": "rest-hook", "endpoint": "https://p.example/h", "header": ["Authorization: Bearer é"]}}
+    with pytest.raises(FhirError) as caught:
+        inbound.subscription(sub)
+    assert caught.value.issues[0].expression == "Subscription.channel.header[0]"
 
 
 def test_what_the_contract_refuses_is_named_by_its_element() -> None:
@@ -215,6 +253,21 @@ def test_the_bundle_holds_what_the_view_holds_and_reads_back_as_the_same_events(
         rebuilt = build_event(parsed.event_type, {**parsed.fields, "case_id": "case-1", "event_id": original.event_id,
                                                   "occurred_at": original.occurred_at, "source": original.source})
         assert rebuilt == original
+
+
+def test_an_empty_result_and_a_hidden_person_still_make_a_valid_bundle() -> None:
+    """An empty result (the JSON API takes it) is a component without value; a consent whose
+    reader may not know the person points to a masked stand-in (FHIR wants a patient there)."""
+    events = [ev("EvaluationRecorded", results={"adl": ""}, category="discussion", at=1),
+              ev("ConsentRecorded", categories=["discussion"], grantee="cpts-31-nord", at=0)]
+    res = _resources(_bundle(events, Viewer("cpts-31-nord", "cpts")))
+    component = res["Observation"][0]["component"][0]
+    assert "valueString" not in component
+    assert inbound.parse("Observation", {**res["Observation"][0], "focus": [CASE]}).fields["results"] == {"adl": ""}
+    masked = res["Consent"][0]
+    assert masked["patient"] == {"reference": "#person"}
+    assert masked["contained"][0]["meta"]["security"][0]["code"] == "MASKED"
+    assert masked["policyRule"]["coding"][0]["code"] == "OPTIN"
 
 
 def test_the_bundle_obeys_the_consent_rules() -> None:
@@ -310,6 +363,12 @@ async def test_every_refusal_on_the_fhir_routes_is_an_operation_outcome() -> Non
         _outcome(r)
         r = await c.get("/fhir/r4/Patient/1", headers=auth)
         assert (r.status_code, _outcome(r)[0]["code"]) == (404, "not-found")
+    async with _client("cpts") as c:  # a Task's event type is known from its body: refused as soon as it is read
+        admission = task(status="completed", businessStatus={"coding": [{"system": codes.ADMISSION, "code": "admitted"}]},
+                         extension=[{"url": codes.EXT_VOLET, "valueInteger": 2}])
+        r = await c.post("/fhir/r4/Task", headers={**auth, "Authorization": "Bearer dev-cpts-31-nord"}, json=admission)
+        assert r.status_code == 403
+        assert "AdmissionDecided may be published by ['crt']" in _outcome(r)[0]["diagnostics"]
     async with _client("crt") as c:  # the kind's rights, before the body is read
         r = await c.post("/fhir/r4/ServiceRequest", headers={**auth, "Authorization": "Bearer dev-crt-31-muret"}, content=b"x")
         assert r.status_code == 403

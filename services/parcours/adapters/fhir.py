@@ -33,7 +33,7 @@ from parcours.contract.models import Identifier
 from parcours.fhir import inbound, outbound
 from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
 from parcours.publishing.errors import PublishingError
-from parcours.publishing.rules import eventually_referral
+from parcours.publishing.rules import check_kind, eventually_referral
 
 MEDIA_TYPE = outbound.MEDIA_TYPE
 
@@ -110,11 +110,24 @@ async def _post(adapter: Adapter, request: Request, caller: Any, key: str | None
     except AdapterError as exc:
         raise _located(exc, parsed) from None
     ids = {k: str(v) for k, v in answer.items() if k != "event_id"}
+    where = location(answer)
     base = base_url(request)
     # Location: the new resource; Content-Location: where it will show, the case's Bundle
     return fhir_response(outbound.accepted(parsed.event_type, answer["event_id"], ids), 202,
-                         {"Location": f"{base}/{location(answer)}",
+                         {"Location": f"{base}/{where}",
                           "Content-Location": f"{base}/EpisodeOfCare/{answer['case_id']}/$everything"})
+
+
+async def _parsed(request: Request, adapter: Adapter, caller: Any, resource_type: str) -> tuple[Any, inbound.Inbound]:
+    """The posted resource and the event it asks for, once the caller's kind may publish that
+    event (the edge guard could not tell a Task's event type before reading the body)."""
+    raw = await read_resource(request)
+    parsed = inbound.parse(resource_type, raw)
+    try:
+        check_kind(adapter.catalogue, caller, parsed.event_type)
+    except PublishingError as exc:
+        raise from_domain(exc) from None
+    return raw, parsed
 
 
 def _located(exc: AdapterError, parsed: inbound.Inbound) -> AdapterError:
@@ -132,8 +145,7 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
 
     @route("/ServiceRequest", "ReferralSubmitted", "A referral (ServiceRequest); opens a case unless supportingInfo names one of yours")
     async def post_service_request(request: Request, caller: Caller, key: IdemKey = None) -> Response:
-        raw = await read_resource(request)
-        parsed = inbound.parse("ServiceRequest", raw)
+        raw, parsed = await _parsed(request, adapter, caller, "ServiceRequest")
         if parsed.author is not None and parsed.author != caller.slug:
             raise Forbidden(f"ServiceRequest.requester is {parsed.author}, not the authenticated {caller.slug}",
                             rule="source is the authenticated structure")
@@ -144,8 +156,7 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
 
     @route("/Task", "FhirTask", "A referral's status (Task.status) or an admission decision (Task.businessStatus)")
     async def post_task(request: Request, caller: Caller, key: IdemKey = None) -> Response:
-        raw = await read_resource(request)
-        parsed = inbound.parse("Task", raw)
+        raw, parsed = await _parsed(request, adapter, caller, "Task")
         found = await eventually_referral(store, caller.slug, str(parsed.referral_id), VIEW_WAIT_S)
         if found is None:
             raise NotFound(f"no referral {parsed.referral_id} visible to {caller.slug}")
@@ -153,27 +164,23 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
         def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             return {**parsed.fields, "case_id": found[0]}, {"referral_id": str(parsed.referral_id), "case_id": found[0]}
 
-        return await _post(adapter, request, caller, key, "Task", raw, parsed, build,
-                           lambda a: f"ServiceRequest/{a['referral_id']}")
+        return await _post(adapter, request, caller, key, "Task", raw, parsed, build, lambda a: f"Task/{a['event_id']}")
 
     @route("/Consent", "ConsentRecorded", "A consent (permit or deny) to share categories of a case")
     async def post_consent(request: Request, caller: Caller, key: IdemKey = None) -> Response:
-        raw = await read_resource(request)
-        parsed = inbound.parse("Consent", raw)
+        raw, parsed = await _parsed(request, adapter, caller, "Consent")
         return await _post(adapter, request, caller, key, "Consent", raw, parsed,
                            _new_id("consent", "consent_id", parsed, parsed.case_id), lambda a: f"Consent/{a['consent_id']}")
 
     @route("/Communication", "MessagePosted", "A message in a case's discussion (Communication)")
     async def post_communication(request: Request, caller: Caller, key: IdemKey = None) -> Response:
-        raw = await read_resource(request)
-        parsed = inbound.parse("Communication", raw)
+        raw, parsed = await _parsed(request, adapter, caller, "Communication")
         return await _post(adapter, request, caller, key, "Communication", raw, parsed,
                            _new_id("msg", "message_id", parsed, parsed.case_id), lambda a: f"Communication/{a['message_id']}")
 
     @route("/Observation", "EvaluationRecorded", "An evaluation (Observation): AGGIR and its GIR, ICOPE step 1, multidimensional")
     async def post_observation(request: Request, caller: Caller, key: IdemKey = None) -> Response:
-        raw = await read_resource(request)
-        parsed = inbound.parse("Observation", raw)
+        raw, parsed = await _parsed(request, adapter, caller, "Observation")
         return await _post(adapter, request, caller, key, "Observation", raw, parsed,
                            _new_id("eval", "evaluation_id", parsed, parsed.case_id), lambda a: f"Observation/{a['evaluation_id']}")
 
@@ -220,6 +227,14 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
              responses={**RESPONSES, 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 Bundle (searchset)"}}},
                                            "description": "the case as a Bundle"}})
     async def get_case(request: Request, case_id: Annotated[Identifier, Path()], caller: Caller) -> Response:
+        """The whole view (`$everything`), audited as a read of the case."""
         view = await _visible_case(store, caller, case_id)
         await _record_access(adapter, caller, case_id)  # no record, no read
         return fhir_response(outbound.case_bundle(view, base_url(request)))
+
+    @app.get(PREFIX + "/EpisodeOfCare/{case_id}", name="FhirEpisode", tags=["fhir"], response_class=Response,
+             summary="The case alone (what a notification's focus names), if you see it",
+             responses={**RESPONSES, 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 EpisodeOfCare"}}},
+                                           "description": "the case"}})
+    async def get_episode(case_id: Annotated[Identifier, Path()], caller: Caller) -> Response:
+        return fhir_response(outbound.episode(await _visible_case(store, caller, case_id)))

@@ -124,7 +124,7 @@ async def handshake(registration: dict[str, Any], secret: str, headers: list[tup
             await post_signed(client, registration["url"], secret, body, timeout, media_type=MEDIA_TYPE, headers=headers)
     except httpx.HTTPStatusError as exc:
         return f"HTTP {exc.response.status_code}"
-    except (httpx.HTTPError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the endpoint or the URL does, the answer is "not registered"
         return type(exc).__name__
     return None
 
@@ -229,13 +229,7 @@ class WebhookDelivery:
             endpoint = await self.store.until(lambda: self.store.webhook(f"endpoint/{slug}"), 1.0)
             if stopping.is_set():
                 return
-        committed = self.cursors.get(slug)
-        if committed is None:
-            committed = await consumer.committed(tp)
-        if committed is None:  # first owner: from the registration (or the cursor of a single-instance version)
-            legacy = self.store.webhook(f"cursor/{slug}") or {}
-            committed = max(int(endpoint.get("from_sequence") or 0), int(legacy.get("sequence", 0)))
-        cursor = self.cursors[slug] = committed
+        cursor = self.cursors[slug] = await self._start(consumer, tp, slug, endpoint)
         last_sent = time.monotonic()
         async with httpx.AsyncClient(follow_redirects=False) as client:
             while not stopping.is_set():
@@ -250,7 +244,9 @@ class WebhookDelivery:
                 for note in notes:
                     if stopping.is_set():
                         return
-                    await self._deliver(client, slug, endpoint, note)
+                    if not _before_subscription(endpoint, note):  # a FHIR Subscription starts with its own events
+                        await self._deliver(client, slug, endpoint, note)
+                        last_sent = time.monotonic()
                     cursor = self.cursors[slug] = note["sequence"]
                     try:
                         await consumer.commit({tp: cursor})  # next offset to deliver = this sequence
@@ -258,6 +254,17 @@ class WebhookDelivery:
                         raise
                     except KafkaError as exc:  # the next delivery's commit covers this one
                         log.warning("webhook cursor not committed", extra={"structure": slug, "error": type(exc).__name__})
+
+    async def _start(self, consumer: AIOKafkaConsumer, tp: TopicPartition, slug: str, endpoint: dict[str, Any]) -> int:
+        """Where a structure's deliveries resume: this instance's cursor, the group's, or (first
+        owner) the registration's (or the cursor of a single-instance version)."""
+        committed = self.cursors.get(slug)
+        if committed is None:
+            committed = await consumer.committed(tp)
+        if committed is None:
+            legacy = self.store.webhook(f"cursor/{slug}") or {}
+            committed = max(int(endpoint.get("from_sequence") or 0), int(legacy.get("sequence", 0)))
+        return int(committed)
 
     async def _heartbeat(self, client: httpx.AsyncClient, slug: str, endpoint: dict[str, Any], cursor: int) -> None:
         """A FHIR Subscription's heartbeat: nothing changed for its period. Not retried, never
@@ -294,6 +301,12 @@ class WebhookDelivery:
         await self.publisher.send(self.catalogue.topic("webhook-deadletters").name,
                                   f"{slug}/{note['notification_id']}".encode(),
                                   json.dumps({"structure": slug, "reason": reason, "notification": note}).encode())
+
+
+def _before_subscription(endpoint: dict[str, Any], note: dict[str, Any]) -> bool:
+    """A notification older than the FHIR Subscription now registered (the backlog of an earlier
+    endpoint): not an event of this subscription, so not sent to it (its events count from 1)."""
+    return endpoint.get("format") == "fhir" and int(note["sequence"]) <= int(endpoint.get("from_sequence") or 0)
 
 
 def _heartbeat_due(endpoint: dict[str, Any], last_sent: float) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from fhir.resources.R4B.communication import Communication
@@ -71,11 +72,16 @@ def validate(resource_type: str, raw: Any, model: Any) -> Any:
     if raw.get("resourceType") != resource_type:
         raise FhirUnreadable([Issue("structure", "resourceType", f"resourceType must be {resource_type} on this endpoint")])
     try:
-        return model.model_validate(raw)
+        resource = model.model_validate(raw)
     except ValidationError as exc:
         raise FhirError([_issue(resource_type, e) for e in exc.errors()]) from None
-    except (ValueError, TypeError) as exc:  # a few fhir.resources checks raise plain errors
-        raise FhirError([Issue("invalid", resource_type, str(exc)[:500])]) from None
+    except RecursionError:
+        raise FhirUnreadable([Issue("too-costly", resource_type, "nested too deep")]) from None
+    except Exception as exc:  # noqa: BLE001 - fhir.resources raises plain errors (KeyError for an unknown contained type)
+        raise FhirError([Issue("invalid", resource_type, f"not a valid {resource_type} ({type(exc).__name__})")]) from None
+    if resource.modifierExtension:  # FHIR: a modifier the receiver does not know must be refused
+        raise FhirError([Issue("not-supported", f"{resource_type}.modifierExtension", "no modifier extension is understood here")])
+    return resource
 
 
 def _issue(resource_type: str, err: Any) -> Issue:
@@ -138,6 +144,35 @@ def extension(resource: Any, url: str) -> Any:
     return next((e for e in (resource.extension or []) if e.url == url), None)
 
 
+def instant(value: Any, where: str, issues: _Issues) -> str | None:
+    """A FHIR dateTime as an ISO instant with its time zone; a date alone or a partial date
+    ("2031") says no instant, and is refused rather than guessed."""
+    if value is None:
+        return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.isoformat()
+    issues.add(where, "a dateTime with its time and time zone (e.g. 2027-01-31T23:59:59+01:00)")
+    return None
+
+
+def day(value: Any, where: str, issues: _Issues) -> str | None:
+    """A FHIR date or dateTime as a day (YYYY-MM-DD); a partial date is refused."""
+    if value is None:
+        return None
+    if isinstance(value, (date, datetime)):
+        return (value.date() if isinstance(value, datetime) else value).isoformat()
+    issues.add(where, "a full date (YYYY-MM-DD)")
+    return None
+
+
+def _one_category(concepts: Any, where: str, issues: _Issues) -> str | None:
+    """The item's category: at most one code of the category system (an item has one category)."""
+    found = [c.code for concept in concepts or [] for c in concept.coding or [] if c.system == codes.CATEGORY and c.code]
+    if len(found) > 1:
+        issues.add(where, f"at most one code of {codes.CATEGORY}: an item has one category")
+    return str(found[0]) if found else None
+
+
 def _text(concept: Any) -> str | None:
     if concept is None:
         return None
@@ -190,6 +225,11 @@ def _service_request(sr: ServiceRequest, issues: _Issues) -> Inbound:
     return Inbound("ReferralSubmitted", fields, case_id, None, structure_of(sr.requester), _REFERRAL_PATHS)
 
 
+#: what a Patient may not carry here: everything but its id, pseudonym, birth year and postcode
+_PATIENT_ELEMENTS = tuple(f for f in Patient.model_fields if not f.endswith("__ext") and f not in (
+    "id", "identifier", "birthDate", "address", "resource_type", "fhir_comments"))
+
+
 def _person(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
     """The contained Patient: a pseudonym, a birth year, a postcode, and nothing else that could
     identify the person (Parcours carries no names, no full birth dates, no national ids)."""
@@ -201,15 +241,19 @@ def _person(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
     pseudonyms = [i.value for i in patient.identifier or [] if i.system == codes.PSEUDONYM and i.value]
     if len(pseudonyms) != 1 or len(patient.identifier or []) != 1:
         issues.add("Patient.identifier", f"exactly one identifier, of system {codes.PSEUDONYM} (the pseudonym; no INS, no other id)")
-    for element in ("name", "telecom", "photo", "contact"):
+    for element in _PATIENT_ELEMENTS:
         if getattr(patient, element, None):
-            issues.add(f"Patient.{element}", "not carried: persons are pseudonymous on Parcours", "security")
+            issues.add(f"Patient.{element}", "not carried: persons are pseudonymous on Parcours "
+                                             "(a pseudonym, a birth year and a postcode only)", "security")
+    for i, other in enumerate(sr.contained or []):
+        if other is not patient:
+            issues.add(f"ServiceRequest.contained[{i}]", "only the subject Patient may be contained", "security")
     birth = str(patient.birthDate) if patient.birthDate is not None else ""
     if not re.fullmatch(r"[0-9]{4}", birth):
         issues.add("Patient.birthDate", "the birth year only (YYYY): Parcours keeps no birth date", "required" if not birth else "invalid")
     addresses = patient.address or []
     if len(addresses) != 1 or not addresses[0].postalCode or any(
-            getattr(addresses[0], f, None) for f in ("line", "text", "city")):
+            getattr(addresses[0], f, None) for f in type(addresses[0]).model_fields if f not in ("postalCode", "fhir_comments")):
         issues.add("Patient.address", "exactly one address holding its postalCode only (no street, no city)")
     return {"pseudonym": pseudonyms[0] if pseudonyms else None,
             "birth_year": int(birth) if re.fullmatch(r"[0-9]{4}", birth) else None,
@@ -225,8 +269,9 @@ def _context(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
     if kind is None or not kind.valueCode:
         issues.add(f"ServiceRequest.extension({codes.EXT_CONTEXT}).extension(type)", "the context's type (valueCode)", "required")
         return None
-    date = parts.get("date")
-    return {"type": kind.valueCode, "date": str(date.valueDate) if date is not None and date.valueDate else None}
+    when = parts.get("date")
+    return {"type": kind.valueCode,
+            "date": day(when.valueDate, f"ServiceRequest.extension({codes.EXT_CONTEXT}).extension(date)", issues) if when else None}
 
 
 _STATUS_PATHS = {"referral_id": "Task.focus", "status": "Task.status", "reason": "Task.statusReason",
@@ -246,7 +291,7 @@ def _task(task: Task, issues: _Issues) -> Inbound:
         start = task.executionPeriod.start if task.executionPeriod else None
         fields: dict[str, Any] = {
             "referral_id": referral_id, "decision": decision, "volet": volet.valueInteger if volet else None,
-            "start_date": str(start)[:10] if start else None,
+            "start_date": day(start, "Task.executionPeriod.start", issues),
             "reasons": [n.text for n in task.note or [] if n.text] + ([_text(task.statusReason)] if _text(task.statusReason) else [])}
         return Inbound("AdmissionDecided", fields, None, referral_id, None, _STATUS_PATHS)
     status = codes.STATUS_OF_TASK.get(str(task.status))
@@ -277,6 +322,12 @@ def _consent(consent: Consent, issues: _Issues) -> Inbound:
     if prov is None:
         issues.add("Consent.provision", "what is permitted or denied, to whom, for which case", "required")
         return Inbound("ConsentRecorded", {}, None, None, None, _CONSENT_PATHS)
+    for element in ("provision", "action", "purpose", "securityLabel", "dataPeriod", "code"):
+        if getattr(prov, element, None):
+            issues.add(f"Consent.provision.{element}", "not supported: a Parcours consent is whole (grantee, categories, "
+                                                       "end); record one Consent per rule", "not-supported")
+    if prov.period is not None and prov.period.start is not None:
+        issues.add("Consent.provision.period.start", "not supported: a consent holds from when it is recorded", "not-supported")
     grantees = [structure_of(a.reference, codes.STRUCTURE, codes.KIND) for a in prov.actor or []]
     if len(grantees) != 1 or grantees[0] is None:
         issues.add("Consent.provision.actor", f"exactly one actor, identified in {codes.STRUCTURE} (a slug) or {codes.KIND} (a kind)",
@@ -286,7 +337,7 @@ def _consent(consent: Consent, issues: _Issues) -> Inbound:
         "grantee": grantees[0] if len(grantees) == 1 else None,
         "categories": [c.code for c in prov.class_fhir or [] if c.system == codes.CATEGORY and c.code],
         "decision": prov.type,
-        "valid_until": str(prov.period.end) if prov.period and prov.period.end else None,
+        "valid_until": instant(prov.period.end if prov.period else None, "Consent.provision.period.end", issues),
         "method": method.valueCode if method else None,
     }
     case_id = _case([d.reference for d in prov.data or []], "Consent.provision.data", issues)
@@ -299,6 +350,8 @@ _MESSAGE_PATHS = {"body": "Communication.payload.contentString", "reply_to": "Co
 
 def _communication(comm: Communication, issues: _Issues) -> Inbound:
     """A message in a case's discussion: `about` the case, one text payload."""
+    if comm.status not in ("completed", "in-progress"):
+        issues.add("Communication.status", "completed or in-progress (a message sent)")
     texts = [p.contentString for p in comm.payload or [] if p.contentString]
     if len(texts) != 1 or len(comm.payload or []) != 1:
         issues.add("Communication.payload", "exactly one payload, a contentString", "required")
@@ -306,7 +359,7 @@ def _communication(comm: Communication, issues: _Issues) -> Inbound:
     if len(replies) > 1 or None in replies:
         issues.add("Communication.inResponseTo", "at most one reference: Communication/<message_id>")
     fields: dict[str, Any] = {"body": texts[0] if texts else None, "reply_to": replies[0] if len(replies) == 1 else None}
-    category = code_in(comm.category or [], codes.CATEGORY)
+    category = _one_category(comm.category, "Communication.category", issues)
     if category is not None:
         fields["category"] = category
     case_id = _case(comm.about, "Communication.about", issues)
@@ -319,6 +372,12 @@ _EVALUATION_PATHS = {"type": "Observation.code", "gir": "Observation.value[x]", 
 
 def _observation(obs: Observation, issues: _Issues) -> Inbound:
     """An evaluation (AGGIR with its GIR, ICOPE step 1, multidimensional): its results as components."""
+    if obs.status not in ("final", "amended", "corrected", "preliminary"):
+        issues.add("Observation.status", "final, amended, corrected or preliminary (an evaluation made)")
+    others = [f for f in Observation.model_fields if f.startswith("value") and not f.endswith("__ext")
+              and f not in ("valueInteger", "valueCodeableConcept") and getattr(obs, f) is not None]
+    if others:
+        issues.add(f"Observation.{others[0]}", "the GIR only: valueInteger or valueCodeableConcept (results go in components)")
     kind = code_in(obs.code, codes.EVALUATION_TYPE)
     if kind is None:
         issues.add("Observation.code", f"the evaluation's type, a code of {codes.EVALUATION_TYPE}", "required")
@@ -333,6 +392,8 @@ def _observation(obs: Observation, issues: _Issues) -> Inbound:
         value = comp.valueString if comp.valueString is not None else comp.valueInteger
         if value is None and comp.valueCodeableConcept is not None:
             value = _text(comp.valueCodeableConcept)
+        if value is None and comp.dataAbsentReason is not None:
+            value = ""  # an empty result (the JSON API takes "")
         if not name or value is None:
             issues.add(f"Observation.component[{i}]", "a named code and a value (string, integer or coded)")
         elif name in results:
@@ -340,7 +401,7 @@ def _observation(obs: Observation, issues: _Issues) -> Inbound:
         else:
             results[name] = str(value)
     fields: dict[str, Any] = {"type": kind, "results": results, "gir": gir}
-    category = code_in(obs.category or [], codes.CATEGORY)
+    category = _one_category(obs.category, "Observation.category", issues)
     if category is not None:
         fields["category"] = category
     case_id = _case(obs.focus, "Observation.focus", issues)
@@ -357,6 +418,9 @@ _MAPPERS: dict[str, tuple[Any, Callable[[Any, _Issues], Inbound]]] = {
 #: the resource types a partner may post, and the event each becomes
 RESOURCE_EVENTS = {"ServiceRequest": "ReferralSubmitted", "Task": "ReferralStatusChanged or AdmissionDecided",
                    "Consent": "ConsentRecorded", "Communication": "MessagePosted", "Observation": "EvaluationRecorded"}
+
+
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 1, 86400
 
 
 class SubscriptionRequest(NamedTuple):
@@ -393,10 +457,13 @@ def subscription(raw: Any) -> SubscriptionRequest:
     headers = []
     for i, line in enumerate(channel.header or []):
         name, sep, value = str(line).partition(":")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9-]{1,100}", name.strip()):
-            issues.add(f"Subscription.channel.header[{i}]", "an HTTP header line: Name: value")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9-]{1,100}", name.strip()) or not re.fullmatch(r"[\x20-\x7e]{0,4000}", value):
+            issues.add(f"Subscription.channel.header[{i}]", "an HTTP header line: Name: value (printable ASCII)")
         else:
             headers.append((name.strip(), value.strip()))
     issues.raise_any()
     period = heartbeat.valueUnsignedInt if heartbeat is not None else None
+    if period is not None and not MIN_HEARTBEAT_S <= period <= MAX_HEARTBEAT_S:
+        issues.add(f"Subscription.channel.extension({codes.EXT_HEARTBEAT})", f"{MIN_HEARTBEAT_S} to {MAX_HEARTBEAT_S} seconds")
+        issues.raise_any()
     return SubscriptionRequest(str(channel.endpoint), content, int(period) if period else None, headers)

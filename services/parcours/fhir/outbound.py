@@ -8,6 +8,7 @@ in FHIR's words, and nothing else. Each resource is validated by its `fhir.resou
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from parcours.fhir import codes
 from parcours.fhir.errors import Issue
 
 MEDIA_TYPE = "application/fhir+json"
+log = logging.getLogger("parcours.fhir")
 
 
 def outcome(issues: Iterable[Issue]) -> bytes:
@@ -92,23 +94,36 @@ def case_bundle(view: dict[str, Any], base: str) -> bytes:
     (Observation), messages (Communication), consents (Consent) and ruptures (Flag)."""
     case_id = view["case_id"]
     patient = _patient_ref(view)
-    resources: list[Any] = [_episode(view, patient)]
+    builds: list[tuple[str, Any]] = [("case", lambda: _episode(view, patient))]
     for r in view["referrals"]:
         if r.get("from") is not None:
-            resources.append(_service_request(r, case_id))
-        resources += [_status_task(r["referral_id"], s) for s in r["status_history"]]
-        resources += [_admission_task(r["referral_id"], a) for a in r["admission_history"]]
-    resources += [_observation(e, case_id, patient) for e in view["evaluations"]]
-    resources += [_communication(m, case_id, patient) for m in view["messages"]]
-    resources += [_consent(c, case_id, patient) for c in view["consents"]]
-    resources += [_flag(r, patient) for r in view["ruptures"]]
-    entries = []
-    for res in resources:
-        full = f"{base}/{res.get_resource_type()}/{res.id}" if res.id else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, res.model_dump_json())}"
-        entries.append({"fullUrl": full, "resource": res, "search": {"mode": "match" if res is resources[0] else "include"}})
+            builds.append((f"referral:{r['referral_id']}", lambda r=r: _service_request(r, case_id)))
+        builds += [(f"status:{s['event_id']}", lambda s=s, r=r: _status_task(r["referral_id"], s)) for s in r["status_history"]]
+        builds += [(f"admission:{a['event_id']}", lambda a=a, r=r: _admission_task(r["referral_id"], a)) for a in r["admission_history"]]
+    builds += [(f"evaluation:{e['evaluation_id']}", lambda e=e: _observation(e, case_id, patient)) for e in view["evaluations"]]
+    builds += [(f"message:{m['message_id']}", lambda m=m: _communication(m, case_id, patient)) for m in view["messages"]]
+    builds += [(f"consent:{c['consent_id']}", lambda c=c: _consent(c, case_id, patient)) for c in view["consents"]]
+    builds += [(f"rupture:{r['rupture_id']}", lambda r=r: _flag(r, patient)) for r in view["ruptures"]]
+    entries: list[dict[str, Any]] = []
+    for item, build in builds:
+        try:
+            res = build()
+        except ValueError as exc:  # an item FHIR cannot express (a bug here): said, not hidden, not fatal
+            log.error("item not expressible in FHIR", extra={"item_kind": item.split(":", 1)[0], "error": type(exc).__name__})
+            entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "outcome"}, "resource": OperationOutcome.model_validate(
+                {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "exception",
+                                                                 "diagnostics": f"{item} could not be expressed in FHIR; read it on /v1/cases"}]})})
+            continue
+        full = f"{base}/{res.get_resource_type()}/{res.id}" if res.id else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, item)}"
+        entries.append({"fullUrl": full, "resource": res, "search": {"mode": "match" if item == "case" else "include"}})
     bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "searchset", "total": 1,
                                     "timestamp": _now(), "meta": {"lastUpdated": view["updated_at"]}, "entry": entries})
     return bundle.model_dump_json(exclude_none=True).encode()
+
+
+def episode(view: dict[str, Any]) -> bytes:
+    """The case alone (`GET /fhir/r4/EpisodeOfCare/<case>`): what a notification's focus names."""
+    return _episode(view, _patient_ref(view)).model_dump_json(exclude_none=True).encode()
 
 
 def _patient_ref(view: dict[str, Any]) -> dict[str, Any]:
@@ -117,13 +132,20 @@ def _patient_ref(view: dict[str, Any]) -> dict[str, Any]:
         person = r.get("person")
         if person:
             return {"type": "Patient", "identifier": {"system": codes.PSEUDONYM, "value": person["pseudonym"]}}
-    return {"display": "the person of the case (not disclosed to this structure)"}
+    return {"display": _HIDDEN}
+
+
+#: the person of a case whose referral the reader does not see: named by nothing
+_HIDDEN = "the person of the case (not disclosed to this structure)"
+#: a contained stand-in where FHIR requires a patient and the reader may not know who it is
+_MASKED_PATIENT = {"resourceType": "Patient", "id": "person", "meta": {"security": [
+    {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "MASKED"}]}}
 
 
 def _episode(view: dict[str, Any], patient: dict[str, Any]) -> EpisodeOfCare:
     return EpisodeOfCare.model_validate({
         "resourceType": "EpisodeOfCare", **_ids("EpisodeOfCare", view["case_id"]), "status": "active", "patient": patient,
-        "managingOrganization": org(view["structure"]), "meta": {"versionId": str(view["version"]), "lastUpdated": view["updated_at"]}})
+        "meta": {"versionId": str(view["version"]), "lastUpdated": view["updated_at"]}})
 
 
 def _service_request(r: dict[str, Any], case_id: str) -> ServiceRequest:
@@ -170,7 +192,8 @@ def _observation(e: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Ob
         "category": [_category(e["category"])], "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": e["type"]}]},
         "subject": patient if "identifier" in patient else None, "focus": [ref("EpisodeOfCare", case_id)],
         "effectiveDateTime": e["at"], "performer": [org(e["by"])], **value,
-        "component": [{"code": {"text": k}, "valueString": v} for k, v in e["results"].items()] or None})
+        "component": [{"code": {"text": k}, **({"valueString": v} if v else {"dataAbsentReason": {"text": "empty"}})}
+                      for k, v in e["results"].items()] or None})
 
 
 def _communication(m: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Communication:
@@ -183,11 +206,15 @@ def _communication(m: dict[str, Any], case_id: str, patient: dict[str, Any]) -> 
 
 
 def _consent(c: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Consent:
+    hidden = "identifier" not in patient  # FHIR wants a patient under patient-privacy: a masked stand-in
     return Consent.model_validate({
         "resourceType": "Consent", **_ids("Consent", c["consent_id"]), "status": "active" if c.get("active", True) else "inactive",
         "scope": {"coding": [{"system": codes.CONSENT_SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
-        "patient": patient if "identifier" in patient else None, "dateTime": c["at"], "performer": [org(c["by"])],
+        "patient": {"reference": "#person"} if hidden else patient, "contained": [_MASKED_PATIENT] if hidden else None,
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                   "code": "OPTIN" if c["decision"] == "permit" else "OPTOUT"}]},
+        "dateTime": c["at"], "performer": [org(c["by"])],
         "extension": [{"url": codes.EXT_METHOD, "valueCode": c["method"]}],
         "provision": {"type": c["decision"], "actor": [{"role": {"text": "grantee"}, "reference": _grantee(c["grantee"])}],
                       "class": [{"system": codes.CATEGORY, "code": k} for k in c["categories"]],
@@ -210,7 +237,9 @@ def capability_statement(kind: str, base: str, version: str) -> bytes:
     """The CapabilityStatement of one adapter's FHIR entry point (`GET /fhir/r4/metadata`)."""
     posted = [{"type": t, "interaction": [{"code": "create"}]}
               for t in ("ServiceRequest", "Task", "Consent", "Communication", "Observation", "Subscription")]
-    episode = {"type": "EpisodeOfCare", "operation": [{"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/EpisodeOfCare-everything"}]}
+    # $everything on EpisodeOfCare is standard from R5 on; in R4 it is this server's own operation
+    episode = {"type": "EpisodeOfCare", "interaction": [{"code": "read"}],
+               "operation": [{"name": "everything", "definition": "urn:parcours:OperationDefinition:EpisodeOfCare-everything"}]}
     statement = CapabilityStatement.model_validate({
         "resourceType": "CapabilityStatement", "status": "active", "date": _now(), "kind": "instance",
         "name": f"Parcours{kind.upper()}Adapter", "title": f"Parcours {kind.upper()} adapter, FHIR R4 bridge",
@@ -245,7 +274,7 @@ def notification(kind: str, subscription: str, base: str, since_start: int, note
     params: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": sub_url}},
         {"name": "topic", "valueCanonical": codes.TOPIC},
-        {"name": "status", "valueCode": "active"},
+        {"name": "status", "valueCode": "requested" if kind == "handshake" else "active"},
         {"name": "type", "valueCode": kind},
         {"name": "events-since-subscription-start", "valueString": str(since_start)},
     ]
@@ -267,8 +296,10 @@ def notification(kind: str, subscription: str, base: str, since_start: int, note
 
 
 def _focus(note: dict[str, Any], base: str) -> str:
-    """What changed: the case (its Bundle is `EpisodeOfCare/<case_id>/$everything`). A notification
-    names items, and the item may just have left the view (a redaction): the case is what to read."""
+    """What changed: the case (`EpisodeOfCare/<case_id>`; its Bundle is `.../$everything`). A
+    notification names items, and the item may just have left the view (a redaction): the case
+    is what to read. (A case id FHIR's id syntax cannot hold is written as it is: the server
+    resolves it.)"""
     return f"{base}/EpisodeOfCare/{note['case_id']}"
 
 
