@@ -147,7 +147,9 @@ def bare_app() -> FastAPI:
     """A FastAPI app whose only route takes the adapter's message body and does nothing."""
     from fastapi import FastAPI
 
-    app = FastAPI()
+    from parcours.adapters.app import NO_OPENTELEMETRY
+
+    app = FastAPI(telemetry=NO_OPENTELEMETRY)  # configured as the adapter is
 
     @app.post("/v1/cases/{case_id}/messages", status_code=202)
     async def post_message(case_id: str, body: BareMessage) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parcours.adapters import requests as rq
 from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
-from parcours.adapters.guard import EdgeGuard, TokenBucket
+from parcours.adapters.guard import OPEN_PATHS, EdgeGuard, TokenBucket
 from parcours.adapters.idempotency import IdempotencyClaims, body_hash, derived_event_id
 from parcours.adapters.outcomes import MEDIA_TYPE as FHIR_MEDIA_TYPE
 from parcours.adapters.outcomes import is_fhir, refusal
@@ -44,6 +44,9 @@ from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
 log = logging.getLogger("parcours.adapter")
+#: FastAPI's OpenTelemetry hooks, off: Parcours exports Prometheus metrics, and asking whether
+#: OpenTelemetry is configured cost ~4% of a POST (README, Performance)
+NO_OPENTELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 #: how long a write waits for the caller's view of its case before answering 404
 VIEW_WAIT_S = 3.0
 
@@ -149,6 +152,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         await adapter.publisher.close()
 
     app = FastAPI(
+        telemetry=NO_OPENTELEMETRY,
         title=f"Parcours {kind.upper()} adapter",
         version="1",
         description=f"The Parcours partner edge for {kind.upper()} structures. Authenticate with `Authorization: Bearer <token>`.",
@@ -162,6 +166,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     _view_routes(app, adapter)
     _webhook_routes(app, adapter)
     _ops_routes(app, adapter)
+    _document_headers(app)
     from parcours.adapters import fhir  # the FHIR routes use this module's handlers' path
 
     fhir.install(app, adapter)
@@ -237,19 +242,55 @@ def _route_type(request: Request) -> str:
     return getattr(route, "name", None) or "unknown"
 
 
-# --- dependencies --------------------------------------------------------------------------
+# --- the caller and its headers ------------------------------------------------------------
+# Read from the request, not declared as FastAPI dependencies: solving them cost a fifth of a
+# POST (README, Performance). `_document_headers` declares them in the OpenAPI document instead.
 
-async def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Structure:
-    """The structure the edge guard authenticated (the header is declared for the API description).
-    `async`: FastAPI would run a plain function in its thread pool, on every request."""
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def caller_of(request: Request) -> Structure:
+    """The structure the edge guard authenticated."""
     structure = getattr(request.state, "caller", None)
     if not isinstance(structure, Structure):
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
     return structure
 
 
-Caller = Annotated[Structure, Depends(_caller)]
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+        raise Invalid("the request is invalid", fields=[
+            {"field": "Idempotency-Key", "rule": f"String should have at most {IDEMPOTENCY_KEY_MAX} characters"}])
+    return key
+
+
+_AUTHORIZATION = {"name": "Authorization", "in": "header", "required": False, "description": "Bearer <the structure's token>",
+                  "schema": {"type": "string"}}
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+                "description": "a retried request with the same key yields the same event, once"}
+
+
+def _document_headers(app: FastAPI) -> None:
+    """The OpenAPI document, with the headers the handlers read themselves: Authorization on
+    every route but the open ones, Idempotency-Key on every POST that publishes an event."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = generate()
+            for path, operations in doc.get("paths", {}).items():
+                if path in OPEN_PATHS:
+                    continue
+                for method, operation in operations.items():
+                    params = operation.setdefault("parameters", [])
+                    params.append(_AUTHORIZATION)
+                    tags = operation.get("tags", [])
+                    if method == "post" and ("events" in tags or ("fhir" in tags and not path.endswith("/Subscription"))):
+                        params.append(_IDEMPOTENCY)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -313,8 +354,9 @@ def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
     store = adapter.store
 
     @app.post("/v1/referrals", status_code=202, name="ReferralSubmitted", tags=["events"])
-    async def post_referral(request: Request, body: rq.ReferralIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_referral(request: Request, body: rq.ReferralIn) -> dict[str, Any]:
         """Refer a person to another structure; opens a new case unless `case_id` names one of yours."""
+        caller, key = caller_of(request), idempotency_key(request)
         if body.case_id is not None:
             await _visible_case(store, caller, body.case_id, VIEW_WAIT_S)
 
@@ -327,8 +369,9 @@ def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
         return await _submit(adapter, request, caller, key, body, "ReferralSubmitted", build)
 
     @app.post("/v1/referrals/{referral_id}/status", status_code=202, name="ReferralStatusChanged", tags=["events"])
-    async def post_status(request: Request, referral_id: str, body: rq.StatusIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_status(request: Request, referral_id: str, body: rq.StatusIn) -> dict[str, Any]:
         """Acknowledge, accept, decline, redirect, complete (recipient) or withdraw (sender) a referral."""
+        caller, key = caller_of(request), idempotency_key(request)
         found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
         if found is None:
             raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
@@ -346,11 +389,13 @@ def _item_routes(app: FastAPI, adapter: Adapter) -> None:
     """The items of a case (and territorial ruptures): one POST per event type."""
 
     @app.post("/v1/cases/{case_id}/evaluations", status_code=202, name="EvaluationRecorded", tags=["events"])
-    async def post_evaluation(request: Request, case_id: str, body: rq.EvaluationIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_evaluation(request: Request, case_id: str, body: rq.EvaluationIn) -> dict[str, Any]:
+        caller, key = caller_of(request), idempotency_key(request)
         return await _submit(adapter, request, caller, key, body, "EvaluationRecorded", _on_case(case_id, "evaluation_id", "eval", body))
 
     @app.post("/v1/cases/{case_id}/admission-decisions", status_code=202, name="AdmissionDecided", tags=["events"])
-    async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_admission(request: Request, case_id: str, body: rq.AdmissionIn) -> dict[str, Any]:
+        caller, key = caller_of(request), idempotency_key(request)
         build = _on_case(case_id, None, "", body)
 
         def with_referral(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -360,15 +405,18 @@ def _item_routes(app: FastAPI, adapter: Adapter) -> None:
         return await _submit(adapter, request, caller, key, body, "AdmissionDecided", with_referral)
 
     @app.post("/v1/cases/{case_id}/consents", status_code=202, name="ConsentRecorded", tags=["events"])
-    async def post_consent(request: Request, case_id: str, body: rq.ConsentIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_consent(request: Request, case_id: str, body: rq.ConsentIn) -> dict[str, Any]:
+        caller, key = caller_of(request), idempotency_key(request)
         return await _submit(adapter, request, caller, key, body, "ConsentRecorded", _on_case(case_id, "consent_id", "consent", body))
 
     @app.post("/v1/cases/{case_id}/messages", status_code=202, name="MessagePosted", tags=["events"])
-    async def post_message(request: Request, case_id: str, body: rq.MessageIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_message(request: Request, case_id: str, body: rq.MessageIn) -> dict[str, Any]:
+        caller, key = caller_of(request), idempotency_key(request)
         return await _submit(adapter, request, caller, key, body, "MessagePosted", _on_case(case_id, "message_id", "msg", body))
 
     @app.post("/v1/ruptures", status_code=202, name="RuptureReported", tags=["events"])
-    async def post_rupture(request: Request, body: rq.RuptureIn, caller: Caller, key: IdemKey = None) -> dict[str, Any]:
+    async def post_rupture(request: Request, body: rq.RuptureIn) -> dict[str, Any]:
+        caller, key = caller_of(request), idempotency_key(request)
         def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             rid = f"rupture-{short}"
             return {"rupture_id": rid, **body.model_dump()}, {"rupture_id": rid}
@@ -381,24 +429,27 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
     cat, store = adapter.catalogue, adapter.store
 
     @app.get("/v1/cases/{case_id}", tags=["views"])
-    async def get_case(case_id: str, caller: Caller) -> dict[str, Any]:
+    async def get_case(request: Request, case_id: str) -> dict[str, Any]:
+        caller = caller_of(request)
         view = await _visible_case(store, caller, case_id)
         await _record_access(adapter, caller, case_id)  # no record, no read: 503 when Kafka cannot take it
         return view
 
     @app.get("/v1/cases/{case_id}/disclosures", tags=["views"])
-    async def disclosures(case_id: str, caller: Caller) -> dict[str, Any]:
+    async def disclosures(request: Request, case_id: str) -> dict[str, Any]:
         """Right of access: for the items you authored in this case, who received them (or lost
         them), when, and on which legal basis."""
+        caller = caller_of(request)
         await _visible_case(store, caller, case_id)
         records = [r for r in store.disclosures(caller.slug, case_id) if r["structure"] != caller.slug]
         return {"case_id": case_id, "structure": caller.slug, "disclosures": [
             {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause")} for r in records]}
 
     @app.get("/v1/cases", tags=["views"])
-    async def list_cases(caller: Caller, after: Annotated[str, Query(max_length=200)] = "",
+    async def list_cases(request: Request, after: Annotated[str, Query(max_length=200)] = "",
                          limit: Annotated[int, Query(ge=1, le=1000)] = 1000) -> dict[str, Any]:
         """Your cases in `case_id` order, `limit` at a time: pass the last `case_id` as `after`."""
+        caller = caller_of(request)
         views = [v for v in (store.view(caller.slug, cid) for cid in store.cases(caller.slug, after, limit)) if v is not None]
         return {"structure": caller.slug, "next_after": views[-1]["case_id"] if len(views) == limit else None, "cases": [
             {"case_id": v["case_id"], "version": v["version"], "updated_at": v["updated_at"], "referrals": len(v["referrals"])}
@@ -406,16 +457,18 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
         ]}
 
     @app.get("/v1/inbox", tags=["views"])
-    async def inbox(caller: Caller, after: Annotated[int, Query(ge=0)] = 0,
+    async def inbox(request: Request, after: Annotated[int, Query(ge=0)] = 0,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     wait: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
+        caller = caller_of(request)
         notes = await store.wait_notifications(caller.slug, after, limit, wait)
         adapter.metrics.inbox_backlog.labels(caller.slug).set(store.inbox_size(caller.slug))
         return {"structure": caller.slug, "notifications": notes,
                 "next_after": notes[-1]["sequence"] if notes else after}
 
     @app.get("/v1/observatory", tags=["views"])
-    async def observatory(caller: Caller) -> dict[str, Any]:
+    async def observatory(request: Request) -> dict[str, Any]:
+        caller = caller_of(request)
         spec = cat.topic("observatory")
         if caller.kind not in spec.readers:
             raise Forbidden(f"a {caller.kind} may not read the observatory", rule=f"topics/catalogue.yaml: observatory readers {sorted(spec.readers)}")
@@ -426,7 +479,8 @@ def _webhook_routes(app: FastAPI, adapter: Adapter) -> None:
     cat, store = adapter.catalogue, adapter.store
 
     @app.put("/v1/webhook", tags=["webhooks"])
-    async def put_webhook(request: Request, body: rq.WebhookIn, caller: Caller) -> dict[str, Any]:
+    async def put_webhook(request: Request, body: rq.WebhookIn) -> dict[str, Any]:
+        caller = caller_of(request)
         await check_endpoint(body.url, https_only=adapter.webhook_https_only,
                              private_networks=adapter.webhook_private_networks)
         secret = body.secret or secrets.token_urlsafe(32)

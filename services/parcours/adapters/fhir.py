@@ -20,11 +20,11 @@ from fastapi.responses import Response
 from parcours.adapters.app import (
     VIEW_WAIT_S,
     Adapter,
-    Caller,
-    IdemKey,
     _record_access,
     _submit,
     _visible_case,
+    caller_of,
+    idempotency_key,
 )
 from parcours.adapters.errors import AdapterError, Forbidden, NotFound, from_domain
 from parcours.adapters.outcomes import PREFIX
@@ -144,7 +144,8 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
                         response_class=Response, responses={**RESPONSES, **_ACCEPTED}, openapi_extra=_RESOURCE_BODY)
 
     @route("/ServiceRequest", "ReferralSubmitted", "A referral (ServiceRequest); opens a case unless supportingInfo names one of yours")
-    async def post_service_request(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+    async def post_service_request(request: Request) -> Response:
+        caller, key = caller_of(request), idempotency_key(request)
         raw, parsed = await _parsed(request, adapter, caller, "ServiceRequest")
         if parsed.author is not None and parsed.author != caller.slug:
             raise Forbidden(f"ServiceRequest.requester is {parsed.author}, not the authenticated {caller.slug}",
@@ -155,7 +156,8 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
                            _new_id("ref", "referral_id", parsed, parsed.case_id), lambda a: f"ServiceRequest/{a['referral_id']}")
 
     @route("/Task", "FhirTask", "A referral's status (Task.status) or an admission decision (Task.businessStatus)")
-    async def post_task(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+    async def post_task(request: Request) -> Response:
+        caller, key = caller_of(request), idempotency_key(request)
         raw, parsed = await _parsed(request, adapter, caller, "Task")
         found = await eventually_referral(store, caller.slug, str(parsed.referral_id), VIEW_WAIT_S)
         if found is None:
@@ -167,19 +169,22 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
         return await _post(adapter, request, caller, key, "Task", raw, parsed, build, lambda a: f"Task/{a['event_id']}")
 
     @route("/Consent", "ConsentRecorded", "A consent (permit or deny) to share categories of a case")
-    async def post_consent(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+    async def post_consent(request: Request) -> Response:
+        caller, key = caller_of(request), idempotency_key(request)
         raw, parsed = await _parsed(request, adapter, caller, "Consent")
         return await _post(adapter, request, caller, key, "Consent", raw, parsed,
                            _new_id("consent", "consent_id", parsed, parsed.case_id), lambda a: f"Consent/{a['consent_id']}")
 
     @route("/Communication", "MessagePosted", "A message in a case's discussion (Communication)")
-    async def post_communication(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+    async def post_communication(request: Request) -> Response:
+        caller, key = caller_of(request), idempotency_key(request)
         raw, parsed = await _parsed(request, adapter, caller, "Communication")
         return await _post(adapter, request, caller, key, "Communication", raw, parsed,
                            _new_id("msg", "message_id", parsed, parsed.case_id), lambda a: f"Communication/{a['message_id']}")
 
     @route("/Observation", "EvaluationRecorded", "An evaluation (Observation): AGGIR and its GIR, ICOPE step 1, multidimensional")
-    async def post_observation(request: Request, caller: Caller, key: IdemKey = None) -> Response:
+    async def post_observation(request: Request) -> Response:
+        caller, key = caller_of(request), idempotency_key(request)
         raw, parsed = await _parsed(request, adapter, caller, "Observation")
         return await _post(adapter, request, caller, key, "Observation", raw, parsed,
                            _new_id("eval", "evaluation_id", parsed, parsed.case_id), lambda a: f"Observation/{a['evaluation_id']}")
@@ -188,7 +193,8 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
               summary="Notifications of your cases' changes, Subscriptions backport style (rest-hook, id-only)",
               responses={**RESPONSES, 201: {**_OUTCOME, "description": "the Subscription, active (handshake answered)"}},
               openapi_extra=_RESOURCE_BODY)
-    async def post_subscription(request: Request, caller: Caller) -> Response:
+    async def post_subscription(request: Request) -> Response:
+        caller = caller_of(request)
         sub = inbound.subscription(await read_resource(request))
         try:
             await check_endpoint(sub.endpoint, https_only=adapter.webhook_https_only,
@@ -226,8 +232,9 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
              summary="Your view of a case as a FHIR Bundle, filtered by the consent rules like GET /v1/cases/{case_id}",
              responses={**RESPONSES, 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 Bundle (searchset)"}}},
                                            "description": "the case as a Bundle"}})
-    async def get_case(request: Request, case_id: Annotated[Identifier, Path()], caller: Caller) -> Response:
+    async def get_case(request: Request, case_id: Annotated[Identifier, Path()]) -> Response:
         """The whole view (`$everything`), audited as a read of the case."""
+        caller = caller_of(request)
         view = await _visible_case(store, caller, case_id)
         await _record_access(adapter, caller, case_id)  # no record, no read
         return fhir_response(outbound.case_bundle(view, base_url(request)))
@@ -236,5 +243,6 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
              summary="The case alone (what a notification's focus names), if you see it",
              responses={**RESPONSES, 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": "a FHIR R4 EpisodeOfCare"}}},
                                            "description": "the case"}})
-    async def get_episode(case_id: Annotated[Identifier, Path()], caller: Caller) -> Response:
+    async def get_episode(request: Request, case_id: Annotated[Identifier, Path()]) -> Response:
+        caller = caller_of(request)
         return fhir_response(outbound.episode(await _visible_case(store, caller, case_id)))

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.routing import Match
 
 from parcours.adapters.errors import AdapterError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, from_domain
 from parcours.adapters.outcomes import MEDIA_TYPE, is_fhir, refusal
@@ -61,6 +60,7 @@ class EdgeGuard:
         self.app, self.kind, self.catalogue = app, kind, catalogue
         self.limiter, self.max_body, self.routes, self.on_refusal = limiter, max_body, routes, on_refusal
         self.event_types = set(catalogue.event_topic)
+        self._table: list[tuple[Any, Any, str]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -92,10 +92,14 @@ class EdgeGuard:
         await self.app(scope, receive, send)
 
     def _route(self, scope: Scope) -> str | None:
-        for r in self.routes():
-            match, _ = r.matches(scope)
-            if match == Match.FULL:
-                return str(r.name)
+        """The name of the route the request goes to (its event type for the event routes)."""
+        if self._table is None:  # routes are all added before the first request
+            self._table = [(r.path_regex, r.methods, str(r.name)) for r in self.routes()
+                           if hasattr(r, "path_regex") and getattr(r, "methods", None)]
+        path, method = scope["path"], scope["method"]
+        for regex, methods, name in self._table:
+            if method in methods and regex.match(path):
+                return name
         return None
 
     def _authenticate(self, scope: Scope) -> Any:
