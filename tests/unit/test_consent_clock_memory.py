@@ -16,13 +16,21 @@ HORIZON_S = 600.0
 
 
 class Ticks:
-    """What the clock sends to the tick topic (a producer's `produce`)."""
+    """What the clock sends to the tick topic (a producer's `produce`), and the delivery reports
+    still to come (`report`: what a producer's `poll` would call)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, int]] = []
+        self.pending: list[Any] = []
 
-    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: Any = None) -> None:
         self.sent.append((key, int(value)))
+        self.pending.append(on_delivery)
+
+    def report(self, error: Any = None) -> None:
+        for callback in self.pending:
+            callback(error, None)
+        self.pending.clear()
 
 
 class Partitions:
@@ -103,3 +111,16 @@ def test_a_schedule_value_that_is_not_a_time_is_ignored() -> None:
     c = clock()
     c.record(b"c", 0, b"not a time")
     assert not c.due
+
+
+def test_a_tick_kafka_did_not_take_is_sent_again_and_a_delivered_one_is_not() -> None:
+    c = clock()
+    c.record(b"case-1", 0, str(NOW + 1000).encode())
+    ticks = Ticks()
+    c.fire(ticks, NOW + 1000)
+    ticks.report("_MSG_TIMED_OUT")  # the broker was away longer than the delivery timeout
+    c.fire(ticks, NOW + 1500)
+    assert ticks.sent == [(b"case-1", NOW + 1000)] * 2
+    ticks.report(None)  # delivered this time
+    c.fire(ticks, NOW + 2000)
+    assert ticks.sent == [(b"case-1", NOW + 1000)] * 2

@@ -6,7 +6,8 @@ transaction as the views). This clock reads it in a consumer group of its own
 watched by exactly one of them and moves to a survivor on a rebalance; on every assignment it
 re-reads its partitions from the beginning (they hold one small record per case). When an expiry
 is due it sends a tick (key: the case id, value: the due time) to `clock-ticks`, which the pipeline
-processes like an event. A tick is idempotent: sent twice, the second changes nothing.
+processes like an event. A tick is idempotent: sent twice, the second changes nothing; a tick
+whose delivery failed is sent again.
 
 Memory does not grow with the number of cases: the clock keeps only the expiries due within its
 horizon (`HORIZON_S`, 10 minutes) and reads its partitions again from the beginning when half of
@@ -172,5 +173,18 @@ class ConsentClock:
             due, case = heapq.heappop(self.heap)
             if self.due.get(case) != due or self.sent.get(case) == due:
                 continue  # superseded, or already ticked for this expiry
-            producer.produce(self.ticks_topic, key=case, value=str(due).encode())
+            producer.produce(self.ticks_topic, key=case, value=str(due).encode(), on_delivery=self._delivered(case, due))
             self.sent[case] = due
+
+    def _delivered(self, case: bytes, due: int) -> Any:
+        """A tick Kafka did not take (its delivery timed out: the broker away for long) is sent
+        again: it was marked as sent when produced, which would otherwise hold it back for good.
+        Called from `producer.poll`, on the clock's own thread."""
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None or self.sent.get(case) != due:
+                return
+            log.warning("a consent tick was not delivered; it is sent again", extra={"error": str(err)})
+            del self.sent[case]
+            if self.due.get(case) == due:
+                heapq.heappush(self.heap, (due, case))
+        return delivered
