@@ -91,6 +91,23 @@ def test_the_case_file_schedules_the_deadline_and_reports_it_on_the_tick() -> No
     assert again.schedule is None
 
 
+def test_twin_referrals_keep_the_winners_deadline_whatever_the_order() -> None:
+    """One event id, two payloads (a bad producer): the smaller canonical form wins the fold, and
+    the deadline is the winner's, whichever twin came first."""
+    from parcours.casefile.state import canonical_digest
+    from parcours.contract.models import build_event
+
+    urgent = referral("urgent")
+    routine = build_event("ReferralSubmitted", {**urgent.model_dump(), "urgency": "routine"})
+    winner = min((urgent, routine), key=canonical_digest)
+    for order in ((urgent, routine), (routine, urgent)):
+        core, store = IncrementalCaseFile(KINDS, Policy({}, DEADLINES)), DictStore()
+        for e in order:
+            core.apply(store, "case-1", e, T0)
+        assert store.get("idx")["refs"]["ref-1"]["due"] == to_ms(T0) + DEADLINES[winner.urgency], order
+        assert store.get("idx")["next"] == to_ms(T0) + DEADLINES[winner.urgency]
+
+
 def test_the_processor_marks_the_rupture_and_reminds_the_sender_once() -> None:
     cat = Catalogue.load(prefix="p")
     proc = RecordProcessor(cat, KindPolicy(default_policy().hidden, DEADLINES))

@@ -61,12 +61,19 @@ class LateAnswer:
         return self.answered_ms - self.due_ms
 
 
-def track(refs: dict[str, dict[str, Any]], event: Event, deadlines: Mapping[str, int]) -> Tracked:
-    """Follow `event` in the case's referral deadlines."""
+def track(refs: dict[str, dict[str, Any]], event: Event, deadlines: Mapping[str, int], *, replaces: bool = False) -> Tracked:
+    """Follow `event` in the case's referral deadlines. `replaces`: `event` is the winning twin of
+    an event already folded (one event id, two payloads): a referral's deadline then follows the
+    winner's urgency, parties and time, whatever the order the twins came in (what was already
+    answered or reported stays)."""
     ms = to_ms(event.occurred_at)
     if isinstance(event, ReferralSubmitted):
         delay = deadlines.get(event.urgency)
-        if delay is None or event.referral_id in refs:
+        known = refs.get(event.referral_id)
+        if replaces and known is not None and delay is not None:
+            known.update({"due": ms + delay, "from": event.source, "to": event.to_structure})
+            return Tracked(changed=True)
+        if delay is None or known is not None:
             return Tracked()
         refs[event.referral_id] = {"due": ms + delay, "from": event.source, "to": event.to_structure,
                                    "answered": None, "reminded": False}

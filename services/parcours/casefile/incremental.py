@@ -276,7 +276,7 @@ class IncrementalCaseFile:
         rec["docs"].append(doc)
         loaded[key] = rec
         rules_change |= self._index(idx, doc)
-        tracked = track(refs, event, self.policy.deadlines)
+        tracked = track(refs, event, self.policy.deadlines, replaces=bool(removed))
         keys = self._all_keys(store, cnt) if rules_change else [key]
         if removed:  # what the losing twin gave the rules (a consent, a referral's parties) goes with it
             self._reindex(idx, [d for k in keys for d in (loaded.get(k) or store.get("k:" + k) or {"docs": []})["docs"]])
