@@ -38,6 +38,7 @@ def _offending(area: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
     ("contract", (*ENGINES, "parcours.adapters", "parcours.processors")),
     ("readmodel", ("parcours.adapters", "parcours.processors", "fastapi", "starlette")),
     ("fhir", (*ENGINES, "parcours.adapters", "parcours.processors", "parcours.readmodel")),
+    ("territory", (*ENGINES, "parcours.adapters", "parcours.processors", "parcours.readmodel")),
 ])
 def test_an_area_does_not_import_what_it_must_not(area: str, forbidden: tuple[str, ...]) -> None:
     assert _offending(area, forbidden) == {}

@@ -33,13 +33,16 @@ from parcours.adapters.outcomes import MEDIA_TYPE as FHIR_MEDIA_TYPE
 from parcours.adapters.outcomes import is_fhir, refusal
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery, check_endpoint
+from parcours.contract.directory import Age, Gir, Need, Postcode, build_offer, encode_offer
 from parcours.contract.errors import EventValidationError
-from parcours.contract.models import build_event
+from parcours.contract.models import Identifier, build_event
 from parcours.kafkaio import KafkaAccess
 from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import check_stateful, check_stateless, eventually_referral, eventually_view
 from parcours.readmodel.store import EdgeStore
 from parcours.security.sealing import Sealer
+from parcours.territory.directory import Query as DirectoryQuery
+from parcours.territory.directory import rank
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
@@ -126,7 +129,7 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     publisher = Publisher(kafka, catalogue)
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
     store = EdgeStore(kafka, catalogue, slugs, path=store_path, observatory=kind in catalogue.topic("observatory").readers,
-                      audit=True)
+                      audit=True, directory=True)
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, kafka, publisher, catalogue, metrics, retry, sealer, kind)
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
@@ -165,6 +168,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     _item_routes(app, adapter)
     _view_routes(app, adapter)
     _webhook_routes(app, adapter)
+    _directory_routes(app, adapter)
     _ops_routes(app, adapter)
     _document_headers(app)
     from parcours.adapters import fhir  # the FHIR routes use this module's handlers' path
@@ -473,6 +477,44 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
         if caller.kind not in spec.readers:
             raise Forbidden(f"a {caller.kind} may not read the observatory", rule=f"topics/catalogue.yaml: observatory readers {sorted(spec.readers)}")
         return {"ruptures": [{"territory": t, "week": w, "type": ty, "count": n} for t, w, ty, n in store.observatory_counts()]}
+
+
+def _directory_routes(app: FastAPI, adapter: Adapter) -> None:
+    """The territory's shared resource directory: each structure publishes its offers; every
+    structure reads them all, ranked for a person's postcode, need, GIR and age."""
+    cat, store = adapter.catalogue, adapter.store
+    topic = cat.topic("directory").name
+
+    @app.put("/v1/directory/offers/{offer_id}", tags=["directory"])
+    async def put_offer(request: Request, offer_id: Annotated[Identifier, Path()], body: rq.OfferIn) -> dict[str, Any]:
+        """Publish (or replace) an offer of your structure: what, for whom, where, capacity, contact.
+        No person data. Answered once Kafka holds it; it shows in `GET /v1/directory` after."""
+        caller = caller_of(request)
+        try:
+            offer = build_offer({**body.model_dump(), "structure": caller.slug, "offer_id": offer_id, "updated_at": datetime.now(UTC)})
+        except EventValidationError as exc:
+            raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
+        await adapter.publisher.send(topic, offer.key.encode(), encode_offer(offer))
+        return offer.model_dump(mode="json")
+
+    @app.delete("/v1/directory/offers/{offer_id}", status_code=202, tags=["directory"])
+    async def delete_offer(request: Request, offer_id: Annotated[Identifier, Path()]) -> dict[str, Any]:
+        """Withdraw an offer of your structure (idempotent)."""
+        caller = caller_of(request)
+        key = f"{caller.slug}/{offer_id}"
+        await adapter.publisher.send(topic, key.encode(), None)
+        return {"withdrawn": key}
+
+    @app.get("/v1/directory", tags=["directory"])
+    async def directory(request: Request, postcode: Annotated[Postcode | None, Query()] = None,
+                        need: Annotated[Need | None, Query()] = None, gir: Annotated[Gir | None, Query()] = None,
+                        age: Annotated[Age | None, Query()] = None) -> dict[str, Any]:
+        """Every offer of the territory's structures, best fit first (README, "Resource directory"):
+        an offer's `structure` is what a referral's `to_structure` names."""
+        caller_of(request)
+        ranked = rank(store.offers(), DirectoryQuery(postcode, need, gir, age))
+        return {"query": {"postcode": postcode, "need": need, "gir": gir, "age": age},
+                "offers": [{**o.model_dump(mode="json"), "fit": f.as_dict()} for o, f in ranked]}
 
 
 def _webhook_routes(app: FastAPI, adapter: Adapter) -> None:

@@ -39,6 +39,16 @@ def body_of(event: type[Event], name: str, *, omit: tuple[str, ...] = (), extra:
                         **fields, **(extra or {}))
 
 
+def offer_body() -> type[BaseModel]:
+    """The body of `PUT /v1/directory/offers/{offer_id}`: an offer less what Parcours sets (the
+    structure, from the caller; the id, from the path; the time)."""
+    from parcours.contract.directory import DirectoryOffer
+
+    fields: dict[str, Any] = {f: (info.annotation, info) for f, info in DirectoryOffer.model_fields.items()
+                              if f not in ("structure", "offer_id", "updated_at")}
+    return create_model("OfferIn", __base__=_Body, __doc__="An offer of your structure in the territory's directory.", **fields)
+
+
 class WebhookIn(_Body):
     url: Annotated[str, Field(pattern=r"^https?://", max_length=2000)]
     secret: Annotated[str, Field(min_length=16, max_length=200)] | None = None
@@ -52,6 +62,7 @@ if TYPE_CHECKING:  # models made at import time: handlers see validated bodies o
     ConsentIn: TypeAlias = Any
     MessageIn: TypeAlias = Any
     RuptureIn: TypeAlias = Any
+    OfferIn: TypeAlias = Any
 else:
     # the category of a referral, a status, an admission or a consent is fixed by the contract
     ReferralIn = body_of(ReferralSubmitted, "ReferralIn", omit=("case_id", "referral_id", "category"),
@@ -62,3 +73,4 @@ else:
     ConsentIn = body_of(ConsentRecorded, "ConsentIn", omit=("case_id", "consent_id", "category"))
     MessageIn = body_of(MessagePosted, "MessageIn", omit=("case_id", "message_id"))
     RuptureIn = body_of(RuptureReported, "RuptureIn", omit=("rupture_id", "category"))
+    OfferIn = offer_body()

@@ -21,6 +21,7 @@ Tables:
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -28,10 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from parcours.contract.directory import decode_offer
+from parcours.contract.errors import DecodeError
 from parcours.readmodel.errors import StoreError
 
+log = logging.getLogger("parcours.adapter.store")
+
 #: bump when the tables change: an older file is emptied and read again from Kafka
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -46,17 +51,18 @@ CREATE TABLE IF NOT EXISTS inbox(slug TEXT NOT NULL, sequence INTEGER NOT NULL, 
                                  PRIMARY KEY(slug, sequence)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS observatory(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhooks(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS directory(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS disclosures(author TEXT NOT NULL, case_id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL,
                                        PRIMARY KEY(author, case_id, n)) WITHOUT ROWID;
 """
-_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures")
+_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures", "directory")
 
 
 @dataclass(frozen=True)
 class Record:
     """What the tail hands over: one Kafka record, already routed to its table."""
 
-    table: str  # items | inbox | observatory | webhooks | audit
+    table: str  # items | inbox | observatory | webhooks | audit | directory
     slug: str  # the structure of a views/inbox topic ("" otherwise)
     topic: str
     partition: int
@@ -159,6 +165,8 @@ class Writer:
                 c.execute(f"DELETE FROM {r.table} WHERE key=?", (r.key,))  # noqa: S608 - two constant names
             else:
                 c.execute(f"INSERT OR REPLACE INTO {r.table} VALUES(?, ?)", (r.key, r.value.decode()))
+        elif r.table == "directory":
+            self._offer(r)
         elif r.table == "audit" and r.value is not None:
             record = json.loads(r.value)
             if record.get("author") in authors and record.get("change") != "accessed":
@@ -166,6 +174,19 @@ class Writer:
                 c.execute("INSERT OR REPLACE INTO disclosures VALUES(?, ?, ?, ?)",
                           (record["author"], r.key, r.partition * 2**40 + r.offset, r.value.decode()))
         return 0
+
+    def _offer(self, r: Record) -> None:
+        """An offer of the directory (Avro), kept as JSON; a tombstone withdraws it. A record that
+        is not an offer (the adapters validate what they publish) is skipped, and said."""
+        if r.value is None:
+            self.conn.execute("DELETE FROM directory WHERE key=?", (r.key,))
+            return
+        try:
+            offer = decode_offer(r.value)
+        except DecodeError:
+            log.warning("a directory record that is not an offer was skipped", extra={"offset": r.offset})
+            return
+        self.conn.execute("INSERT OR REPLACE INTO directory VALUES(?, ?)", (r.key, offer.model_dump_json()))
 
     def close(self) -> None:
         self.conn.close()
@@ -216,6 +237,10 @@ class Reader:
     def webhook(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT record FROM webhooks WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def directory(self) -> list[str]:
+        """Every offer of the directory, as JSON."""
+        return [v for (v,) in self.conn.execute("SELECT record FROM directory ORDER BY key")]
 
     def disclosures(self, author: str, case_id: str) -> list[dict[str, Any]]:
         return [json.loads(v) for (v,) in self.conn.execute(

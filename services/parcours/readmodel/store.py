@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 
 from parcours.casefile.incremental import assemble
+from parcours.contract.directory import DirectoryOffer
 from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
@@ -52,7 +53,8 @@ SYNC_STAMP_S = 600.0
 
 class EdgeStore:
     def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, slugs: list[str], *, path: Path | None = None,
-                 inbox: bool = True, observatory: bool = True, webhooks: bool = True, audit: bool = False) -> None:
+                 inbox: bool = True, observatory: bool = True, webhooks: bool = True, audit: bool = False,
+                 directory: bool = False) -> None:
         """A store of the views of `slugs`, and of what else its reader may read (its principal's
         ACLs): their inboxes, the observatory, the webhook registrations, the audit trail of the
         items they authored. `path`: its file (one per process; default: a temporary one)."""
@@ -65,7 +67,7 @@ class EdgeStore:
         if inbox:
             self._routes |= {catalogue.per_structure("inbox", s).name: ("inbox", s) for s in slugs}
         for name, table, on in (("observatory", "observatory", observatory), ("webhooks", "webhooks", webhooks),
-                                ("audit", "audit", audit)):
+                                ("audit", "audit", audit), ("directory", "directory", directory)):
             if on:
                 self._routes[catalogue.topic(name).name] = (table, "")
         self._authors = frozenset(slugs)
@@ -113,6 +115,10 @@ class EdgeStore:
 
     def notifications(self, slug: str, after: int, limit: int) -> list[dict[str, Any]]:
         return self.db.notifications(slug, after, limit)
+
+    def offers(self) -> list[DirectoryOffer]:
+        """The territory's directory: every offer published and not withdrawn."""
+        return [DirectoryOffer.model_validate_json(v) for v in self.db.directory()]
 
     def inbox_size(self, slug: str) -> int:
         return self._inbox.get(slug, (0, 0))[0]

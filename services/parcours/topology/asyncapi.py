@@ -132,6 +132,18 @@ def _messages(catalogue: Catalogue, schemas: SchemaSet, t: TopicSpec, into: dict
     """The messages of a topic's channel, added to `into` (components): its event types, or one JSON message."""
     if t.role == "canonical":
         types = sorted(t.events)
+    elif t.role == "directory":
+        from parcours.contract.directory import SCHEMA_FILE
+        from parcours.paths import schemas_dir
+
+        raw = json.loads((schemas_dir() / SCHEMA_FILE).read_text())
+        into["DirectoryOffer"] = {
+            "name": "DirectoryOffer", "title": "DirectoryOffer", "summary": str(raw.get("doc", "")),
+            "contentType": "application/vnd.apache.avro+binary",
+            "payload": {"schemaFormat": AVRO_FORMAT, "schema": raw},
+            "bindings": {"kafka": {"key": {"type": "string", "description": t.key}, "bindingVersion": BINDING_VERSION}},
+        }
+        return ["DirectoryOffer"]
     elif t.role == "ingress":
         kind = catalogue.registry.structures[t.owner].kind if t.owner else None
         types = sorted(et for et in catalogue.event_topic if kind is None or catalogue.may_publish(kind, et))

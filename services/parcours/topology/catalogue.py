@@ -20,7 +20,7 @@ from parcours.topology.errors import CatalogueError
 from parcours.topology.registry import Registry, default_registry
 from parcours.topology.yamlfile import fields, line, load
 
-ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress"}
+ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress", "directory"}
 SERVICES = {"processor", "validator", "adapter", "ops", "owner"}
 KINDS = frozenset(CONTRACT_KINDS)  # the structure kinds, from the contract
 

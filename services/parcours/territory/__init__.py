@@ -1,0 +1,1 @@
+"""Territorial coordination, pure: the resource directory's ranking (no Kafka, no web framework)."""
