@@ -35,6 +35,26 @@ class DemoClient:
                 raise RuntimeError(f"demo step {step}: {resp.status_code} {resp.text}")
             await asyncio.sleep(0.5)
 
+    async def put(self, slug: str, path: str, body: dict[str, Any]) -> None:
+        """A PUT (replaces what it names: seeding twice changes nothing)."""
+        resp = await self.client.put(self.urls[KIND_OF[slug]] + path, json=body, headers={"Authorization": f"Bearer {dev_token(slug)}"})
+        if resp.status_code != HTTPStatus.OK:
+            raise RuntimeError(f"demo PUT {path}: {resp.status_code} {resp.text}")
+
+    async def find(self, slug: str, query: str, expected: int) -> list[dict[str, Any]]:
+        """The directory as `slug` sees it, once it holds `expected` offers (the adapters read the
+        directory topic: a just published offer shows within moments)."""
+        deadline = time.monotonic() + 90
+        while True:
+            resp = await self.client.get(f"{self.urls[KIND_OF[slug]]}/v1/directory{query}",
+                                         headers={"Authorization": f"Bearer {dev_token(slug)}"})
+            offers: list[dict[str, Any]] = resp.json()["offers"] if resp.status_code == HTTPStatus.OK else []
+            if len(offers) >= expected:
+                return offers
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"demo: the directory holds {len(offers)} offers, not {expected}")
+            await asyncio.sleep(0.5)
+
     async def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
         resp = await self.client.get(f"{self.urls[KIND_OF[slug]]}/v1/cases/{case_id}",
                                      headers={"Authorization": f"Bearer {dev_token(slug)}"})
@@ -51,7 +71,21 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
         d = DemoClient(urls, client)
         cases: dict[str, str] = {}
 
-        # 1. Hospital discharge: CPTS Nord -> DAC -> CRT Muret, admitted; consent for the CRT.
+        # 0. The territory's directory: the CRTs and a CPTS publish their offers.
+        offers = {
+            "crt-31-muret": {"title": "Accompagnement renforcé à domicile", "needs": ["home_support", "hospital_discharge"],
+                             "age_min": 60, "gir_min": 1, "gir_max": 4, "departments": ["31"],
+                             "postcodes": ["31600", "31120", "31410"], "capacity": 4, "waiting_days": 3, "contact": "05 61 51 00 00"},
+            "crt-31-nord": {"title": "Accompagnement renforcé à domicile", "needs": ["home_support", "hospital_discharge"],
+                            "age_min": 60, "gir_min": 1, "gir_max": 4, "departments": ["31"],
+                            "postcodes": ["31200", "31140", "31150"], "capacity": 0, "waiting_days": 21, "contact": "05 61 52 00 00"},
+            "cpts-31-sud": {"title": "Recherche de médecin traitant", "needs": ["gp_search"], "departments": ["31"],
+                            "contact": "contact@cpts-31-sud.example"},
+        }
+        for slug, offer in offers.items():
+            await d.put(slug, "/v1/directory/offers/main", offer)
+
+        # 1. Hospital discharge: CPTS Nord -> DAC -> CRT Muret (found in the directory), admitted; consent for the CRT.
         r = await d.post("cpts-31-nord", "/v1/referrals", {
             "to_structure": "dac-31", "person": person("P-a41f07", 1936, "31600"), "urgency": "soon",
             "reasons": ["situation complexe", "aidant épuisé"], "summary": "Patiente isolée, chutes répétées."}, "a-ref")
@@ -63,8 +97,13 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
                                                                 "results": {"transferts": "B", "toilette": "C"}}, "a-aggir")
         await d.post("dac-31", f"/v1/cases/{case}/evaluations", {"type": "multidimensional", "category": "medical",
                                                                 "results": {"polymedication": "8 molécules"}}, "a-multi")
+        found = await d.find("dac-31", "?postcode=31600&need=hospital_discharge&gir=3&age=90", len(offers))
+        best = found[0]
+        print(f"  directory: for a person of 90, GIR 3, in 31600, leaving hospital, the DAC finds {best['structure']} "
+              f"first ({best['title']}; {best['fit']['where']}, {best['capacity']} places, {best['waiting_days']} days) "
+              f"among {len(found)} offers", flush=True)
         r2 = await d.post("dac-31", "/v1/referrals", {
-            "to_structure": "crt-31-muret", "case_id": case, "person": person("P-a41f07", 1936, "31600"), "urgency": "urgent",
+            "to_structure": best["structure"], "case_id": case, "person": person("P-a41f07", 1936, "31600"), "urgency": "urgent",
             "reasons": ["sortie d'hospitalisation"], "context": {"type": "hospital_discharge", "date": "2026-11-25"},
             "summary": "Sortie prévue le 25/11, besoin d'un accompagnement renforcé."}, "a-ref-crt")
         await d.post("crt-31-muret", f"/v1/referrals/{r2['referral_id']}/status", {"status": "acknowledged"}, "a-ack")

@@ -29,6 +29,8 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Pa
     text = out.stdout
     assert text.count("== case ") == 3
     assert "demo finished" in text
+    # the territory's directory: the CRT serving the person's postcode comes first, and is referred to
+    assert "the DAC finds crt-31-muret first (Accompagnement renforcé à domicile; postcode, 4 places, 3 days) among 3 offers" in text
     # consent filtering shows: the CRT sees the functional evaluation, never the medical one
     crt_block = text.split("crt-31-muret  version")[1].split("crt-31-nord")[0]
     assert "aggir (functional)" in crt_block
