@@ -72,7 +72,7 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
         cases: dict[str, str] = {}
 
         # 0. The territory's directory: the CRTs and a CPTS publish their offers.
-        offers = {
+        offers: dict[str, dict[str, Any]] = {
             "crt-31-muret": {"title": "Accompagnement renforcé à domicile", "needs": ["home_support", "hospital_discharge"],
                              "age_min": 60, "gir_min": 1, "gir_max": 4, "departments": ["31"],
                              "postcodes": ["31600", "31120", "31410"], "capacity": 4, "waiting_days": 3, "contact": "05 61 51 00 00"},
