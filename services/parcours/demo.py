@@ -38,7 +38,7 @@ class DemoClient:
     async def put(self, slug: str, path: str, body: dict[str, Any]) -> None:
         """A PUT (replaces what it names: seeding twice changes nothing)."""
         resp = await self.client.put(self.urls[KIND_OF[slug]] + path, json=body, headers={"Authorization": f"Bearer {dev_token(slug)}"})
-        if resp.status_code != HTTPStatus.OK:
+        if resp.status_code != HTTPStatus.ACCEPTED:
             raise RuntimeError(f"demo PUT {path}: {resp.status_code} {resp.text}")
 
     async def find(self, slug: str, query: str, expected: int) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ def _offer(**kw: Any) -> dict[str, Any]:
             "gir_max": 4, "departments": ["31"], "contact": "05 61 00 00 00", **kw}
 
 
-async def put(api: Api, slug: str, offer_id: str, body: dict[str, Any], expect: int = 200) -> httpx.Response:
+async def put(api: Api, slug: str, offer_id: str, body: dict[str, Any], expect: int = 202) -> httpx.Response:
     resp = await api.client.put(f"{api.stack.url(KIND_OF[slug])}/v1/directory/offers/{offer_id}", json=body,
                                 headers={"Authorization": f"Bearer dev-{slug}"})
     assert resp.status_code == expect, resp.text

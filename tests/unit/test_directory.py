@@ -3,6 +3,7 @@ rules naming the field), the ranking by fit, and the HTTP refusals."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -12,10 +13,11 @@ import pytest
 from pydantic import SecretStr
 
 from parcours.adapters.app import build_adapter, create_app
-from parcours.contract.directory import SCHEMA_FILE, DirectoryOffer, build_offer, decode_offer, encode_offer
+from parcours.contract.directory import SCHEMA_FILE, DirectoryOffer, build_offer, decode_offer, department_of, encode_offer
 from parcours.contract.errors import DecodeError, EventValidationError
 from parcours.kafkaio import KafkaAccess
 from parcours.paths import schemas_dir
+from parcours.readmodel.db import Reader, Record, Writer
 from parcours.security.sealing import Sealer
 from parcours.territory.directory import Query, fit, rank
 from parcours.topology.catalogue import Catalogue
@@ -39,6 +41,51 @@ def test_the_model_mirrors_the_schema_and_the_codec_round_trips() -> None:
     assert decode_offer(encode_offer(o)) == o
     with pytest.raises(DecodeError):
         decode_offer(b"\x01garbage")
+
+
+def test_any_bytes_decode_to_an_offer_or_a_decode_error_never_another_error() -> None:
+    """A record the read model cannot take must be skipped: an exception of another kind would
+    roll its batch back and stall every adapter's tail on it."""
+    import io
+    import random
+
+    from fastavro import parse_schema, schemaless_writer
+
+    schema = json.loads((schemas_dir() / SCHEMA_FILE).read_text())
+    for f in schema["fields"]:
+        if f["name"] == "updated_at":
+            f["type"] = "long"  # the same bytes as a timestamp, but any long: one past datetime's range
+    buf = io.BytesIO()
+    schemaless_writer(buf, parse_schema(schema), {**offer().model_dump(mode="python"), "updated_at": 2**62})
+    with pytest.raises(DecodeError):
+        decode_offer(buf.getvalue())
+    raw = bytearray(encode_offer(offer()))
+    rng = random.Random(20261130)
+    for _ in range(3000):
+        mutated = bytearray(raw)
+        for _ in range(rng.randint(1, 4)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        with contextlib.suppress(DecodeError):
+            decode_offer(bytes(mutated[: rng.randint(1, len(mutated))]))
+
+
+def test_the_read_model_keeps_an_offer_under_its_own_key_only(tmp_path: Any) -> None:
+    w, r = Writer(tmp_path / "s"), Reader(tmp_path / "s")
+    o = encode_offer(offer("crt-31-muret", "main"))
+    w.apply([Record("directory", "", "p.directory", 0, 0, "crt-31-nord/main", o),  # claims another structure's key
+             Record("directory", "", "p.directory", 0, 1, "crt-31-muret/x", b"\x00junk")], {("p.directory", 0): 2}, frozenset())
+    assert r.directory() == []
+    w.apply([Record("directory", "", "p.directory", 0, 2, "crt-31-muret/main", o)], {("p.directory", 0): 3}, frozenset())
+    assert [DirectoryOffer.model_validate_json(v).key for v in r.directory()] == ["crt-31-muret/main"]
+    w.apply([Record("directory", "", "p.directory", 0, 3, "crt-31-muret/main", None)], {("p.directory", 0): 4}, frozenset())
+    assert r.directory() == []
+
+
+def test_corsican_postcodes_fall_in_their_department() -> None:
+    assert (department_of("20090"), department_of("20200"), department_of("2A004"), department_of("97400")) == ("2A", "2B", "2A", "974")
+    ajaccio = offer("crt-2a", departments=["2A"])
+    assert fit(ajaccio, Query(postcode="20090")).where == "department"
+    assert fit(ajaccio, Query(postcode="20200")).where == "outside"
 
 
 @pytest.mark.parametrize(("fields", "field", "rule"), [

@@ -108,6 +108,29 @@ def test_twin_referrals_keep_the_winners_deadline_whatever_the_order() -> None:
         assert store.get("idx")["next"] == to_ms(T0) + DEADLINES[winner.urgency]
 
 
+@pytest.mark.parametrize("other", [{"referral_id": "ref-2"}, {"urgency": "routine"}])
+def test_a_losing_twins_deadline_goes_with_it_whatever_the_order(other: dict) -> None:
+    """Twins naming another referral, or with an urgency that has no deadline: in both orders the
+    case waits on the winner's deadline only (a tick reports nothing else)."""
+    from parcours.casefile.state import canonical_digest
+    from parcours.contract.models import build_event
+
+    first = referral("urgent")
+    second = build_event("ReferralSubmitted", {**first.model_dump(), **other})
+    winner = min((first, second), key=canonical_digest)
+    deadlines = {"urgent": 4 * HOUR, "soon": 48 * HOUR}  # routine: no deadline here
+    outcomes = []
+    for order in ((first, second), (second, first)):
+        core, store = IncrementalCaseFile(KINDS, Policy({}, deadlines)), DictStore()
+        for e in order:
+            core.apply(store, "case-1", e, T0)
+        tick = core.apply(store, "case-1", None, T0 + timedelta(days=30))
+        outcomes.append((sorted(store.get("idx")["refs"]), [o.referral_id for o in tick.overdue]))
+    assert outcomes[0] == outcomes[1]
+    expected = [winner.referral_id] if winner.urgency in deadlines else []
+    assert outcomes[0] == (expected, expected)
+
+
 def test_the_processor_marks_the_rupture_and_reminds_the_sender_once() -> None:
     cat = Catalogue.load(prefix="p")
     proc = RecordProcessor(cat, KindPolicy(default_policy().hidden, DEADLINES))

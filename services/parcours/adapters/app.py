@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -485,10 +486,10 @@ def _directory_routes(app: FastAPI, adapter: Adapter) -> None:
     cat, store = adapter.catalogue, adapter.store
     topic = cat.topic("directory").name
 
-    @app.put("/v1/directory/offers/{offer_id}", tags=["directory"])
-    async def put_offer(request: Request, offer_id: Annotated[Identifier, Path()], body: rq.OfferIn) -> dict[str, Any]:
+    @app.put("/v1/directory/offers/{offer_id}", status_code=202, tags=["directory"])
+    async def put_offer(request: Request, offer_id: Annotated[Identifier, PathParam()], body: rq.OfferIn) -> dict[str, Any]:
         """Publish (or replace) an offer of your structure: what, for whom, where, capacity, contact.
-        No person data. Answered once Kafka holds it; it shows in `GET /v1/directory` after."""
+        No person data. Answered (202) once Kafka holds it; it shows in `GET /v1/directory` moments after."""
         caller = caller_of(request)
         try:
             offer = build_offer({**body.model_dump(), "structure": caller.slug, "offer_id": offer_id, "updated_at": datetime.now(UTC)})
@@ -498,7 +499,7 @@ def _directory_routes(app: FastAPI, adapter: Adapter) -> None:
         return offer.model_dump(mode="json")
 
     @app.delete("/v1/directory/offers/{offer_id}", status_code=202, tags=["directory"])
-    async def delete_offer(request: Request, offer_id: Annotated[Identifier, Path()]) -> dict[str, Any]:
+    async def delete_offer(request: Request, offer_id: Annotated[Identifier, PathParam()]) -> dict[str, Any]:
         """Withdraw an offer of your structure (idempotent)."""
         caller = caller_of(request)
         key = f"{caller.slug}/{offer_id}"

@@ -96,7 +96,9 @@ class EdgeGuard:
         if self._table is None:  # routes are all added before the first request
             self._table = [(r.path_regex, r.methods, str(r.name)) for r in self.routes()
                            if hasattr(r, "path_regex") and getattr(r, "methods", None)]
-        path, method = scope["path"], scope["method"]
+        path, method, root = scope["path"], scope["method"], scope.get("root_path", "")
+        if root and path.startswith(root):  # as Starlette's router matches: below the root path
+            path = path[len(root):]
         for regex, methods, name in self._table:
             if method in methods and regex.match(path):
                 return name

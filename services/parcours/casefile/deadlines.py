@@ -70,8 +70,11 @@ def track(refs: dict[str, dict[str, Any]], event: Event, deadlines: Mapping[str,
     if isinstance(event, ReferralSubmitted):
         delay = deadlines.get(event.urgency)
         known = refs.get(event.referral_id)
-        if replaces and known is not None and delay is not None:
-            known.update({"due": ms + delay, "from": event.source, "to": event.to_structure})
+        if replaces and known is not None:
+            if delay is None:  # the winner's urgency has no deadline: nobody waits on a clock
+                del refs[event.referral_id]
+            else:
+                known.update({"due": ms + delay, "from": event.source, "to": event.to_structure})
             return Tracked(changed=True)
         if delay is None or known is not None:
             return Tracked()

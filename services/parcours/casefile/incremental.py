@@ -276,6 +276,9 @@ class IncrementalCaseFile:
         rec["docs"].append(doc)
         loaded[key] = rec
         rules_change |= self._index(idx, doc)
+        for lost in removed.values():  # a losing twin's referral never was: its deadline goes with it
+            if lost["m"]["t"] == "ReferralSubmitted" and lost["m"]["rid"] != doc["m"]["rid"]:
+                refs.pop(lost["m"]["rid"], None)
         tracked = track(refs, event, self.policy.deadlines, replaces=bool(removed))
         keys = self._all_keys(store, cnt) if rules_change else [key]
         if removed:  # what the losing twin gave the rules (a consent, a referral's parties) goes with it

@@ -28,8 +28,13 @@ SCHEMA_FILE = "directory/DirectoryOffer.v1.avsc"
 
 
 def department_of(postcode: str) -> str:
-    """The department of a postcode: 2 digits, 3 overseas (97x), Corsica 2A/2B as written."""
-    return postcode[:3] if postcode.startswith("97") else postcode[:2]
+    """The department of a postcode: 2 digits, 3 overseas (97x); Corsica's postcodes (20xxx) are
+    2A below 20200 and 2B from it (a code written 2Axxx/2Bxxx keeps its letter)."""
+    if postcode.startswith("97"):
+        return postcode[:3]
+    if postcode.startswith("20") and postcode.isdigit():
+        return "2A" if int(postcode) < 20200 else "2B"  # noqa: PLR2004 - the postcode boundary itself
+    return postcode[:2]
 
 
 class DirectoryOffer(_Model):
@@ -45,7 +50,8 @@ class DirectoryOffer(_Model):
     postcodes: Annotated[list[Postcode], Field(default_factory=list, max_length=500)]
     capacity: Count | None = None
     waiting_days: Count | None = None
-    #: the service's phone number or functional mailbox (a person's is not asked for, and not wanted)
+    #: the service's phone number or functional mailbox: a phone number or an address, never free
+    #: text (the format cannot tell a person's mailbox from a service's: the publishing structure's duty)
     contact: Annotated[str, Field(pattern=r"^(\+?[0-9][0-9 .]{5,19}|[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,180}\.[A-Za-z]{2,20})$")]
     updated_at: datetime
 
@@ -92,5 +98,5 @@ def encode_offer(offer: DirectoryOffer) -> bytes:
 def decode_offer(raw: bytes) -> DirectoryOffer:
     try:
         return DirectoryOffer.model_validate(schemaless_reader(io.BytesIO(raw), offer_schema(), offer_schema()))
-    except (ValidationError, ValueError, EOFError, IndexError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever bytes: a record that is not an offer (fastavro raises many kinds)
         raise DecodeError(f"not a DirectoryOffer ({type(exc).__name__})") from None

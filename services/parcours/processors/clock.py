@@ -56,18 +56,20 @@ class ConsentClock:
         self.replay_since = 0.0
 
     def run(self) -> None:
+        # one producer for the clock's life: the delivery reports of ticks still queued when the
+        # loop restarts arrive on it later (a tick that failed is sent again: `_delivered`)
+        producer = Producer(self.kafka.producer_config())
         while True:
             try:
-                self._run()
+                self._run(producer)
             except KafkaException as exc:
                 log.warning("consent clock interrupted; restarting", extra={"error": str(exc)})
                 time.sleep(1)
 
-    def _run(self) -> None:
+    def _run(self, producer: Producer) -> None:
         consumer = Consumer({**self.kafka.librdkafka(), "group.id": self.group,
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "isolation.level": "read_committed", "session.timeout.ms": 10000})
-        producer = Producer(self.kafka.producer_config())
         consumer.subscribe([self.schedule_topic], on_assign=self._assigned, on_revoke=self._revoked,
                            on_lost=self._revoked)
         try:
@@ -88,7 +90,7 @@ class ConsentClock:
                     self.fire(producer, int(time.time() * 1000))
                 producer.poll(0)
         finally:
-            producer.flush(10)
+            producer.poll(0)  # delivery reports so far; later ones come with the next loop's polls
             consumer.close()
 
     def _assigned(self, consumer: Any, partitions: list[Any]) -> None:

@@ -36,7 +36,7 @@ from parcours.readmodel.errors import StoreError
 log = logging.getLogger("parcours.adapter.store")
 
 #: bump when the tables change: an older file is emptied and read again from Kafka
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2  # the directory table came in without a bump: created if missing, its topic read from its beginning
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -185,6 +185,9 @@ class Writer:
             offer = decode_offer(r.value)
         except DecodeError:
             log.warning("a directory record that is not an offer was skipped", extra={"offset": r.offset})
+            return
+        if offer.key != r.key:  # an offer is only its own structure's: a value claiming another key is not kept
+            log.warning("a directory record whose key is not its offer's was skipped", extra={"offset": r.offset})
             return
         self.conn.execute("INSERT OR REPLACE INTO directory VALUES(?, ?)", (r.key, offer.model_dump_json()))
 

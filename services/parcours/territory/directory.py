@@ -1,12 +1,16 @@
 """Which offers of the territory's directory fit a need, best first.
 
 Every offer is answered (a partner sees the whole directory, ordered), each with how it fits:
-- where: the person's postcode listed by the offer (best), its department served, or neither;
+- where: the person's postcode listed by the offer, its department served whole, its department
+  served but only at other postcodes, or elsewhere;
 - what: the need among the offer's needs;
-- who: the GIR and the age within the offer's ranges (an offer without a range takes everyone);
-- when: places open (capacity), then the shorter wait.
-An offer that excludes the person (outside its territory, another need, a GIR or an age outside
-its ranges) sorts after every one that does not, whatever its capacity.
+- who: the GIR and the age within the offer's ranges (an offer without a range takes everyone,
+  and earns nothing for it: a range that fits says more than no range);
+- places: open (capacity above 0) or none.
+The order: offers that exclude the person last (elsewhere, other postcodes, another need, a GIR
+or an age outside their ranges); then the higher score, which adds up: postcode listed 4 or
+department 3, need 3, GIR in range 1, age in range 1, places +1 or none -1; then the shorter wait,
+then the structure's slug and the offer id.
 """
 
 from __future__ import annotations
