@@ -7,7 +7,7 @@ metadata that does not list every partition yet, and the coordinator then skips 
 markers of a transaction it was committing for the partitions it does not know ("likely deleted
 already", logged at INFO by kafka.coordinator.transaction.TransactionMarkerChannelManager). That
 transaction's input offsets may be committed while its view records are aborted: 2 of 60 events
-were missing from the views in about 1 run of 7 (README, "Architecture of the processor"). The
+were missing from the views in 3 runs of 15 (README, "Architecture of the processor"). The
 events themselves are on the canonical topics, which the rebuild reads."""
 
 from __future__ import annotations
