@@ -21,6 +21,7 @@ from parcours.adapters.app import (
     VIEW_WAIT_S,
     Adapter,
     _record_access,
+    _route_type,
     _submit,
     _visible_case,
     caller_of,
@@ -79,15 +80,11 @@ def install(app: FastAPI, adapter: Adapter) -> None:
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
-        adapter.metrics.refused.labels(_route_name(request), adapter.kind, "invalid", "fhir").inc()
+        adapter.metrics.refused.labels(_route_type(request), adapter.kind, "invalid", "fhir").inc()
         return fhir_response(outbound.outcome(exc.issues), exc.status)
 
     _write_routes(app, adapter)
     _read_routes(app, adapter)
-
-
-def _route_name(request: Request) -> str:
-    return getattr(request.scope.get("route"), "name", None) or "unknown"
 
 
 def _new_id(prefix: str, field: str, parsed: inbound.Inbound, case_id: str | None) -> Callable[[str], tuple[dict[str, Any], dict[str, Any]]]:
@@ -99,8 +96,8 @@ def _new_id(prefix: str, field: str, parsed: inbound.Inbound, case_id: str | Non
     return build
 
 
-async def _post(adapter: Adapter, request: Request, caller: Any, key: str | None, resource_type: str, raw: Any,
-                parsed: inbound.Inbound, build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
+async def _post(adapter: Adapter, request: Request, caller: Any, key: str | None, raw: Any, parsed: inbound.Inbound,
+                build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
                 location: Callable[[dict[str, Any]], str]) -> Response:
     """`_submit`, with the contract's field names turned back into the resource's elements."""
     try:
@@ -136,7 +133,28 @@ def _located(exc: AdapterError, parsed: inbound.Inbound) -> AdapterError:
     return exc
 
 
-def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one small handler per resource type
+#: the resources that add an item to a case named in them: (type, route name, summary, item id prefix, id field)
+_ITEM_ROUTES = (
+    ("Consent", "ConsentRecorded", "A consent (permit or deny) to share categories of a case", "consent", "consent_id"),
+    ("Communication", "MessagePosted", "A message in a case's discussion (Communication)", "msg", "message_id"),
+    ("Observation", "EvaluationRecorded", "An evaluation (Observation): AGGIR and its GIR, ICOPE step 1, multidimensional",
+     "eval", "evaluation_id"),
+)
+
+
+def _item_route(route: Callable[[str, str, str], Callable[[Any], Any]], adapter: Adapter, resource_type: str, name: str,
+                summary: str, prefix: str, field: str) -> None:
+    """`POST /fhir/r4/<resource_type>`: a new item `<prefix>-<short>` in the case the resource names."""
+
+    @route(f"/{resource_type}", name, summary)
+    async def post_item(request: Request) -> Response:
+        caller, key = caller_of(request), idempotency_key(request)
+        raw, parsed = await _parsed(request, adapter, caller, resource_type)
+        return await _post(adapter, request, caller, key, raw, parsed, _new_id(prefix, field, parsed, parsed.case_id),
+                           lambda a: f"{resource_type}/{a[field]}")
+
+
+def _write_routes(app: FastAPI, adapter: Adapter) -> None:
     store = adapter.store
 
     def route(path: str, name: str, summary: str) -> Callable[[Any], Any]:
@@ -152,7 +170,7 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
                             rule="source is the authenticated structure")
         if parsed.case_id is not None:
             await _visible_case(store, caller, parsed.case_id, VIEW_WAIT_S)
-        return await _post(adapter, request, caller, key, "ServiceRequest", raw, parsed,
+        return await _post(adapter, request, caller, key, raw, parsed,
                            _new_id("ref", "referral_id", parsed, parsed.case_id), lambda a: f"ServiceRequest/{a['referral_id']}")
 
     @route("/Task", "FhirTask", "A referral's status (Task.status) or an admission decision (Task.businessStatus)")
@@ -166,28 +184,10 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:  # noqa: C901 - one s
         def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             return {**parsed.fields, "case_id": found[0]}, {"referral_id": str(parsed.referral_id), "case_id": found[0]}
 
-        return await _post(adapter, request, caller, key, "Task", raw, parsed, build, lambda a: f"Task/{a['event_id']}")
+        return await _post(adapter, request, caller, key, raw, parsed, build, lambda a: f"Task/{a['event_id']}")
 
-    @route("/Consent", "ConsentRecorded", "A consent (permit or deny) to share categories of a case")
-    async def post_consent(request: Request) -> Response:
-        caller, key = caller_of(request), idempotency_key(request)
-        raw, parsed = await _parsed(request, adapter, caller, "Consent")
-        return await _post(adapter, request, caller, key, "Consent", raw, parsed,
-                           _new_id("consent", "consent_id", parsed, parsed.case_id), lambda a: f"Consent/{a['consent_id']}")
-
-    @route("/Communication", "MessagePosted", "A message in a case's discussion (Communication)")
-    async def post_communication(request: Request) -> Response:
-        caller, key = caller_of(request), idempotency_key(request)
-        raw, parsed = await _parsed(request, adapter, caller, "Communication")
-        return await _post(adapter, request, caller, key, "Communication", raw, parsed,
-                           _new_id("msg", "message_id", parsed, parsed.case_id), lambda a: f"Communication/{a['message_id']}")
-
-    @route("/Observation", "EvaluationRecorded", "An evaluation (Observation): AGGIR and its GIR, ICOPE step 1, multidimensional")
-    async def post_observation(request: Request) -> Response:
-        caller, key = caller_of(request), idempotency_key(request)
-        raw, parsed = await _parsed(request, adapter, caller, "Observation")
-        return await _post(adapter, request, caller, key, "Observation", raw, parsed,
-                           _new_id("eval", "evaluation_id", parsed, parsed.case_id), lambda a: f"Observation/{a['evaluation_id']}")
+    for item_route in _ITEM_ROUTES:
+        _item_route(route, adapter, *item_route)
 
     @app.post(PREFIX + "/Subscription", status_code=201, name="FhirSubscription", tags=["fhir"], response_class=Response,
               summary="Notifications of your cases' changes, Subscriptions backport style (rest-hook, id-only)",

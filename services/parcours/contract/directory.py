@@ -4,6 +4,7 @@ who is served is said by ranges (age, GIR) and places (departments, postcodes)."
 
 from __future__ import annotations
 
+import copy
 import io
 from datetime import datetime
 from functools import cache
@@ -83,10 +84,17 @@ def build_offer(data: dict[str, Any]) -> DirectoryOffer:
 
 
 @cache
-def offer_schema() -> Any:
+def offer_schema_raw() -> dict[str, Any]:
+    """The schema as written (what the AsyncAPI document carries); read once."""
     import json
 
-    return parse_schema(json.loads((schemas_dir() / SCHEMA_FILE).read_text()))
+    raw: dict[str, Any] = json.loads((schemas_dir() / SCHEMA_FILE).read_text())
+    return raw
+
+
+@cache
+def offer_schema() -> Any:
+    return parse_schema(copy.deepcopy(offer_schema_raw()))
 
 
 def encode_offer(offer: DirectoryOffer) -> bytes:

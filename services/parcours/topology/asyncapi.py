@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from parcours.contract.codec import CE_TYPE_PREFIX, CONTENT_TYPE, H_FINGERPRINT
+from parcours.contract.directory import offer_schema_raw
 from parcours.contract.schemas import SchemaSet
 from parcours.topology.catalogue import Catalogue, TopicSpec
 
@@ -133,10 +134,7 @@ def _messages(catalogue: Catalogue, schemas: SchemaSet, t: TopicSpec, into: dict
     if t.role == "canonical":
         types = sorted(t.events)
     elif t.role == "directory":
-        from parcours.contract.directory import SCHEMA_FILE
-        from parcours.paths import schemas_dir
-
-        raw = json.loads((schemas_dir() / SCHEMA_FILE).read_text())
+        raw = copy.deepcopy(offer_schema_raw())  # never the shared one
         into["DirectoryOffer"] = {
             "name": "DirectoryOffer", "title": "DirectoryOffer", "summary": str(raw.get("doc", "")),
             "contentType": "application/vnd.apache.avro+binary",
