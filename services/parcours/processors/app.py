@@ -80,6 +80,15 @@ ROCKSDB = RocksDBOptions(write_buffer_size=8 * 1024 * 1024, max_write_buffer_num
 FETCH_WAIT_MS = 25
 #: how long an output waits for room in librdkafka's queue before the step fails
 BUFFER_FULL_MAX_S = 120.0
+#: the longest a transaction may stay open (librdkafka's default: 60 s). An instance that dies
+#: and is not restarted leaves its transaction open, and every `read_committed` reader of a
+#: partition it wrote (views, inboxes, audit, the changelog the survivor restores) sees nothing
+#: past it until the broker aborts it: this long, plus the broker's check interval
+#: (`transaction.abort.timed.out.transaction.cleanup.interval.ms`). Measured with the default:
+#: a CPTS inbox frozen 60.6 s after one of two instances was SIGKILLed. A checkpoint commits
+#: every `commit_interval` (0.5 s); a transaction older than this is aborted by the broker and the
+#: instance restarts from its last commit (nothing lost, the work redone).
+TRANSACTION_TIMEOUT_MS = 10_000
 #: the loop's longest wait for a record: how late a due checkpoint may commit when idle (`_Cadence`)
 POLL_S = 0.005
 #: live traffic (`_Cadence`): the newest record processed is younger than this...
@@ -138,6 +147,8 @@ def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, comm
                  instance: str | None = None) -> Application:
     group = group_id(catalogue)
     producer_config = {"message.max.bytes": PRODUCER_MAX_BYTES, "linger.ms": 100, "batch.size": 1024 * 1024, **LIBRDKAFKA_PARTITIONER}
+    # librdkafka wants a request's timeout within the transaction's
+    transaction_config = {"transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "socket.timeout.ms": TRANSACTION_TIMEOUT_MS}
     # Stable per instance, within the prefix the catalogue's ACLs give the processor's principal.
     # A restarted instance registers the same transactional id, which makes the broker abort the
     # transaction its killed predecessor left open at once: with a new id per start, that
@@ -156,7 +167,7 @@ def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, comm
         loglevel="WARNING",
         # the catalogue creates every topic (`parcours topics apply`); the changelog is one of them
         auto_create_topics=False,
-        producer_extra_config={**producer_config, "transactional.id": transactional_id},
+        producer_extra_config={**producer_config, **transaction_config, "transactional.id": transactional_id},
         consumer_extra_config={"isolation.level": "read_committed", "session.timeout.ms": 10000,
                                "group.instance.id": transactional_id,
                                "heartbeat.interval.ms": 2000, "fetch.wait.max.ms": FETCH_WAIT_MS},
