@@ -40,6 +40,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gir": 3,
     },
     "AdmissionDecided": {"referral_id": "ref-1", "decision": "admitted", "volet": 2, "start_date": date(2026, 11, 6)},
+    "CommissionOpened": {
+        "commission_id": "com-1", "referral_id": "ref-1", "invited": ["dac-31"],
+        "opinion_deadline": T0 + timedelta(days=3), "question": "Volet 2 adapté au retour à domicile ?",
+    },
+    "OpinionGiven": {"commission_id": "com-1", "referral_id": "ref-1", "opinion": "favourable", "comment": "Aidant à soulager."},
     "ConsentRecorded": {
         "consent_id": "cons-1",
         "grantee": "crt-31-muret",
@@ -58,4 +63,4 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def one_of_each(case_id: str = "case-1") -> list[Event]:
-    return [ev(t, case_id=case_id, source=("crt-31-muret" if t == "AdmissionDecided" else "dac-31")) for t in DEFAULTS]
+    return [ev(t, case_id=case_id, source=("crt-31-muret" if t in ("AdmissionDecided", "CommissionOpened") else "dac-31")) for t in DEFAULTS]

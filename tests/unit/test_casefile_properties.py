@@ -36,9 +36,16 @@ def _event(event_type: str, source: str, at: int, **fields: object) -> Event:
 
 @st.composite
 def events(draw: st.DrawFn) -> Event:
-    kind = draw(st.sampled_from(["ref", "status", "admission", "eval", "msg", "consent", "consent"]))
+    kind = draw(st.sampled_from(["ref", "status", "admission", "eval", "msg", "consent", "consent", "commission", "opinion"]))
     source, at = draw(st.sampled_from(SLUGS)), draw(minutes)
     ref = draw(st.sampled_from(["r1", "r2"]))
+    if kind == "commission":
+        invited = draw(st.lists(st.sampled_from([s for s in SLUGS if s != source]), min_size=1, max_size=2, unique=True))
+        return _event("CommissionOpened", source, at, referral_id=ref, commission_id=draw(st.sampled_from(["k1", "k2"])),
+                      invited=invited, opinion_deadline=T0 + timedelta(minutes=at + 60))
+    if kind == "opinion":
+        return _event("OpinionGiven", source, at, referral_id=ref, commission_id=draw(st.sampled_from(["k1", "k2"])),
+                      opinion=draw(st.sampled_from(["favourable", "unfavourable", "reserved"])))
     if kind == "ref":
         to = draw(st.sampled_from([s for s in SLUGS if s != source]))
         return _event("ReferralSubmitted", source, at, referral_id=ref, to_structure=to)
@@ -71,6 +78,7 @@ def oracle(viewer: Viewer, e: Any, history: list[Any], now) -> bool:
         parties = {x.source for x in history if x.event_type == "ReferralSubmitted" and x.referral_id == ref}
         parties |= {x.to_structure for x in history if x.event_type == "ReferralSubmitted" and x.referral_id == ref}
         parties |= {x.redirect_to for x in history if x.event_type == "ReferralStatusChanged" and x.referral_id == ref}
+        parties |= {s for x in history if x.event_type == "CommissionOpened" and x.referral_id == ref for s in x.invited}
         if viewer.slug in parties:
             return True
     if e.event_type == "ConsentRecorded" and e.grantee in me:
@@ -94,7 +102,8 @@ def _shown_event_ids(view: dict) -> set[str]:
     for r in view["referrals"]:
         if "event_id" in r:
             ids.add(r["event_id"])
-        ids |= {s["event_id"] for s in r["status_history"]} | {a["event_id"] for a in r["admission_history"]}
+        for section in ("status_history", "admission_history", "commissions", "opinions"):
+            ids |= {entry["event_id"] for entry in r[section]}
     return ids
 
 

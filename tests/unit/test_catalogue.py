@@ -60,7 +60,10 @@ def test_kind_rights_come_from_the_catalogue() -> None:
     assert not cat.may_publish("cpts", "AdmissionDecided")
     assert not cat.may_publish("dac", "AdmissionDecided")
     assert not cat.may_publish("crt", "ReferralSubmitted")
-    assert cat.publishable("cpts") == ["MessagePosted", "ReferralStatusChanged", "ReferralSubmitted", "RuptureReported"]
+    assert cat.publishable("cpts") == ["MessagePosted", "OpinionGiven", "ReferralStatusChanged", "ReferralSubmitted", "RuptureReported"]
+    assert not cat.may_publish("cpts", "CommissionOpened")
+    assert not cat.may_publish("cpts", "AdmissionDecided")
+    assert cat.may_publish("crt", "CommissionOpened")
 
 
 def test_acls_are_derived_from_producers_and_consumers() -> None:
@@ -80,7 +83,10 @@ def test_acls_are_derived_from_producers_and_consumers() -> None:
 def test_an_adapter_writes_only_what_its_kind_may_publish_and_reads_only_its_kind() -> None:
     acls = {str(a) for a in Catalogue.load().acls()}
     assert "User:svc-adapter-crt WRITE topic:parcours.admissions" in acls
-    assert "User:svc-adapter-cpts WRITE topic:parcours.admissions" not in acls  # only a CRT decides
+    # a CPTS gives opinions to a CRT's commission (admissions); deciding and opening a commission
+    # are refused to it by kind, at the edge (test_kind_rights_come_from_the_catalogue)
+    assert "User:svc-adapter-cpts WRITE topic:parcours.admissions" in acls
+    assert "User:svc-adapter-cpts WRITE topic:parcours.evaluations" not in acls
     assert "User:svc-adapter-cpts WRITE topic:parcours.consents" not in acls
     assert "User:svc-adapter-cpts READ topic:parcours.views.cpts-31-sud" in acls
     assert "User:svc-adapter-cpts READ topic:parcours.views.dac-31" not in acls

@@ -97,7 +97,8 @@ def test_codec_round_trip_with_cloudevents_headers(event) -> None:
     assert headers["ce_type"] == f"fr.parcours.{event.event_type}".encode()
     assert headers["ce_specversion"] == b"1.0"
     assert headers["content-type"] == b"application/avro"
-    assert headers["ce_dataschema"] == f"urn:parcours:schema:{event.event_type}:v1".encode()
+    latest = default_schema_set().latest(event.event_type).version
+    assert headers["ce_dataschema"] == f"urn:parcours:schema:{event.event_type}:v{latest}".encode()
     assert enc.key == event.key.encode()
     assert codec.decode(enc.value, enc.headers, topic="t", partition=0, offset=1) == event
 

@@ -42,6 +42,7 @@ from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import check_stateful, check_stateless, eventually_referral, eventually_view
 from parcours.readmodel.store import EdgeStore
 from parcours.security.sealing import Sealer
+from parcours.territory import commission
 from parcours.territory.directory import Query as DirectoryQuery
 from parcours.territory.directory import rank
 from parcours.topology.catalogue import Catalogue
@@ -166,6 +167,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     app.state.adapter = adapter
     _install_errors(app, adapter)
     _referral_routes(app, adapter)
+    _commission_routes(app, adapter)
     _item_routes(app, adapter)
     _view_routes(app, adapter)
     _webhook_routes(app, adapter)
@@ -390,6 +392,40 @@ def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
 
 
 
+async def _on_referral(store: EdgeStore, caller: Structure, referral_id: str, body: Any, fixed: dict[str, Any], answer_id: str) -> Build:
+    """Build function for an event on a visible referral (its case from the read model)."""
+    found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
+    if found is None:
+        raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
+
+    def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        fields = {"case_id": found[0], "referral_id": referral_id, **fixed, **body.model_dump()}
+        fields.setdefault(answer_id, f"com-{short}")  # a new commission's id; an opinion's comes from the path
+        return fields, {"referral_id": referral_id, answer_id: fields[answer_id]}
+    return build
+
+
+def _commission_routes(app: FastAPI, adapter: Adapter) -> None:
+    """A CRT's admission commission on a referral it received, and the invited structures' opinions."""
+    store = adapter.store
+
+    @app.post("/v1/referrals/{referral_id}/commissions", status_code=202, name="CommissionOpened", tags=["events"])
+    async def open_commission(request: Request, referral_id: str, body: rq.CommissionIn) -> dict[str, Any]:
+        """(CRT, the referral's recipient) Open an admission commission: invite structures to give an
+        opinion before `opinion_deadline`; they become parties of the referral. One at a time."""
+        caller, key = caller_of(request), idempotency_key(request)
+        build = await _on_referral(store, caller, referral_id, body, {}, "commission_id")
+        return await _submit(adapter, request, caller, key, body, "CommissionOpened", build)
+
+    @app.post("/v1/referrals/{referral_id}/commissions/{commission_id}/opinions", status_code=202, name="OpinionGiven",
+              tags=["events"])
+    async def give_opinion(request: Request, referral_id: str, commission_id: str, body: rq.OpinionIn) -> dict[str, Any]:
+        """(An invited structure) Your opinion, until the commission's deadline; a later one replaces it."""
+        caller, key = caller_of(request), idempotency_key(request)
+        build = await _on_referral(store, caller, referral_id, body, {"commission_id": commission_id}, "commission_id")
+        return await _submit(adapter, request, caller, key, body, "OpinionGiven", build)
+
+
 def _item_routes(app: FastAPI, adapter: Adapter) -> None:
     """The items of a case (and territorial ruptures): one POST per event type."""
 
@@ -438,7 +474,8 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
         caller = caller_of(request)
         view = await _visible_case(store, caller, case_id)
         await _record_access(adapter, caller, case_id)  # no record, no read: 503 when Kafka cannot take it
-        return view
+        now = datetime.now(UTC)  # each commission's state (open, deliberating, decided) at the time of the read
+        return {**view, "referrals": [commission.annotated(r, now) for r in view["referrals"]]}
 
     @app.get("/v1/cases/{case_id}/disclosures", tags=["views"])
     async def disclosures(request: Request, case_id: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from parcours.errors import ParcoursError
-from parcours.publishing.errors import BadReference, NotPermitted, NotVisible, PublishingError
+from parcours.publishing.errors import BadReference, NotPermitted, NotVisible, PublishingError, TooLate
 
 
 class AdapterError(ParcoursError):
@@ -64,7 +64,7 @@ class NotReady(AdapterError):
 
 
 _FROM_DOMAIN: dict[type[PublishingError], type[AdapterError]] = {
-    NotPermitted: Forbidden, BadReference: Invalid, NotVisible: NotFound}
+    NotPermitted: Forbidden, BadReference: Invalid, NotVisible: NotFound, TooLate: Conflict}
 
 
 def from_domain(exc: PublishingError) -> AdapterError:

@@ -13,11 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from parcours.contract.models import (
     AdmissionDecided,
+    CommissionOpened,
     ConsentRecorded,
     EvaluationRecorded,
     Event,
     Identifier,
     MessagePosted,
+    OpinionGiven,
     ReferralStatusChanged,
     ReferralSubmitted,
     RuptureReported,
@@ -59,6 +61,8 @@ if TYPE_CHECKING:  # models made at import time: handlers see validated bodies o
     StatusIn: TypeAlias = Any
     EvaluationIn: TypeAlias = Any
     AdmissionIn: TypeAlias = Any
+    CommissionIn: TypeAlias = Any
+    OpinionIn: TypeAlias = Any
     ConsentIn: TypeAlias = Any
     MessageIn: TypeAlias = Any
     RuptureIn: TypeAlias = Any
@@ -70,6 +74,8 @@ else:
     StatusIn = body_of(ReferralStatusChanged, "StatusIn", omit=("case_id", "referral_id", "category"))
     EvaluationIn = body_of(EvaluationRecorded, "EvaluationIn", omit=("case_id", "evaluation_id"))
     AdmissionIn = body_of(AdmissionDecided, "AdmissionIn", omit=("case_id", "category"))
+    CommissionIn = body_of(CommissionOpened, "CommissionIn", omit=("case_id", "referral_id", "commission_id", "category"))
+    OpinionIn = body_of(OpinionGiven, "OpinionIn", omit=("case_id", "referral_id", "commission_id", "category"))
     ConsentIn = body_of(ConsentRecorded, "ConsentIn", omit=("case_id", "consent_id", "category"))
     MessageIn = body_of(MessagePosted, "MessageIn", omit=("case_id", "message_id"))
     RuptureIn = body_of(RuptureReported, "RuptureIn", omit=("rupture_id", "category"))

@@ -34,6 +34,7 @@ import orjson
 
 from parcours.casefile.deadlines import LateAnswer, Overdue, next_due, overdue, track
 from parcours.casefile.policy import (
+    REFERRAL_EVENTS,
     Basis,
     Policy,
     Terms,
@@ -46,8 +47,8 @@ from parcours.casefile.policy import (
     to_ms,
 )
 from parcours.casefile.state import canonical_digest
-from parcours.casefile.view import View, iso, item_key, render, unknown_referral, with_clock
-from parcours.contract.models import AdmissionDecided, ConsentRecorded, Event, ReferralStatusChanged, ReferralSubmitted
+from parcours.casefile.view import REFERRAL_LISTS, View, add_to_referral, iso, item_key, referral_entry, render, with_clock
+from parcours.contract.models import ConsentRecorded, Event
 
 
 class CaseStore(Protocol):
@@ -82,7 +83,6 @@ def dumps(value: Any) -> bytes:
 loads = orjson.loads
 
 
-_REFERRAL_ITEMS = (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided)
 
 
 # --- documents: what the store keeps of an event -----------------------------------------
@@ -90,7 +90,7 @@ def document(e: Event) -> dict[str, Any]:
     """The event as the rules and the views need it: plain values for the policy, its entry."""
     meta: dict[str, Any] = {"id": str(e.event_id), "t": e.event_type, "src": e.source, "cat": e.category,
                             "ms": to_ms(e.occurred_at), "named": [s for s in named_by(e) if s],
-                            "rid": e.referral_id if isinstance(e, _REFERRAL_ITEMS) else None, "canon": canonical_digest(e)}
+                            "rid": e.referral_id if isinstance(e, REFERRAL_EVENTS) else None, "canon": canonical_digest(e)}
     if isinstance(e, ConsentRecorded):
         t = Terms.of(e)
         meta["terms"] = [t.grantee, t.source, list(t.categories), t.decision, t.until_ms, t.at_ms, t.event_id, t.consent_id]
@@ -436,22 +436,13 @@ def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) ->
     for r in recs:
         if r["item"].startswith("referral:"):
             e = r["entry"]
-            referrals[e["referral_id"]] = {**e, "status": "submitted", "status_history": [], "admission": None,
-                                           "admission_history": []}
+            referrals[e["referral_id"]] = referral_entry(e)
     for r in recs:
         kind = r["item"].split(":", 1)[0]
-        e = dict(r["entry"])
-        if kind in ("status", "admission"):
-            ref = referrals.setdefault(e["referral_id"], unknown_referral(e["referral_id"]))
-            del e["referral_id"]
-            if kind == "status":
-                ref["status_history"].append(e)
-                ref["status"] = e["status"]
-            else:
-                ref["admission_history"].append(e)
-                ref["admission"] = e
+        if kind in REFERRAL_LISTS:
+            add_to_referral(referrals, kind, r["entry"])
         elif kind in lists:
-            lists[kind].append(e)
+            lists[kind].append(r["entry"])
     last = max(recs, key=lambda r: (r["last"][0], r["last"][1]))
     return {
         "case_id": case_id,

@@ -1,8 +1,9 @@
 """The consent rules of docs/consent-rules.md, as pure functions: the one place they are written.
 
 1. Author: a structure always sees the items it authored.
-2. Referral parties: sender, recipient (and a redirection's target) see the referral, its status
-   changes and its admission decisions.
+2. Referral parties: sender, recipient (and a redirection's target, and the structures an admission
+   commission invites) see the referral, its status changes, its admission decisions, its
+   commissions and their opinions.
 3. Consent: any other item of category X is visible to S only while a permit for X in force covers S
    (by slug or by kind) and no deny for X in force covers S. For one grantee (a slug, or a kind) and
    one category, the person's latest active declaration (by `occurred_at`, then `event_id`) is the
@@ -30,14 +31,18 @@ from parcours.casefile.state import CaseState
 from parcours.contract.models import (
     CATEGORIES,
     AdmissionDecided,
+    CommissionOpened,
     ConsentRecorded,
     Event,
+    OpinionGiven,
     ReferralStatusChanged,
     ReferralSubmitted,
 )
 
 #: event types whose item belongs to a referral (rule 2)
-REFERRAL_TYPES = frozenset({"ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided"})
+REFERRAL_TYPES = frozenset({"ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided", "CommissionOpened", "OpinionGiven"})
+#: the events of those types, which carry the referral's id
+REFERRAL_EVENTS = (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided, CommissionOpened, OpinionGiven)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -204,6 +209,8 @@ class CaseIndex:
                 parties.setdefault(e.referral_id, set()).update({e.source, e.to_structure})
             elif isinstance(e, ReferralStatusChanged) and e.redirect_to:
                 parties.setdefault(e.referral_id, set()).add(e.redirect_to)
+            elif isinstance(e, CommissionOpened):
+                parties.setdefault(e.referral_id, set()).update(e.invited)
             elif isinstance(e, ConsentRecorded):
                 consents.append(Terms.of(e))
         # a status change or decision without its referral: its author is the only party known
@@ -215,7 +222,7 @@ class CaseIndex:
 
 def may_see(event: Event, viewer: Viewer, index: CaseIndex, allowed: frozenset[str]) -> bool:
     """`sees` for an event of a case; `allowed`: `permitted(viewer, index.consents, ...)`."""
-    referral = event.referral_id if isinstance(event, (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided)) else None
+    referral = event.referral_id if isinstance(event, REFERRAL_EVENTS) else None
     return sees(viewer, source=event.source, event_type=event.event_type, category=event.category,
                 parties=index.parties(referral) if referral else frozenset(),
                 grantee=event.grantee if isinstance(event, ConsentRecorded) else None, allowed=allowed)
@@ -236,9 +243,12 @@ def concerned(state: CaseState, kinds: Mapping[str, str]) -> set[str]:
 
 
 def named_by(e: Event) -> tuple[str | None, ...]:
-    """The structures an event names besides its author: a referral's recipient, a redirection's target."""
+    """The structures an event names besides its author: a referral's recipient, a redirection's
+    target, the structures a commission invites (each becomes a party of the referral)."""
     if isinstance(e, ReferralSubmitted):
         return (e.to_structure,)
     if isinstance(e, ReferralStatusChanged):
         return (e.redirect_to,)
+    if isinstance(e, CommissionOpened):
+        return tuple(e.invited)
     return ()

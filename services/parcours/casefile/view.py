@@ -8,6 +8,7 @@ one place. `incremental.assemble` must give exactly what `project` gives (a prop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,10 +16,12 @@ from parcours.casefile.policy import CaseIndex, Policy, Viewer, may_see, permitt
 from parcours.casefile.state import CaseState, order_key
 from parcours.contract.models import (
     AdmissionDecided,
+    CommissionOpened,
     ConsentRecorded,
     EvaluationRecorded,
     Event,
     MessagePosted,
+    OpinionGiven,
     ReferralStatusChanged,
     ReferralSubmitted,
     RuptureReported,
@@ -28,11 +31,14 @@ View = dict[str, Any]
 
 
 def item_key(e: Event) -> str:
-    """Status changes and admission decisions are history entries: their id is the event id."""
+    """Status changes and admission decisions are history entries: their id is the event id. A
+    structure has one opinion per commission: a later one replaces it."""
     if isinstance(e, ReferralStatusChanged):
         return f"status:{e.event_id}"
     if isinstance(e, AdmissionDecided):
         return f"admission:{e.event_id}"
+    if isinstance(e, OpinionGiven):
+        return f"opinion:{e.commission_id}:{e.source}"
     return f"{_KIND[type(e)]}:{e.item_id}"
 
 
@@ -42,7 +48,11 @@ _KIND: dict[type, str] = {
     MessagePosted: "message",
     ConsentRecorded: "consent",
     RuptureReported: "rupture",
+    CommissionOpened: "commission",
 }
+
+#: items that belong to a referral's entry, and the list of the entry each goes to
+REFERRAL_LISTS = {"status": "status_history", "admission": "admission_history", "commission": "commissions", "opinion": "opinions"}
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -52,27 +62,33 @@ def iso(dt: datetime | None) -> str | None:
 def render(e: Event) -> dict[str, Any]:
     """An item's entry in a view, as the event gives it. A referral gets its status and histories
     from its status and admission items; a consent's `active` flag depends on the clock
-    (`with_clock`); statuses and admissions name their referral."""
+    (`with_clock`); statuses, admissions, commissions and opinions name their referral."""
     meta = {"event_id": str(e.event_id), "by": e.source, "at": iso(e.occurred_at), "category": e.category}
-    if isinstance(e, ReferralSubmitted):
-        return {"referral_id": e.referral_id, "from": e.source, "to": e.to_structure,
-                "person": e.person.model_dump(mode="json"), "reasons": list(e.reasons), "urgency": e.urgency,
-                "context": e.context.model_dump(mode="json") if e.context else None, "summary": e.summary, **meta}
-    if isinstance(e, ReferralStatusChanged):
-        return {"referral_id": e.referral_id, "status": e.status, "reason": e.reason, "redirect_to": e.redirect_to, **meta}
-    if isinstance(e, AdmissionDecided):
-        return {"referral_id": e.referral_id, "decision": e.decision, "volet": e.volet,
-                "start_date": e.start_date.isoformat() if e.start_date else None, "reasons": list(e.reasons), **meta}
-    if isinstance(e, EvaluationRecorded):
-        return {"evaluation_id": e.evaluation_id, "type": e.type, "results": dict(e.results), "gir": e.gir, **meta}
-    if isinstance(e, MessagePosted):
-        return {"message_id": e.message_id, "body": e.body, "reply_to": e.reply_to, **meta}
-    if isinstance(e, ConsentRecorded):
-        return {"consent_id": e.consent_id, "grantee": e.grantee, "categories": list(e.categories),
-                "decision": e.decision, "valid_until": iso(e.valid_until), "method": e.method, **meta}
-    if isinstance(e, RuptureReported):
-        return {"rupture_id": e.rupture_id, "territory": e.territory, "type": e.type, "description": e.description, **meta}
-    raise TypeError(f"no entry for {type(e).__name__}")  # pragma: no cover - every type is listed
+    return {**_FIELDS[type(e)](e), **meta}
+
+
+_FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    ReferralSubmitted: lambda e: {
+        "referral_id": e.referral_id, "from": e.source, "to": e.to_structure, "person": e.person.model_dump(mode="json"),
+        "reasons": list(e.reasons), "urgency": e.urgency, "context": e.context.model_dump(mode="json") if e.context else None,
+        "summary": e.summary},
+    ReferralStatusChanged: lambda e: {"referral_id": e.referral_id, "status": e.status, "reason": e.reason, "redirect_to": e.redirect_to},
+    AdmissionDecided: lambda e: {
+        "referral_id": e.referral_id, "decision": e.decision, "volet": e.volet,
+        "start_date": e.start_date.isoformat() if e.start_date else None, "reasons": list(e.reasons),
+        # only when a refusal proposes one: the entries of decisions recorded before it existed stay as they were
+        **({"alternative": e.alternative} if e.alternative else {})},
+    CommissionOpened: lambda e: {
+        "referral_id": e.referral_id, "commission_id": e.commission_id, "invited": list(e.invited),
+        "opinion_deadline": iso(e.opinion_deadline), "question": e.question},
+    OpinionGiven: lambda e: {"referral_id": e.referral_id, "commission_id": e.commission_id, "opinion": e.opinion, "comment": e.comment},
+    EvaluationRecorded: lambda e: {"evaluation_id": e.evaluation_id, "type": e.type, "results": dict(e.results), "gir": e.gir},
+    MessagePosted: lambda e: {"message_id": e.message_id, "body": e.body, "reply_to": e.reply_to},
+    ConsentRecorded: lambda e: {
+        "consent_id": e.consent_id, "grantee": e.grantee, "categories": list(e.categories), "decision": e.decision,
+        "valid_until": iso(e.valid_until), "method": e.method},
+    RuptureReported: lambda e: {"rupture_id": e.rupture_id, "territory": e.territory, "type": e.type, "description": e.description},
+}
 
 
 def with_clock(entry: dict[str, Any], until_ms: int | None, now_ms: int) -> dict[str, Any]:
@@ -96,18 +112,11 @@ def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime) -> 
     evaluations, messages, consents, ruptures = [], [], [], []
     for e in latest.values():
         if isinstance(e, ReferralSubmitted):
-            referrals[e.referral_id] = {**render(e), "status": "submitted", "status_history": [], "admission": None,
-                                        "admission_history": []}
-    for e in latest.values():
-        if isinstance(e, (ReferralStatusChanged, AdmissionDecided)):
-            ref = referrals.setdefault(e.referral_id, unknown_referral(e.referral_id))
-            entry = {k: v for k, v in render(e).items() if k != "referral_id"}
-            if isinstance(e, ReferralStatusChanged):
-                ref["status_history"].append(entry)
-                ref["status"] = e.status
-            else:
-                ref["admission_history"].append(entry)
-                ref["admission"] = entry
+            referrals[e.referral_id] = referral_entry(render(e))
+    for key, e in latest.items():
+        kind = key.split(":", 1)[0]
+        if kind in REFERRAL_LISTS:
+            add_to_referral(referrals, kind, render(e))
         elif isinstance(e, EvaluationRecorded):
             evaluations.append(render(e))
         elif isinstance(e, MessagePosted):
@@ -131,6 +140,28 @@ def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime) -> 
     }
 
 
+def referral_entry(rendered: dict[str, Any]) -> dict[str, Any]:
+    """A referral's entry before its statuses, decisions, commissions and opinions are added."""
+    return {**rendered, "status": "submitted", "status_history": [], "admission": None, "admission_history": [],
+            "commissions": [], "opinions": []}
+
+
 def unknown_referral(referral_id: str) -> dict[str, Any]:
-    """A status or decision the viewer may see whose referral it may not (or that is not in yet)."""
-    return {"referral_id": referral_id, "status": None, "status_history": [], "admission": None, "admission_history": []}
+    """A status, decision, commission or opinion the viewer may see whose referral it may not (or
+    that is not in yet)."""
+    return {"referral_id": referral_id, "status": None, "status_history": [], "admission": None, "admission_history": [],
+            "commissions": [], "opinions": []}
+
+
+def add_to_referral(referrals: dict[str, dict[str, Any]], kind: str, entry: dict[str, Any]) -> None:
+    """A referral item (`kind`: status, admission, commission, opinion) into its referral's entry,
+    in the order given (the items' order in the case)."""
+    ref = referrals.get(entry["referral_id"])
+    if ref is None:
+        ref = referrals[entry["referral_id"]] = unknown_referral(entry["referral_id"])
+    entry = {k: v for k, v in entry.items() if k != "referral_id"}
+    ref[REFERRAL_LISTS[kind]].append(entry)
+    if kind == "status":
+        ref["status"] = entry["status"]
+    elif kind == "admission":
+        ref["admission"] = entry

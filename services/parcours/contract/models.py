@@ -164,12 +164,62 @@ class AdmissionDecided(Event):
     volet: Literal[1, 2]
     start_date: Date | None = None
     reasons: list[Annotated[str, Field(min_length=1, max_length=500)]] = []
+    #: a refusal's alternative: the structure proposed instead (the observatory counts refusals without one)
+    alternative: Slug | None = None
 
     @model_validator(mode="after")
     def _refusal_reasons(self) -> AdmissionDecided:
         if self.decision == "refused" and not self.reasons:
             raise ValueError("reasons: a refusal must give at least one reason")
+        if self.alternative is not None and self.decision != "refused":
+            raise ValueError("alternative: only a refusal proposes an alternative")
+        if self.alternative == self.source:
+            raise ValueError("alternative: a structure cannot propose itself instead of itself")
         return self
+
+
+#: an admission commission may invite this many structures at most
+MAX_INVITED = 10
+
+
+class CommissionOpened(Event):
+    """A CRT's admission commission on a referral it received: the structures asked for an
+    opinion (they become parties of the referral) and the deadline for their opinions."""
+
+    event_type: ClassVar[str] = "CommissionOpened"
+    item_field: ClassVar[str] = "commission_id"
+    category: Literal["administrative"] = "administrative"
+
+    commission_id: Identifier
+    referral_id: Identifier
+    invited: Annotated[list[Slug], Field(min_length=1, max_length=MAX_INVITED)]
+    opinion_deadline: datetime
+    question: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+
+    _utc_deadline = field_validator("opinion_deadline")(classmethod(lambda cls, v: utc_ms(v)))
+
+    @model_validator(mode="after")
+    def _invitations(self) -> CommissionOpened:
+        if len(set(self.invited)) != len(self.invited):
+            raise ValueError("invited: each structure once")
+        if self.source in self.invited:
+            raise ValueError("invited: the commission's own structure gives no opinion to itself")
+        if self.opinion_deadline <= self.occurred_at:
+            raise ValueError("opinion_deadline: must be after the commission opens")
+        return self
+
+
+class OpinionGiven(Event):
+    """An invited structure's opinion to a commission; its later opinion replaces the earlier one."""
+
+    event_type: ClassVar[str] = "OpinionGiven"
+    item_field: ClassVar[str] = "commission_id"
+    category: Literal["administrative"] = "administrative"
+
+    commission_id: Identifier
+    referral_id: Identifier
+    opinion: Literal["favourable", "unfavourable", "reserved"]
+    comment: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
 
 
 class ConsentRecorded(Event):
@@ -220,6 +270,8 @@ AnyEvent = (
     | ReferralStatusChanged
     | EvaluationRecorded
     | AdmissionDecided
+    | CommissionOpened
+    | OpinionGiven
     | ConsentRecorded
     | MessagePosted
     | RuptureReported
@@ -231,6 +283,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReferralStatusChanged,
         EvaluationRecorded,
         AdmissionDecided,
+        CommissionOpened,
+        OpinionGiven,
         ConsentRecorded,
         MessagePosted,
         RuptureReported,

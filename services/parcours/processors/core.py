@@ -21,7 +21,7 @@ from parcours.casefile.policy import Policy, from_ms
 from parcours.casefile.view import iso
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
-from parcours.contract.models import Event, RuptureReported
+from parcours.contract.models import AdmissionDecided, Event, RuptureReported
 from parcours.processors.deadletter import dead_letter_headers
 from parcours.processors.errors import OutputTooLarge
 from parcours.topology.catalogue import Catalogue
@@ -113,6 +113,13 @@ def rupture_mark(e: RuptureReported) -> tuple[bytes, bytes]:
     return observatory_mark(e.territory, e.occurred_at, e.type, e.rupture_id)
 
 
+def refusal_mark(territory: str, e: AdmissionDecided) -> tuple[bytes, bytes]:
+    """An automatic `refused_admission_without_alternative` mark: a CRT refused a referral and
+    proposed no other structure. Keyed by the decision: a replay counts it once."""
+    return observatory_mark(territory, e.occurred_at, "refused_admission_without_alternative", f"admission:{e.event_id}",
+                            automatic=True)
+
+
 def deadline_mark(territory: str, at_ms: int, kind: str, referral_id: str, **extra: Any) -> tuple[bytes, bytes]:
     """An automatic mark about a referral's deadline."""
     return observatory_mark(territory, from_ms(at_ms), kind, f"deadline:{referral_id}", automatic=True, **extra)
@@ -163,8 +170,12 @@ class RecordProcessor:
             step.outputs.append(Out(self.observatory, *rupture_mark(event)))
             return step
         step = self._apply(step, where, key, value, headers, state, event.key, event, now)
-        if isinstance(event, RuptureReported) and not step.duplicate and not step.dead_letter:
+        if step.duplicate or step.dead_letter:
+            return step
+        if isinstance(event, RuptureReported):
             step.outputs.append(Out(self.observatory, *rupture_mark(event)))
+        elif isinstance(event, AdmissionDecided) and event.decision == "refused" and event.alternative is None:
+            step.outputs.append(Out(self.observatory, *refusal_mark(self._territory(event.source), event)))
         return step
 
     def _apply(self, step: Step, where: tuple[str, int, int], key: bytes, value: bytes | None, headers: Headers | None,

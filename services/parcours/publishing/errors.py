@@ -31,3 +31,10 @@ class NotVisible(PublishingError):
     """The case or referral the event writes into is not visible to its publisher."""
 
     reason = "not_found"
+
+
+class TooLate(PublishingError):
+    """The event comes after what it answers closed (an opinion past its commission's deadline, a
+    commission on a referral already decided)."""
+
+    reason = "conflict"

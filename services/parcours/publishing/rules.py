@@ -8,18 +8,22 @@ admission) read the publisher's own case views through `CaseViews` (the read mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from parcours.contract.models import (
     KINDS,
     AdmissionDecided,
+    CommissionOpened,
     ConsentRecorded,
     Event,
+    OpinionGiven,
     ReferralStatusChanged,
     ReferralSubmitted,
     RuptureReported,
 )
-from parcours.publishing.errors import BadReference, NotPermitted, NotVisible
+from parcours.publishing.errors import BadReference, NotPermitted, NotVisible, TooLate
+from parcours.territory import commission
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
 
@@ -58,6 +62,12 @@ def check_stateless(catalogue: Catalogue, caller: Structure, event: Event) -> No
         raise BadReference("unknown redirect target", fields=[{"field": "redirect_to", "rule": "must be a registered structure"}])
     if isinstance(event, ConsentRecorded) and event.grantee not in KINDS and event.grantee not in known:
         raise BadReference("unknown grantee", fields=[{"field": "grantee", "rule": "a registered structure slug or a kind (dac, cpts, crt)"}])
+    if isinstance(event, CommissionOpened):
+        unknown = [s for s in event.invited if s not in known]
+        if unknown:
+            raise BadReference("unknown invited structure", fields=[{"field": "invited", "rule": f"{', '.join(unknown)}: not registered structures"}])
+    if isinstance(event, AdmissionDecided) and event.alternative and event.alternative not in known:
+        raise BadReference("unknown alternative", fields=[{"field": "alternative", "rule": f"{event.alternative} is not a registered structure"}])
     if isinstance(event, RuptureReported) and event.territory != caller.territory:
         raise NotPermitted(f"{caller.slug} reports ruptures for territory {caller.territory} only", rule="ruptures: own territory")
 
@@ -73,25 +83,62 @@ def current_recipient(ref: dict[str, Any]) -> str:
 
 async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait: float = 0.0) -> None:
     """The publisher must see the case it writes into (a new referral opens a case), and only a
-    referral's recipient changes its status (the sender may withdraw) or decides on admission.
+    referral's recipient changes its status (the sender may withdraw), decides on admission or
+    opens a commission (one at a time, none after a final decision); an opinion comes from a
+    structure the commission invited, before its deadline.
     `wait`: how long to wait for a view the processor may not have written yet."""
-    if isinstance(event, (ReferralStatusChanged, AdmissionDecided)):
+    if isinstance(event, (ReferralStatusChanged, AdmissionDecided, CommissionOpened, OpinionGiven)):
         found = await store.until(lambda: store.referral(caller.slug, event.referral_id), wait)
         if found is None or found[0] != event.case_id:
             raise NotVisible(f"no referral {event.referral_id} in case {event.case_id} visible to {caller.slug}")
         ref = found[1]
-        if isinstance(event, ReferralStatusChanged) and event.status == "withdrawn":
+        if isinstance(event, OpinionGiven):
+            check_opinion(ref, caller, event)
+        elif isinstance(event, ReferralStatusChanged) and event.status == "withdrawn":
             if caller.slug != ref["from"]:
                 raise NotPermitted("only the sender may withdraw a referral", rule="withdrawn: sender only")
         elif caller.slug != current_recipient(ref):
-            what = "decide on admission" if isinstance(event, AdmissionDecided) else f"set a referral's status to {event.status}"
+            what = {AdmissionDecided: "decide on admission", CommissionOpened: "open an admission commission"}.get(
+                type(event), f"set a referral's status to {getattr(event, 'status', '')}")
             raise NotPermitted(f"only the recipient ({current_recipient(ref)}) may {what}",
-                            rule="referral status and admission: recipient only (the sender may withdraw)")
+                            rule="referral status, admission and commission: recipient only (the sender may withdraw)")
+        elif isinstance(event, CommissionOpened):
+            check_opening(ref, event)
         return
     if isinstance(event, ReferralSubmitted) or event.case_id is None:
         return  # a referral may open a case: each entry point checks an attached case itself
     if await store.until(lambda: store.has_case(caller.slug, event.case_id) or None, wait) is None:
         raise NotVisible(f"no case {event.case_id} visible to {caller.slug}")
+
+
+def check_opening(ref: dict[str, Any], event: CommissionOpened) -> None:
+    """One commission at a time on a referral, and none once it is finally decided."""
+    now = event.occurred_at
+    pending = commission.pending(ref, now)
+    if pending is not None:
+        raise TooLate(f"commission {pending['commission_id']} on referral {event.referral_id} is not decided yet",
+                      rule="commission: one at a time per referral (record its admission decision first)")
+    final = next((a for a in reversed(ref.get("admission_history", [])) if a["decision"] in commission.FINAL), None)
+    if final is not None:
+        raise TooLate(f"referral {event.referral_id} was decided ({final['decision']})",
+                      rule="commission: none after an admission or a refusal (a waitlisting allows another)")
+
+
+def check_opinion(ref: dict[str, Any], caller: Structure, event: OpinionGiven, now: datetime | None = None) -> None:
+    """An opinion: to a commission its author sees, by a structure it invited, while it is open."""
+    found = commission.find(ref, event.commission_id)
+    if found is None:
+        raise NotVisible(f"no commission {event.commission_id} on referral {event.referral_id} visible to {caller.slug}")
+    if caller.slug not in found["invited"]:
+        raise NotPermitted(f"{caller.slug} is not invited to commission {event.commission_id}",
+                           rule="opinion: by a structure the commission invited")
+    state = commission.status(found, ref, now or event.occurred_at)
+    if state == "deliberating":
+        raise TooLate(f"the deadline for opinions to commission {event.commission_id} has passed",
+                      rule=f"opinion_deadline: opinions are accepted until {found['opinion_deadline']}",
+                      fields=[{"field": "opinion_deadline", "rule": f"passed at {found['opinion_deadline']}"}])
+    if state == "decided":
+        raise TooLate(f"commission {event.commission_id} has decided", rule="opinion: while the commission is open")
 
 
 async def eventually_view(store: CaseViews, slug: str, case_id: str, wait: float) -> dict[str, Any] | None:

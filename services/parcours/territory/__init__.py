@@ -1,1 +1,2 @@
-"""Territorial coordination, pure: the resource directory's ranking (no Kafka, no web framework)."""
+"""Territorial coordination, pure: the resource directory's ranking, the admission commission's
+states (no Kafka, no web framework)."""
