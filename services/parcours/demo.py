@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -53,6 +54,18 @@ class DemoClient:
                 return offers
             if time.monotonic() > deadline:
                 raise RuntimeError(f"demo: the directory holds {len(offers)} offers, not {expected}")
+            await asyncio.sleep(0.5)
+
+    async def referral(self, slug: str, case_id: str, referral_id: str) -> dict[str, Any]:
+        """A referral's entry in `slug`'s view, once the processor has shown it."""
+        deadline = time.monotonic() + 90
+        while True:
+            view = await self.view(slug, case_id)
+            found: dict[str, Any] | None = next((r for r in (view or {}).get("referrals", []) if r["referral_id"] == referral_id), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"demo: referral {referral_id} not in {slug}'s view")
             await asyncio.sleep(0.5)
 
     async def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
@@ -125,17 +138,23 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
         await d.post("cpts-31-sud", f"/v1/referrals/{r2['referral_id']}/status",
                      {"status": "completed", "reason": "Médecin traitant trouvé."}, "b-done")
 
-        # 3. Refused admission without alternative: DAC -> CRT Nord, refused; a rupture.
+        # 3. Refused admission without alternative, after the CRT's commission heard the DAC: DAC -> CRT Nord;
+        #    the observatory counts the refusal by itself.
         r = await d.post("dac-31", "/v1/referrals", {
             "to_structure": "crt-31-nord", "person": person("P-c7d550", 1940, "31200"), "urgency": "urgent",
             "reasons": ["sortie d'hospitalisation"], "context": {"type": "hospital_discharge", "date": "2026-11-24"},
             "summary": "GIR 2, domicile inadapté."}, "c-ref")
-        case = cases["refused admission"] = r["case_id"]
+        case = cases["admission commission, refused without alternative"] = r["case_id"]
+        # a week after the referral was made: the same deadline (the same request) when the demo is seeded again
+        deadline = datetime.fromisoformat((await d.referral("crt-31-nord", case, r["referral_id"]))["at"]) + timedelta(days=7)
+        com = await d.post("crt-31-nord", f"/v1/referrals/{r['referral_id']}/commissions", {
+            "invited": ["dac-31"], "opinion_deadline": deadline.isoformat(),
+            "question": "Accompagnement renforcé possible malgré un domicile inadapté ?"}, "c-commission")
+        await d.post("dac-31", f"/v1/referrals/{r['referral_id']}/commissions/{com['commission_id']}/opinions", {
+            "opinion": "favourable", "comment": "Aménagement du domicile engagé, aidant présent."}, "c-opinion")
         await d.post("crt-31-nord", f"/v1/cases/{case}/admission-decisions", {
             "referral_id": r["referral_id"], "decision": "refused", "volet": 2,
             "reasons": ["hors zone d'intervention"]}, "c-refuse")
-        await d.post("dac-31", "/v1/ruptures", {"territory": "31", "type": "refused_admission_without_alternative",
-                                                "case_id": case, "description": "Aucune alternative sur le secteur."}, "c-rupture")
         return cases
 
 
@@ -149,6 +168,10 @@ def render(slug: str, view: dict[str, Any] | None) -> str:
         if r["admission"]:
             what += f", admission {r['admission']['decision']}"
         rows.append(("referral", r["referral_id"], what))
+        for c in r.get("commissions", []):
+            said = ", ".join(f"{o['by']} {o['opinion']}" for o in r["opinions"] if o["commission_id"] == c["commission_id"])
+            state = f"{c.get('status', '?')}, invited {', '.join(c['invited'])}; opinions: {said or 'none'}"
+            rows.append(("commission", c["commission_id"], state))
     rows += [("evaluation", e["evaluation_id"], f"{e['type']} ({e['category']})" + (f", GIR {e['gir']}" if e["gir"] else "")) for e in view["evaluations"]]
     rows += [("message", m["message_id"], f"{m['by']}: {m['body'][:50]}") for m in view["messages"]]
     rows += [("consent", c["consent_id"], f"{c['decision']} {c['grantee']} {','.join(c['categories'])}") for c in view["consents"]]

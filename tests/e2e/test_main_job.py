@@ -36,6 +36,10 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Pa
     assert "aggir (functional)" in crt_block
     assert "multidimensional (medical)" not in crt_block
     assert "cpts-31-sud   (nothing visible" in text
+    # the admission commission: the CRT and the DAC it invited see the DAC's opinion; the commission is decided
+    commission_block = text.split("admission commission, refused without alternative")[1]
+    assert commission_block.count("decided, invited dac-31; opinions: dac-31 favourable") == 2
+    assert "admission refused" in commission_block
 
 
 def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path: Path) -> None:

@@ -334,10 +334,11 @@ async def _submit(adapter: Adapter, request: Request, caller: Structure, key: st
     except EventValidationError as exc:
         raise Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors]) from None
     check_stateless(cat, caller, event)
-    # a partner often writes right after opening a case: give the processor a moment
-    await check_stateful(adapter.store, caller, event, wait=VIEW_WAIT_S)
+    digest = body_hash(request.url.path, body if isinstance(body, dict) else body.model_dump(mode="json")) if key else ""
+    if not (key and adapter.claims.accepted(caller.slug, key, digest)):  # a retry was checked when first accepted
+        # a partner often writes right after opening a case: give the processor a moment
+        await check_stateful(adapter.store, caller, event, wait=VIEW_WAIT_S)
     if key:  # a valid request claims its key; the first claim decides the key's body (409 for another)
-        digest = body_hash(request.url.path, body if isinstance(body, dict) else body.model_dump(mode="json"))
         first = await adapter.claims.claim(caller.slug, key, digest, event.occurred_at)
         event = event.model_copy(update={"occurred_at": first})  # a retry publishes the very same event
     await adapter.publisher.publish(event)

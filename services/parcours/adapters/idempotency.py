@@ -59,6 +59,14 @@ class IdempotencyClaims:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    def accepted(self, slug: str, key: str, digest: str) -> bool:
+        """Was this very request (key and body) claimed already? Its event then passed the rules
+        when it was first accepted: a retry publishes the same event again, whatever happened to
+        the case since (an opinion retried after its commission closed, a commission retried after
+        its decision)."""
+        winner = self.winners.get(f"{slug}/{key}".encode())
+        return winner is not None and winner[0] == digest
+
     async def claim(self, slug: str, key: str, digest: str, occurred_at: datetime) -> datetime:
         """The `occurred_at` of the key's event (the first claimant's: a retry publishes the very
         same event); raise Conflict when another body holds the key."""

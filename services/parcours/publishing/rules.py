@@ -112,7 +112,10 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
 
 
 def check_opening(ref: dict[str, Any], event: CommissionOpened) -> None:
-    """One commission at a time on a referral, and none once it is finally decided."""
+    """One commission at a time on a referral, and none once it is finally decided (the referral's
+    own commission again, by its id, is the same commission: a retry)."""
+    if commission.find(ref, event.commission_id) is not None:
+        return
     now = event.occurred_at
     pending = commission.pending(ref, now)
     if pending is not None:
