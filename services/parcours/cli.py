@@ -35,12 +35,31 @@ def _broker(args: argparse.Namespace) -> int:
               f"data in {started.folder} ({time.monotonic() - t0:.1f}s)")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else f"no Kafka broker running in {broker.folder}")
+    elif args.action == "repair":
+        return _repair(args.dry_run)
     else:
         info = broker.status()
         if info is None:
             print(f"no Kafka broker running in {broker.folder}")
             return 3
         print(f"Kafka broker running: bootstrap {info.bootstrap}, pid {info.pid}, data in {info.folder}")
+    return 0
+
+
+def _repair(dry_run: bool) -> int:
+    """Abort the hanging transactions an unclean broker restart left (ops/transactions.py)."""
+    from parcours.devbroker.broker import fetch_jars
+    from parcours.ops.transactions import Transactions
+    from parcours.runtime import cluster
+    from parcours.security.credentials import ADMIN
+    from parcours.settings import get_settings
+
+    lib, _, _ = fetch_jars(get_settings().cache_dir)
+    found = Transactions(cluster().access(ADMIN), lib).repair(dry_run=dry_run)
+    for h in found:
+        print(f"{'hanging' if dry_run else 'aborted'}: {h}")
+    print(f"{len(found)} hanging transaction partition(s){' found' if dry_run else ' aborted'}; "
+          "then run `parcours views rebuild --write`" if found else "no hanging transaction")
     return 0
 
 
@@ -532,8 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("broker", help="the embedded Apache Kafka broker")
-    b.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    b.add_argument("action", choices=["start", "stop", "status", "fetch", "repair"],
+                   help="repair: abort the transactions an unclean broker restart left hanging (any configured cluster)")
     b.add_argument("--tls", action="store_true", help="client listener SASL_SSL, with a CA made on first start (PARCOURS_BROKER_TLS)")
+    b.add_argument("--dry-run", action="store_true", help="repair: list the hanging transactions, abort nothing")
     b.set_defaults(func=_broker)
 
     _admin_parsers(sub)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -64,7 +65,8 @@ def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float
     lib = jars_dir(cache_dir)
     marker = lib / ".complete"
     t0 = time.monotonic()
-    if not marker.exists():
+    pom_digest = hashlib.sha256(resources.files("parcours.devbroker").joinpath("pom.xml").read_bytes()).hexdigest()
+    if not marker.exists() or marker.read_text() != pom_digest:  # fetched again when the pom changes
         mvn = _require("mvn", "the embedded broker's jars come from Maven Central")
         _require("java", "the embedded broker is Apache Kafka, a JVM program")
         tmp = lib.with_name("lib.partial")
@@ -81,7 +83,7 @@ def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float
             raise BrokerError(f"maven could not fetch Kafka {KAFKA_VERSION}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
         shutil.rmtree(lib, ignore_errors=True)
         tmp.rename(lib)
-        marker.write_text(KAFKA_VERSION)
+        marker.write_text(pom_digest)
     size = sum(p.stat().st_size for p in lib.glob("*.jar"))
     return lib, size, time.monotonic() - t0
 
