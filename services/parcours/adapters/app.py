@@ -27,19 +27,20 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parcours.adapters import requests as rq
-from parcours.adapters.errors import AdapterError, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
+from parcours.adapters.errors import AdapterError, Conflict, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
 from parcours.adapters.guard import OPEN_PATHS, EdgeGuard, TokenBucket
 from parcours.adapters.idempotency import IdempotencyClaims, body_hash, derived_event_id
 from parcours.adapters.outcomes import MEDIA_TYPE as FHIR_MEDIA_TYPE
 from parcours.adapters.outcomes import is_fhir, refusal
 from parcours.adapters.publisher import Publisher
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery, check_endpoint
+from parcours.casefile.followups import followed_elsewhere, person_digest
 from parcours.contract.directory import Age, Gir, Need, Postcode, build_offer, encode_offer
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import Identifier, build_event
 from parcours.kafkaio import KafkaAccess
 from parcours.publishing.errors import PublishingError
-from parcours.publishing.rules import check_stateful, check_stateless, eventually_referral, eventually_view
+from parcours.publishing.rules import check_stateful, check_stateless, current_recipient, eventually_referral, eventually_view
 from parcours.readmodel.store import EdgeStore
 from parcours.security.sealing import Sealer
 from parcours.territory import commission
@@ -131,7 +132,7 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     publisher = Publisher(kafka, catalogue)
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
     store = EdgeStore(kafka, catalogue, slugs, path=store_path, observatory=kind in catalogue.topic("observatory").readers,
-                      audit=True, directory=True)
+                      audit=True, territory=True)
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, kafka, publisher, catalogue, metrics, retry, sealer, kind)
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
@@ -168,6 +169,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     _install_errors(app, adapter)
     _referral_routes(app, adapter)
     _commission_routes(app, adapter)
+    _follow_up_routes(app, adapter)
     _item_routes(app, adapter)
     _view_routes(app, adapter)
     _webhook_routes(app, adapter)
@@ -406,6 +408,57 @@ async def _on_referral(store: EdgeStore, caller: Structure, referral_id: str, bo
     return build
 
 
+def _with_follow_up(store: EdgeStore, caller: Structure, case_id: str, referral: dict[str, Any]) -> dict[str, Any]:
+    """A referral the caller receives, with the structures following its person in another case
+    (`follow_up.followed_by`: their slugs, nothing of those cases), when there are any."""
+    person = referral.get("person")
+    if not person or current_recipient(referral) != caller.slug:
+        return referral
+    others = followed_elsewhere(store.followups(person_digest(person["pseudonym"])), case_id, caller.slug)
+    return {**referral, "follow_up": {"followed_by": others}} if others else referral
+
+
+def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
+    """One person, one coordinated follow-up: the recipient of a referral joins the case that
+    another structure already follows instead of opening a second one."""
+    store = adapter.store
+
+    @app.post("/v1/referrals/{referral_id}/join", status_code=202, name="FollowUpJoined", tags=["events"])
+    async def join(request: Request, referral_id: str, body: rq.JoinIn) -> dict[str, Any]:
+        """(The referral's recipient) Join the person's case that `followed_by` follows (as
+        `GET /v1/cases/{case}` names it under `follow_up`): your referral to that structure is added
+        to its case, with this referral's content, and this referral is declined as joined."""
+        caller, key = caller_of(request), idempotency_key(request)
+        found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
+        if found is None or not found[1].get("person"):
+            raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
+        case_id, ref = found
+        if current_recipient(ref) != caller.slug:
+            raise Forbidden(f"only the recipient ({current_recipient(ref)}) may join another follow-up",
+                            rule="join: the referral's recipient")
+        entries = store.followups(person_digest(ref["person"]["pseudonym"]))
+        joined = next((c for c, followers in entries if c != case_id and body.followed_by in followers and body.followed_by != caller.slug), None)
+        if joined is None:
+            raise Conflict(f"{body.followed_by} follows no other case of this referral's person",
+                           rule="join: a follow-up named in the referral's follow_up.followed_by",
+                           fields=[{"field": "followed_by", "rule": "a structure following the person in another case"}])
+        content = {k: ref[k] for k in ("person", "reasons", "urgency", "context", "summary")}
+
+        def referral(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            new_id = f"ref-{short}"
+            return ({**content, "case_id": joined, "referral_id": new_id, "to_structure": body.followed_by},
+                    {"referral_id": new_id, "joined_case": joined})
+
+        answer = await _submit(adapter, request, caller, key, body, "ReferralSubmitted", referral)
+
+        def declined(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            return ({"case_id": case_id, "referral_id": referral_id, "status": "declined",
+                     "reason": f"joined the follow-up of {body.followed_by} (referral {answer['referral_id']})"}, {})
+
+        closed = await _submit(adapter, request, caller, f"{key}/declined" if key else None, body, "ReferralStatusChanged", declined)
+        return {**answer, "declined": {"event_id": closed["event_id"], "referral_id": referral_id}}
+
+
 def _commission_routes(app: FastAPI, adapter: Adapter) -> None:
     """A CRT's admission commission on a referral it received, and the invited structures' opinions."""
     store = adapter.store
@@ -476,7 +529,8 @@ def _view_routes(app: FastAPI, adapter: Adapter) -> None:
         view = await _visible_case(store, caller, case_id)
         await _record_access(adapter, caller, case_id)  # no record, no read: 503 when Kafka cannot take it
         now = datetime.now(UTC)  # each commission's state (open, deliberating, decided) at the time of the read
-        return {**view, "referrals": [commission.annotated(r, now) for r in view["referrals"]]}
+        referrals = [_with_follow_up(store, caller, case_id, commission.annotated(r, now)) for r in view["referrals"]]
+        return {**view, "referrals": referrals}
 
     @app.get("/v1/cases/{case_id}/disclosures", tags=["views"])
     async def disclosures(request: Request, case_id: str) -> dict[str, Any]:

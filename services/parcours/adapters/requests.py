@@ -23,6 +23,7 @@ from parcours.contract.models import (
     ReferralStatusChanged,
     ReferralSubmitted,
     RuptureReported,
+    Slug,
 )
 
 #: set by Parcours on every event, never by a partner
@@ -49,6 +50,12 @@ def offer_body() -> type[BaseModel]:
     fields: dict[str, Any] = {f: (info.annotation, info) for f, info in DirectoryOffer.model_fields.items()
                               if f not in ("structure", "offer_id", "updated_at")}
     return create_model("OfferIn", __base__=_Body, __doc__="An offer of your structure in the territory's directory.", **fields)
+
+
+class JoinIn(_Body):
+    """Join the follow-up of this structure (named in your referral's `follow_up.followed_by`)."""
+
+    followed_by: Slug
 
 
 class WebhookIn(_Body):

@@ -32,7 +32,9 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from parcours.casefile import followups
 from parcours.casefile.deadlines import LateAnswer, Overdue, next_due, overdue, track
+from parcours.casefile.followups import FollowUp
 from parcours.casefile.policy import (
     REFERRAL_EVENTS,
     Basis,
@@ -174,6 +176,8 @@ class Outcome:
     late: LateAnswer | None = None
     #: an overdue referral whose answer turned out to be in time: its mark is withdrawn
     retract: Overdue | None = None
+    #: the case's entries in the territory's follow-up index changed (followups.py)
+    follow_up: FollowUp | None = None
 
 
 # --- the rules (policy.py) on documents --------------------------------------------------
@@ -280,12 +284,15 @@ class IncrementalCaseFile:
             if lost["m"]["t"] == "ReferralSubmitted" and lost["m"]["rid"] != doc["m"]["rid"]:
                 refs.pop(lost["m"]["rid"], None)
         tracked = track(refs, event, self.policy.deadlines, replaces=bool(removed))
+        fu = idx.setdefault("fu", followups.new_state())
+        fu_changed, follow = followups.track(fu, case_id, event)
         keys = self._all_keys(store, cnt) if rules_change else [key]
         if removed:  # what the losing twin gave the rules (a consent, a referral's parties) goes with it
             self._reindex(idx, [d for k in keys for d in (loaded.get(k) or store.get("k:" + k) or {"docs": []})["docs"]])
         step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=rules_change, removed=removed)
-        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed, cnt_changed=new_key)
-        out.late, out.retract = tracked.late, tracked.retract
+        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed or fu_changed,
+                       cnt_changed=new_key)
+        out.late, out.retract, out.follow_up = tracked.late, tracked.retract, follow
         return out
 
     # --- internals ------------------------------------------------------------------------

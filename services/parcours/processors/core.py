@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+from parcours.casefile import followups
 from parcours.casefile.incremental import IncrementalCaseFile, Notice, Outcome, dumps, loads
 from parcours.casefile.policy import Policy, from_ms
 from parcours.casefile.view import iso
@@ -137,6 +138,7 @@ class RecordProcessor:
         self.views = {slug: catalogue.per_structure("views", slug).name for slug in kinds}
         self.inboxes = {slug: catalogue.per_structure("inbox", slug).name for slug in kinds}
         self.observatory = catalogue.topic("observatory").name
+        self.followups = catalogue.topic("followups").name
         self.audit = catalogue.topic("audit").name
         self.deadletter = catalogue.topic("deadletter").name
         self.schedule = catalogue.topic("clock-schedule").name
@@ -202,6 +204,8 @@ class RecordProcessor:
         outs += [Out(audit, ckey, a.encode()) for a in outcome.audits]
         if outcome.overdue or outcome.retract is not None or outcome.late is not None:
             outs += self._deadline_outputs(outcome, case_id)
+        if outcome.follow_up is not None:
+            outs += [Out(self.followups, key, value) for key, value in followups.entries(outcome.follow_up)]
         if outcome.schedule is not None:
             case_id, due = outcome.schedule
             outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))

@@ -36,7 +36,7 @@ from parcours.readmodel.errors import StoreError
 log = logging.getLogger("parcours.adapter.store")
 
 #: bump when the tables change: an older file is emptied and read again from Kafka
-SCHEMA_VERSION = 2  # the directory table came in without a bump: created if missing, its topic read from its beginning
+SCHEMA_VERSION = 2  # the directory and followups tables came in without a bump: created if missing, their topics read from their beginning
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -52,17 +52,19 @@ CREATE TABLE IF NOT EXISTS inbox(slug TEXT NOT NULL, sequence INTEGER NOT NULL, 
 CREATE TABLE IF NOT EXISTS observatory(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS webhooks(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS directory(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS followups(person TEXT NOT NULL, case_id TEXT NOT NULL, followers TEXT NOT NULL,
+                                     PRIMARY KEY(person, case_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS disclosures(author TEXT NOT NULL, case_id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL,
                                        PRIMARY KEY(author, case_id, n)) WITHOUT ROWID;
 """
-_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures", "directory")
+_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures", "directory", "followups")
 
 
 @dataclass(frozen=True)
 class Record:
     """What the tail hands over: one Kafka record, already routed to its table."""
 
-    table: str  # items | inbox | observatory | webhooks | audit | directory
+    table: str  # items | inbox | observatory | webhooks | audit | directory | followups
     slug: str  # the structure of a views/inbox topic ("" otherwise)
     topic: str
     partition: int
@@ -165,8 +167,8 @@ class Writer:
                 c.execute(f"DELETE FROM {r.table} WHERE key=?", (r.key,))  # noqa: S608 - two constant names
             else:
                 c.execute(f"INSERT OR REPLACE INTO {r.table} VALUES(?, ?)", (r.key, r.value.decode()))
-        elif r.table == "directory":
-            self._offer(r)
+        elif r.table in ("directory", "followups"):  # the territory's shared topics
+            (self._offer if r.table == "directory" else self._follow_up)(r)
         elif r.table == "audit" and r.value is not None:
             record = json.loads(r.value)
             if record.get("author") in authors and record.get("change") != "accessed":
@@ -190,6 +192,20 @@ class Writer:
             log.warning("a directory record whose key is not its offer's was skipped", extra={"offset": r.offset})
             return
         self.conn.execute("INSERT OR REPLACE INTO directory VALUES(?, ?)", (r.key, offer.model_dump_json()))
+
+    def _follow_up(self, r: Record) -> None:
+        """An entry of the follow-up index (`<person digest>/<case_id>`: the structures following);
+        a tombstone: nobody follows that case any more."""
+        person, _, case_id = r.key.partition("/")
+        if r.value is None:
+            self.conn.execute("DELETE FROM followups WHERE person=? AND case_id=?", (person, case_id))
+            return
+        try:
+            followers = [str(s) for s in json.loads(r.value)["followers"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("a follow-up record that is not one was skipped", extra={"offset": r.offset})
+            return
+        self.conn.execute("INSERT OR REPLACE INTO followups VALUES(?, ?, ?)", (person, case_id, json.dumps(followers)))
 
     def close(self) -> None:
         self.conn.close()
@@ -240,6 +256,11 @@ class Reader:
     def webhook(self, key: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT record FROM webhooks WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
+
+    def followups(self, person: str) -> list[tuple[str, list[str]]]:
+        """The follow-up index's entries of a person (digest): (case_id, structures following)."""
+        return [(c, json.loads(f)) for c, f in self.conn.execute(
+            "SELECT case_id, followers FROM followups WHERE person=? ORDER BY case_id", (person,))]
 
     def directory(self) -> list[str]:
         """Every offer of the directory, as JSON."""

@@ -54,10 +54,11 @@ SYNC_STAMP_S = 600.0
 class EdgeStore:
     def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, slugs: list[str], *, path: Path | None = None,
                  inbox: bool = True, observatory: bool = True, webhooks: bool = True, audit: bool = False,
-                 directory: bool = False) -> None:
+                 territory: bool = False) -> None:
         """A store of the views of `slugs`, and of what else its reader may read (its principal's
         ACLs): their inboxes, the observatory, the webhook registrations, the audit trail of the
-        items they authored. `path`: its file (one per process; default: a temporary one)."""
+        items they authored, the territory's directory and follow-up index (`territory`). `path`: its
+        file (one per process; default: a temporary one)."""
         self.kafka, self.catalogue, self.slugs = kafka, catalogue, list(slugs)
         self._tmp = None if path is not None else Path(tempfile.mkdtemp(prefix="parcours-edge-"))
         self.path = path if path is not None else self._tmp / "store.sqlite3"  # type: ignore[operator]
@@ -67,7 +68,8 @@ class EdgeStore:
         if inbox:
             self._routes |= {catalogue.per_structure("inbox", s).name: ("inbox", s) for s in slugs}
         for name, table, on in (("observatory", "observatory", observatory), ("webhooks", "webhooks", webhooks),
-                                ("audit", "audit", audit), ("directory", "directory", directory)):
+                                ("audit", "audit", audit), ("directory", "directory", territory),
+                                ("followups", "followups", territory)):
             if on:
                 self._routes[catalogue.topic(name).name] = (table, "")
         self._authors = frozenset(slugs)
@@ -115,6 +117,10 @@ class EdgeStore:
 
     def notifications(self, slug: str, after: int, limit: int) -> list[dict[str, Any]]:
         return self.db.notifications(slug, after, limit)
+
+    def followups(self, person: str) -> list[tuple[str, list[str]]]:
+        """The follow-up index's entries of a person (its pseudonym's digest): (case, followers)."""
+        return self.db.followups(person)
 
     def offers(self) -> list[DirectoryOffer]:
         """The territory's directory: every offer published and not withdrawn."""

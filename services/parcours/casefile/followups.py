@@ -1,0 +1,94 @@
+"""Who follows the person of a case: what the territory's follow-up index says about it.
+
+A structure **follows** a case's person while it holds a referral of the case it accepted: the
+referral's latest status (by `occurred_at`, then event id: the order of arrival does not matter)
+is `accepted`, given by that structure (its recipient). A later completion, decline, withdrawal or
+redirection ends it. The person is known by a digest of the pseudonym its referrals carry, never
+the pseudonym itself (`person_digest`).
+
+The processor keeps this per case in the case's index (`fu`) and writes, when it changes, one
+compacted record per (person, case) on the `followups` topic: the structures following (a
+tombstone when none). Every adapter reads that topic; when a structure receives a referral for a
+person another case of whom is followed by another structure, the view it is served names those
+structures (`follow_up.followed_by`), and only them: not the other case, nor anything in it
+(README, "One person, one coordinated follow-up").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NamedTuple
+
+from parcours.casefile.policy import to_ms
+from parcours.contract.models import Event, ReferralStatusChanged, ReferralSubmitted
+
+#: the digest's domain: the same pseudonym gives the same digest in every case, and nothing else
+_DOMAIN = b"parcours follow-up index v1\n"
+
+
+def person_digest(pseudonym: str) -> str:
+    return hashlib.blake2b(_DOMAIN + pseudonym.encode(), digest_size=16).hexdigest()
+
+
+class FollowUp(NamedTuple):
+    """A case's entries in the index: per person digest, the structures following (empty: none)."""
+
+    case_id: str
+    persons: tuple[str, ...]
+    followers: tuple[str, ...]
+
+
+def new_state() -> dict[str, Any]:
+    return {"persons": [], "last": {}, "sent": None}
+
+
+def track(fu: dict[str, Any], case_id: str, event: Event) -> tuple[bool, FollowUp | None]:
+    """Follow `event` in the case's follow-up state `fu` (changed in place); return whether it
+    changed and, when what the index holds for the case changed, the case's new entries. (A twin
+    event replacing a status, one event id with two payloads, is not undone here.)"""
+    if isinstance(event, ReferralSubmitted):
+        digest = person_digest(event.person.pseudonym)
+        if digest in fu["persons"]:
+            return False, None
+        fu["persons"].append(digest)
+    elif isinstance(event, ReferralStatusChanged):
+        order = [to_ms(event.occurred_at), str(event.event_id)]
+        last = fu["last"].get(event.referral_id)
+        if last is not None and order <= last[:2]:
+            return False, None
+        fu["last"][event.referral_id] = [*order, event.status, event.source]
+    else:
+        return False, None
+    now = FollowUp(case_id, tuple(sorted(fu["persons"])), following(fu))
+    state = [list(now.persons), list(now.followers)]
+    if fu["sent"] == state or not now.persons:
+        return True, None
+    first = fu["sent"] is None
+    fu["sent"] = state
+    if first and not now.followers:  # nobody follows yet, and the index never heard of the case
+        return True, None
+    return True, now
+
+
+def following(fu: dict[str, Any]) -> tuple[str, ...]:
+    """The structures following the case's person: each accepted a referral of it, and has not
+    ended that follow-up since."""
+    return tuple(sorted({by for _, _, status, by in fu["last"].values() if status == "accepted"}))
+
+
+def entries(f: FollowUp) -> list[tuple[bytes, bytes | None]]:
+    """The index's records for a case: key `<person digest>/<case_id>`, value the followers as
+    JSON (`{"case_id", "followers"}`), a tombstone when nobody follows."""
+    out: list[tuple[bytes, bytes | None]] = []
+    for person in f.persons:
+        key = f"{person}/{f.case_id}".encode()
+        value = json.dumps({"case_id": f.case_id, "followers": list(f.followers)}).encode() if f.followers else None
+        out.append((key, value))
+    return out
+
+
+def followed_elsewhere(index: list[tuple[str, list[str]]], case_id: str, reader: str) -> list[str]:
+    """From the index's entries of a person (case, followers), the structures other than
+    `reader` following that person in a case other than `case_id`: what `reader` is told."""
+    return sorted({s for other, followers in index if other != case_id for s in followers if s != reader})
