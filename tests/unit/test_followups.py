@@ -59,11 +59,12 @@ def test_the_index_holds_a_digest_of_the_pseudonym_and_slugs_and_a_tombstone_whe
     assert person_digest("P-7f3a9c") != person_digest("P-7f3a9d")
 
 
-def test_a_recipient_is_told_only_the_other_structures_following_the_person_elsewhere() -> None:
+def test_a_recipient_is_told_the_structures_following_the_person_in_another_case() -> None:
     index = [("case-1", ["dac-31"]), ("case-2", ["crt-31-muret"]), ("case-3", ["crt-31-nord", "dac-31"])]
-    assert followed_elsewhere(index, "case-2", "crt-31-muret") == ["crt-31-nord", "dac-31"]
-    assert followed_elsewhere(index, "case-1", "dac-31") == ["crt-31-muret", "crt-31-nord"]  # never itself, nor this case
-    assert followed_elsewhere([("case-2", ["crt-31-muret"])], "case-2", "crt-31-muret") == []
+    assert followed_elsewhere(index, "case-2") == ["crt-31-nord", "dac-31"]
+    # itself too: the DAC receiving a second referral in case 1 already follows the person in case 3
+    assert followed_elsewhere(index, "case-1") == ["crt-31-muret", "crt-31-nord", "dac-31"]
+    assert followed_elsewhere([("case-2", ["crt-31-muret"])], "case-2") == []
 
 
 def test_the_case_file_reports_the_index_entries_once_per_change() -> None:

@@ -414,7 +414,7 @@ def _with_follow_up(store: EdgeStore, caller: Structure, case_id: str, referral:
     person = referral.get("person")
     if not person or current_recipient(referral) != caller.slug:
         return referral
-    others = followed_elsewhere(store.followups(person_digest(person["pseudonym"])), case_id, caller.slug)
+    others = followed_elsewhere(store.followups(person_digest(person["pseudonym"])), case_id)
     return {**referral, "follow_up": {"followed_by": others}} if others else referral
 
 
@@ -425,9 +425,11 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
 
     @app.post("/v1/referrals/{referral_id}/join", status_code=202, name="FollowUpJoined", tags=["events"])
     async def join(request: Request, referral_id: str, body: rq.JoinIn) -> dict[str, Any]:
-        """(The referral's recipient) Join the person's case that `followed_by` follows (as
-        `GET /v1/cases/{case}` names it under `follow_up`): your referral to that structure is added
-        to its case, with this referral's content, and this referral is declined as joined."""
+        """(The referral's recipient) Join the follow-up of `followed_by` (one of the structures
+        `GET /v1/cases/{case}` names under the referral's `follow_up`) instead of opening a second
+        one: this referral is declined as joined; when `followed_by` is another structure, your
+        referral to it, with this referral's content, is added to the case it follows (your kind
+        must be one that refers: the catalogue's ReferralSubmitted rights)."""
         caller, key = caller_of(request), idempotency_key(request)
         found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
         if found is None or not found[1].get("person"):
@@ -437,23 +439,26 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
             raise Forbidden(f"only the recipient ({current_recipient(ref)}) may join another follow-up",
                             rule="join: the referral's recipient")
         entries = store.followups(person_digest(ref["person"]["pseudonym"]))
-        joined = next((c for c, followers in entries if c != case_id and body.followed_by in followers and body.followed_by != caller.slug), None)
+        joined = next((c for c, followers in entries if c != case_id and body.followed_by in followers), None)
         if joined is None:
             raise Conflict(f"{body.followed_by} follows no other case of this referral's person",
                            rule="join: a follow-up named in the referral's follow_up.followed_by",
                            fields=[{"field": "followed_by", "rule": "a structure following the person in another case"}])
-        content = {k: ref[k] for k in ("person", "reasons", "urgency", "context", "summary")}
+        answer: dict[str, Any] = {"joined_case": joined}
+        reason = f"joined the follow-up of {body.followed_by}"
+        if body.followed_by != caller.slug:  # its own follow-up needs no referral: the caller follows that case already
+            content = {k: ref[k] for k in ("person", "reasons", "urgency", "context", "summary")}
 
-        def referral(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            new_id = f"ref-{short}"
-            return ({**content, "case_id": joined, "referral_id": new_id, "to_structure": body.followed_by},
-                    {"referral_id": new_id, "joined_case": joined})
+            def referral(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
+                new_id = f"ref-{short}"
+                return ({**content, "case_id": joined, "referral_id": new_id, "to_structure": body.followed_by},
+                        {"referral_id": new_id})
 
-        answer = await _submit(adapter, request, caller, key, body, "ReferralSubmitted", referral)
+            answer |= await _submit(adapter, request, caller, key, body, "ReferralSubmitted", referral)
+            reason += f" (referral {answer['referral_id']})"
 
         def declined(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            return ({"case_id": case_id, "referral_id": referral_id, "status": "declined",
-                     "reason": f"joined the follow-up of {body.followed_by} (referral {answer['referral_id']})"}, {})
+            return {"case_id": case_id, "referral_id": referral_id, "status": "declined", "reason": reason}, {}
 
         closed = await _submit(adapter, request, caller, f"{key}/declined" if key else None, body, "ReferralStatusChanged", declined)
         return {**answer, "declined": {"event_id": closed["event_id"], "referral_id": referral_id}}

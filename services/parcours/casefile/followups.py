@@ -9,9 +9,9 @@ the pseudonym itself (`person_digest`).
 The processor keeps this per case in the case's index (`fu`) and writes, when it changes, one
 compacted record per (person, case) on the `followups` topic: the structures following (a
 tombstone when none). Every adapter reads that topic; when a structure receives a referral for a
-person another case of whom is followed by another structure, the view it is served names those
-structures (`follow_up.followed_by`), and only them: not the other case, nor anything in it
-(README, "One person, one coordinated follow-up").
+person followed in another case, the view it is served names the structures following
+(`follow_up.followed_by`, itself included when it already follows them), and only them: not the
+other case, nor anything in it (README, "One person, one coordinated follow-up").
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def entries(f: FollowUp) -> list[tuple[bytes, bytes | None]]:
     return out
 
 
-def followed_elsewhere(index: list[tuple[str, list[str]]], case_id: str, reader: str) -> list[str]:
-    """From the index's entries of a person (case, followers), the structures other than
-    `reader` following that person in a case other than `case_id`: what `reader` is told."""
-    return sorted({s for other, followers in index if other != case_id for s in followers if s != reader})
+def followed_elsewhere(index: list[tuple[str, list[str]]], case_id: str) -> list[str]:
+    """From the index's entries of a person (case, followers), the structures following that
+    person in a case other than `case_id` (the reader itself included: a structure receiving a
+    second referral of a person it already follows must know it)."""
+    return sorted({s for other, followers in index if other != case_id for s in followers})
