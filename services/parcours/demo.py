@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -56,13 +57,14 @@ class DemoClient:
                 raise RuntimeError(f"demo: the directory holds {len(offers)} offers, not {expected}")
             await asyncio.sleep(0.5)
 
-    async def referral(self, slug: str, case_id: str, referral_id: str) -> dict[str, Any]:
-        """A referral's entry in `slug`'s view, once the processor has shown it."""
+    async def referral(self, slug: str, case_id: str, referral_id: str,
+                       probe: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
+        """A referral's entry in `slug`'s view, once the processor has shown it (and `probe` holds)."""
         deadline = time.monotonic() + 90
         while True:
             view = await self.view(slug, case_id)
             found: dict[str, Any] | None = next((r for r in (view or {}).get("referrals", []) if r["referral_id"] == referral_id), None)
-            if found is not None:
+            if found is not None and probe(found):
                 return found
             if time.monotonic() > deadline:
                 raise RuntimeError(f"demo: referral {referral_id} not in {slug}'s view")
@@ -155,6 +157,19 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
         await d.post("crt-31-nord", f"/v1/cases/{case}/admission-decisions", {
             "referral_id": r["referral_id"], "decision": "refused", "volet": 2,
             "reasons": ["hors zone d'intervention"]}, "c-refuse")
+
+        # 4. The first story's person referred again, by CPTS Sud to the DAC: the DAC is told it follows
+        #    them already (case 1) and joins that follow-up instead of opening a second one.
+        r = await d.post("cpts-31-sud", "/v1/referrals", {
+            "to_structure": "dac-31", "person": person("P-a41f07", 1936, "31600"), "urgency": "soon",
+            "reasons": ["chute à domicile"], "summary": "Chute, aidante inquiète."}, "d-ref")
+        case = cases["a second referral of a followed person, joined"] = r["case_id"]
+        told = await d.referral("dac-31", case, r["referral_id"], lambda ref: "follow_up" in ref)
+        joined = await d.post("dac-31", f"/v1/referrals/{r['referral_id']}/join",
+                              {"followed_by": told["follow_up"]["followed_by"][0]}, "d-join")
+        print(f"  follow-up: a second referral of P-a41f07 reaches the DAC, told that {', '.join(told['follow_up']['followed_by'])} "
+              f"follows the person already; it joins {'its own' if joined['joined_case'] == cases['hospital discharge, admitted'] else 'that'} "
+              f"follow-up (case {joined['joined_case']}) instead of opening a second one", flush=True)
         return cases
 
 
@@ -167,6 +182,8 @@ def render(slug: str, view: dict[str, Any] | None) -> str:
         what = f"{r.get('from', '?')} -> {r.get('to', '?')}, {r['status']}"
         if r["admission"]:
             what += f", admission {r['admission']['decision']}"
+        if r.get("follow_up"):
+            what += f"; also followed by {', '.join(r['follow_up']['followed_by'])}"
         rows.append(("referral", r["referral_id"], what))
         for c in r.get("commissions", []):
             said = ", ".join(f"{o['by']} {o['opinion']}" for o in r["opinions"] if o["commission_id"] == c["commission_id"])

@@ -27,7 +27,7 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Pa
     out = subprocess.run([sys.executable, "-m", "parcours.cli", "demo"], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
-    assert text.count("== case ") == 3
+    assert text.count("== case ") == 4
     assert "demo finished" in text
     # the territory's directory: the CRT serving the person's postcode comes first, and is referred to
     assert "the DAC finds crt-31-muret first (Accompagnement renforcé à domicile; postcode, 4 places, 3 days) among 3 offers" in text
@@ -40,6 +40,10 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Pa
     commission_block = text.split("admission commission, refused without alternative")[1]
     assert commission_block.count("decided, invited dac-31; opinions: dac-31 favourable") == 2
     assert "admission refused" in commission_block
+    # one person, one follow-up: the DAC, referred the first story's person again, joins its own follow-up
+    assert "told that dac-31 follows the person already; it joins its own follow-up" in text
+    joined_block = text.split("a second referral of a followed person, joined")[1]
+    assert "cpts-31-sud -> dac-31, declined; also followed by dac-31" in joined_block
 
 
 def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path: Path) -> None:
@@ -75,7 +79,7 @@ def _run_up_once(env: dict[str, str]) -> str:
             resp = httpx.get(url, headers={"Authorization": f"Bearer dev-{slug}"}, timeout=10)
             assert resp.status_code == 200, (url, resp.status_code, resp.text[:200])
         cases = httpx.get("http://127.0.0.1:8101/v1/cases", headers=headers, timeout=10).json()["cases"]
-        assert len(cases) == 3
+        assert len(cases) == 4
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have exited on its own (a failed start)
             os.killpg(proc.pid, signal.SIGINT)
