@@ -77,6 +77,23 @@ async def test_every_refusal_is_in_the_openapi_document() -> None:
     assert post["429"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
 
 
+async def test_the_territorial_coordination_endpoints_are_in_the_openapi_document() -> None:
+    async with _client("crt") as c:
+        doc = (await c.get("/openapi.json")).json()
+    paths = doc["paths"]
+    for path in ("/v1/referrals/{referral_id}/commissions", "/v1/referrals/{referral_id}/commissions/{commission_id}/opinions",
+                 "/v1/referrals/{referral_id}/join"):
+        operation = paths[path]["post"]
+        assert "202" in operation["responses"], path
+        assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"]), path
+    assert "/v1/directory" in paths
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["CommissionIn"]["required"]) == {"invited", "opinion_deadline"}
+    assert schemas["OpinionIn"]["properties"]["opinion"]["enum"] == ["favourable", "unfavourable", "reserved"]
+    assert "alternative" in schemas["AdmissionIn"]["properties"]
+    assert schemas["JoinIn"]["required"] == ["followed_by"]
+
+
 @pytest.mark.parametrize("url", ["http://G\u007f[(\u00bb c/x", "http://[::1", "https://exa mple.org/", "https://:80/x",
                                  "ftp://partner.example/x", "https://partner.example:99999/x"])
 async def test_a_malformed_webhook_url_is_a_422_naming_the_field(url: str) -> None:
