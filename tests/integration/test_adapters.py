@@ -62,7 +62,7 @@ async def test_kind_rights_and_recipient_rules(api: Api) -> None:
     assert crt_ref.json()["message"] == "a crt may not publish ReferralSubmitted"
     # the DAC sent the referral: it may withdraw it, not accept it
     sender = await api.post("dac-31", f"/v1/referrals/{ref}/status", {"status": "accepted"}, expect=403)
-    assert sender.json()["rule"].startswith("referral status and admission: recipient only")
+    assert sender.json()["rule"].startswith("referral status, admission and commission: recipient only")
     other_crt = await api.post("crt-31-nord", f"/v1/referrals/{ref}/status", {"status": "accepted"}, expect=404)
     assert other_crt.json()["error"] == "not_found"
     withdraw = await api.post("crt-31-muret", f"/v1/referrals/{ref}/status", {"status": "withdrawn"}, expect=403)

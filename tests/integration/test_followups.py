@@ -71,6 +71,8 @@ async def test_later_referrals_of_a_followed_person_join_the_existing_follow_ups
     assert "referral_id" not in own  # no referral added: the DAC follows that case already
     closed = await _referral(api, "cpts-31-sud", case_c, ref_c, lambda r: r["status"] == "declined", "the third referral declined")
     assert closed["status_history"][-1]["reason"] == "joined the follow-up of dac-31"
+    twice = await api.post("dac-31", f"/v1/referrals/{ref_c}/join", {"followed_by": "dac-31"}, expect=409)  # declined now
+    assert twice.json()["rule"] == "join: an open referral (submitted or acknowledged)"
 
     # case D: the DAC asks a CPTS; the CPTS joins the CRT's follow-up: its referral goes into case B
     case_d, ref_d = await _refer(api, "dac-31", "cpts-31-nord", "Recherche de médecin traitant.")

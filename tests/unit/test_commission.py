@@ -71,6 +71,9 @@ def test_a_commission_needs_invitations_a_deadline_after_it_opens_and_no_self_in
     with pytest.raises(EventValidationError) as exc:
         opened(invited=[])
     assert exc.value.errors[0][0] == "invited"
+    with pytest.raises(EventValidationError) as exc:
+        opened(opinion_deadline=T0 + timedelta(days=61))
+    assert ("opinion_deadline", "at most 60 days after the commission opens") in exc.value.errors
 
 
 def test_only_a_refusal_proposes_an_alternative() -> None:
@@ -142,6 +145,11 @@ def test_a_commission_is_open_until_its_deadline_then_deliberates_until_a_decisi
     assert commission.status(com, ref, DEADLINE + timedelta(milliseconds=1)) == "deliberating"
     ref = view_of([referral(), opened(), decided("waitlisted", at=60)], CRT)["referrals"][0]
     assert commission.status(ref["commissions"][0], ref, T0) == "decided"  # decided early: closed
+    # a referral that leaves its recipient undecided closes the commission, which then frees the next one
+    withdrawn = ev("ReferralStatusChanged", source="cpts-31-nord", referral_id="ref-1", status="withdrawn", at=30)
+    ref = view_of([referral(), opened(), withdrawn], CRT)["referrals"][0]
+    assert commission.status(ref["commissions"][0], ref, T0 + timedelta(minutes=40)) == "closed"
+    assert commission.pending(ref, T0 + timedelta(minutes=40)) is None
     # a decision before the commission opened does not close it
     ref = view_of([referral(), decided("waitlisted", at=1), opened(at=10)], CRT)["referrals"][0]
     assert commission.status(ref["commissions"][0], ref, T0 + timedelta(minutes=11)) == "open"
@@ -182,7 +190,8 @@ class Views:
 
 
 def stateful(events, caller: Structure, event) -> None:
-    asyncio.run(check_stateful(Views(events, event.occurred_at), caller, event))
+    """The edge's checks, at the instant the event says (the edge judges at its own clock)."""
+    asyncio.run(check_stateful(Views(events, event.occurred_at), caller, event, now=event.occurred_at))
 
 
 def test_a_cpts_cannot_open_a_commission_and_only_the_recipient_crt_can() -> None:
@@ -205,6 +214,11 @@ def test_one_commission_at_a_time_and_none_after_a_final_decision() -> None:
         stateful([referral(), opened()], CRT_S, opened(commission_id="com-2", at=30))
     assert "one at a time" in str(exc.value.rule)
     stateful([referral(), opened(), decided("waitlisted", at=40)], CRT_S, opened(commission_id="com-2", at=50))
+    first = opened()
+    stateful([referral(), first], CRT_S, first)  # the very event again (a retry): accepted
+    with pytest.raises(TooLate) as reuse:  # another event reusing a commission's id (Kafka ingress) is not
+        stateful([referral(), first, decided("refused", at=40)], CRT_S, opened(at=50, invited=["crt-31-nord"]))
+    assert reuse.value.rule == "commission: a new commission has a new id"
     with pytest.raises(TooLate) as exc:
         stateful([referral(), opened(), decided("refused", at=40)], CRT_S, opened(commission_id="com-2", at=50))
     assert "none after an admission or a refusal" in str(exc.value.rule)

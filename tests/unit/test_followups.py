@@ -29,7 +29,7 @@ def final(events) -> tuple[tuple[str, ...], tuple[str, ...]]:
     fu = followups.new_state()
     for e in events:
         followups.track(fu, "case-1", e)
-    return tuple(fu["persons"]), followups.following(fu)
+    return followups.persons(fu), followups.following(fu)
 
 
 def test_a_structure_follows_while_its_acceptance_is_the_referrals_latest_status_whatever_the_order() -> None:
@@ -57,6 +57,22 @@ def test_the_index_holds_a_digest_of_the_pseudonym_and_slugs_and_a_tombstone_whe
     assert ended is not None
     assert followups.entries(ended) == [(key, None)]
     assert person_digest("P-7f3a9c") != person_digest("P-7f3a9d")
+
+
+def test_a_corrected_referral_moves_the_case_to_the_corrected_person_whatever_the_order() -> None:
+    wrong, right = referral(pseudonym="WRONG-0042", at=0), referral(pseudonym="RIGHT-0001", at=5)
+    for order in itertools.permutations([wrong, right, status("accepted")]):
+        assert final(order) == ((person_digest("RIGHT-0001"),), ("dac-31",))
+    fu = followups.new_state()
+    followups.track(fu, "case-1", wrong)
+    _, first = followups.track(fu, "case-1", status("accepted"))
+    assert first is not None
+    assert first.persons == (person_digest("WRONG-0042"),)
+    _, corrected = followups.track(fu, "case-1", right)
+    assert corrected is not None
+    assert followups.entries(corrected) == [  # the wrong person's entry removed, the right one's written
+        (f"{person_digest('WRONG-0042')}/case-1".encode(), None),
+        (f"{person_digest('RIGHT-0001')}/case-1".encode(), b'{"case_id": "case-1", "followers": ["dac-31"]}')]
 
 
 def test_a_recipient_is_told_the_structures_following_the_person_in_another_case() -> None:

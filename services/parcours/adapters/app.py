@@ -408,6 +408,10 @@ async def _on_referral(store: EdgeStore, caller: Structure, referral_id: str, bo
     return build
 
 
+#: a referral still waiting for its recipient's answer: what a join passes on
+OPEN_REFERRAL = frozenset({"submitted", "acknowledged"})
+
+
 def _with_follow_up(store: EdgeStore, caller: Structure, case_id: str, referral: dict[str, Any]) -> dict[str, Any]:
     """A referral the caller receives, with the structures following its person in another case
     (`follow_up.followed_by`: their slugs, nothing of those cases), when there are any."""
@@ -438,6 +442,8 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
         if current_recipient(ref) != caller.slug:
             raise Forbidden(f"only the recipient ({current_recipient(ref)}) may join another follow-up",
                             rule="join: the referral's recipient")
+        if ref["status"] not in OPEN_REFERRAL:  # withdrawn by its sender, or already answered: nothing to pass on
+            raise Conflict(f"referral {referral_id} is {ref['status']}", rule="join: an open referral (submitted or acknowledged)")
         entries = store.followups(person_digest(ref["person"]["pseudonym"]))
         joined = next((c for c, followers in entries if c != case_id and body.followed_by in followers), None)
         if joined is None:
@@ -454,13 +460,16 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
                 return ({**content, "case_id": joined, "referral_id": new_id, "to_structure": body.followed_by},
                         {"referral_id": new_id})
 
-            answer |= await _submit(adapter, request, caller, key, body, "ReferralSubmitted", referral)
+            # the key stands for this body *and* the case joined: a retry that would land elsewhere is a 409
+            claimed = {**body.model_dump(), "joined_case": joined}
+            answer |= await _submit(adapter, request, caller, key, claimed, "ReferralSubmitted", referral)
             reason += f" (referral {answer['referral_id']})"
 
         def declined(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             return {"case_id": case_id, "referral_id": referral_id, "status": "declined", "reason": reason}, {}
 
-        closed = await _submit(adapter, request, caller, f"{key}/declined" if key else None, body, "ReferralStatusChanged", declined)
+        closed = await _submit(adapter, request, caller, f"{key}/declined" if key else None, {**body.model_dump(), "joined_case": joined},
+                               "ReferralStatusChanged", declined)
         return {**answer, "declined": {"event_id": closed["event_id"], "referral_id": referral_id}}
 
 

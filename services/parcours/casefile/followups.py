@@ -32,43 +32,51 @@ def person_digest(pseudonym: str) -> str:
 
 
 class FollowUp(NamedTuple):
-    """A case's entries in the index: per person digest, the structures following (empty: none)."""
+    """A case's entries in the index: per person digest, the structures following (empty: none);
+    `gone`: digests the case no longer names (a referral corrected), whose entries are removed."""
 
     case_id: str
     persons: tuple[str, ...]
     followers: tuple[str, ...]
+    gone: tuple[str, ...] = ()
 
 
 def new_state() -> dict[str, Any]:
-    return {"persons": [], "last": {}, "sent": None}
+    # refs: per referral, its latest ReferralSubmitted [ms, event id, digest]; last: per referral,
+    # its latest status [ms, event id, status, author]; sent: what the index last got
+    return {"refs": {}, "last": {}, "sent": None}
+
+
+def persons(fu: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(sorted({digest for _, _, digest in fu["refs"].values()}))
 
 
 def track(fu: dict[str, Any], case_id: str, event: Event) -> tuple[bool, FollowUp | None]:
     """Follow `event` in the case's follow-up state `fu` (changed in place); return whether it
     changed and, when what the index holds for the case changed, the case's new entries. (A twin
     event replacing a status, one event id with two payloads, is not undone here.)"""
-    if isinstance(event, ReferralSubmitted):
-        digest = person_digest(event.person.pseudonym)
-        if digest in fu["persons"]:
-            return False, None
-        fu["persons"].append(digest)
-    elif isinstance(event, ReferralStatusChanged):
+    if isinstance(event, (ReferralSubmitted, ReferralStatusChanged)):
         order = [to_ms(event.occurred_at), str(event.event_id)]
-        last = fu["last"].get(event.referral_id)
-        if last is not None and order <= last[:2]:
-            return False, None
-        fu["last"][event.referral_id] = [*order, event.status, event.source]
+        table = fu["refs"] if isinstance(event, ReferralSubmitted) else fu["last"]
+        known = table.get(event.referral_id)
+        if known is not None and order <= known[:2]:
+            return False, None  # a duplicate, or older than what is known: the latest one counts
+        if isinstance(event, ReferralSubmitted):
+            table[event.referral_id] = [*order, person_digest(event.person.pseudonym)]
+        else:
+            table[event.referral_id] = [*order, event.status, event.source]
     else:
         return False, None
-    now = FollowUp(case_id, tuple(sorted(fu["persons"])), following(fu))
+    now = FollowUp(case_id, persons(fu), following(fu))
     state = [list(now.persons), list(now.followers)]
-    if fu["sent"] == state or not now.persons:
+    sent = fu["sent"]
+    if sent == state or not now.persons:
         return True, None
-    first = fu["sent"] is None
     fu["sent"] = state
-    if first and not now.followers:  # nobody follows yet, and the index never heard of the case
+    if sent is None and not now.followers:  # nobody follows yet, and the index never heard of the case
         return True, None
-    return True, now
+    gone = tuple(p for p in (sent[0] if sent else []) if p not in now.persons)
+    return True, now._replace(gone=gone)
 
 
 def following(fu: dict[str, Any]) -> tuple[str, ...]:
@@ -80,7 +88,7 @@ def following(fu: dict[str, Any]) -> tuple[str, ...]:
 def entries(f: FollowUp) -> list[tuple[bytes, bytes | None]]:
     """The index's records for a case: key `<person digest>/<case_id>`, value the followers as
     JSON (`{"case_id", "followers"}`), a tombstone when nobody follows."""
-    out: list[tuple[bytes, bytes | None]] = []
+    out: list[tuple[bytes, bytes | None]] = [(f"{person}/{f.case_id}".encode(), None) for person in f.gone]
     for person in f.persons:
         key = f"{person}/{f.case_id}".encode()
         value = json.dumps({"case_id": f.case_id, "followers": list(f.followers)}).encode() if f.followers else None

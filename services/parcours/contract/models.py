@@ -7,7 +7,7 @@ Enumerations are `Literal`s so that dumped values are the plain strings Avro exp
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import date as Date
 from typing import Annotated, ClassVar, Literal, get_args
 from uuid import UUID
@@ -180,6 +180,8 @@ class AdmissionDecided(Event):
 
 #: an admission commission may invite this many structures at most
 MAX_INVITED = 10
+#: and wait this long at most for their opinions (a commission decides on a hospital discharge)
+MAX_OPINION_WINDOW = timedelta(days=60)
 
 
 class CommissionOpened(Event):
@@ -206,6 +208,8 @@ class CommissionOpened(Event):
             raise ValueError("invited: the commission's own structure gives no opinion to itself")
         if self.opinion_deadline <= self.occurred_at:
             raise ValueError("opinion_deadline: must be after the commission opens")
+        if self.opinion_deadline > self.occurred_at + MAX_OPINION_WINDOW:
+            raise ValueError(f"opinion_deadline: at most {MAX_OPINION_WINDOW.days} days after the commission opens")
         return self
 
 

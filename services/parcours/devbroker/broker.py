@@ -57,7 +57,13 @@ def _require(tool: str, why: str) -> str:
 
 
 def jars_dir(cache_dir: Path) -> Path:
-    return cache_dir / f"kafka-{KAFKA_VERSION}" / "lib"
+    """The jars of this pom: a changed pom gets a folder of its own, so the jars a running broker
+    was started from are never replaced under it."""
+    return cache_dir / f"kafka-{KAFKA_VERSION}-{_pom_digest()[:12]}" / "lib"
+
+
+def _pom_digest() -> str:
+    return hashlib.sha256(resources.files("parcours.devbroker").joinpath("pom.xml").read_bytes()).hexdigest()
 
 
 def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float]:
@@ -65,8 +71,7 @@ def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float
     lib = jars_dir(cache_dir)
     marker = lib / ".complete"
     t0 = time.monotonic()
-    pom_digest = hashlib.sha256(resources.files("parcours.devbroker").joinpath("pom.xml").read_bytes()).hexdigest()
-    if not marker.exists() or marker.read_text() != pom_digest:  # fetched again when the pom changes
+    if not marker.exists():
         mvn = _require("mvn", "the embedded broker's jars come from Maven Central")
         _require("java", "the embedded broker is Apache Kafka, a JVM program")
         tmp = lib.with_name("lib.partial")
@@ -83,7 +88,7 @@ def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float
             raise BrokerError(f"maven could not fetch Kafka {KAFKA_VERSION}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
         shutil.rmtree(lib, ignore_errors=True)
         tmp.rename(lib)
-        marker.write_text(pom_digest)
+        marker.write_text(_pom_digest())
     size = sum(p.stat().st_size for p in lib.glob("*.jar"))
     return lib, size, time.monotonic() - t0
 

@@ -132,7 +132,7 @@ class Transactions:
                 found += parse_hanging(self._run(props, "find-hanging", "--broker-id", str(broker), "--max-transaction-timeout", "0"))
             if dry_run:
                 return found
-            aborted = []
+            aborted: list[Hanging] = []
             for h in found:
                 try:
                     self._run(props, "abort", "--topic", h.topic, "--partition", str(h.partition), "--start-offset", str(h.start_offset))
@@ -140,7 +140,8 @@ class Transactions:
                     # the producer's next transaction on that partition completed it meanwhile
                     # (its marker closes the open records with its own): nothing left to abort
                     if _GONE not in str(exc):
-                        raise
+                        done = ", ".join(map(str, aborted)) or "none"
+                        raise RepairError(f"{exc} (aborted before it: {done}; run the repair again, then the rebuild)") from None
                     continue
                 aborted.append(h)
             return aborted

@@ -78,17 +78,20 @@ ROCKSDB = RocksDBOptions(write_buffer_size=8 * 1024 * 1024, max_write_buffer_num
 #: them (state recovery: 42 partitions) waited behind a fetch held the default 500 ms: 18 s
 #: before the first event on a fresh start. Records that arrive are returned at once either way.
 FETCH_WAIT_MS = 25
-#: how long an output waits for room in librdkafka's queue before the step fails
-BUFFER_FULL_MAX_S = 120.0
 #: the longest a transaction may stay open (librdkafka's default: 60 s). An instance that dies
 #: and is not restarted leaves its transaction open, and every `read_committed` reader of a
 #: partition it wrote (views, inboxes, audit, the changelog the survivor restores) sees nothing
 #: past it until the broker aborts it: this long, plus the broker's check interval
 #: (`transaction.abort.timed.out.transaction.cleanup.interval.ms`). Measured with the default:
-#: a CPTS inbox frozen 60.6 s after one of two instances was SIGKILLed. A checkpoint commits
-#: every `commit_interval` (0.5 s); a transaction older than this is aborted by the broker and the
-#: instance restarts from its last commit (nothing lost, the work redone).
-TRANSACTION_TIMEOUT_MS = 10_000
+#: a CPTS inbox frozen 60.6 s after one of two instances was SIGKILLed; with 10 s, 10 s. It also
+#: bounds every output's delivery (librdkafka caps `message.timeout.ms` at it) and the commit: a
+#: checkpoint commits every `commit_interval` (0.5 s), and one whose outputs the broker has not
+#: taken within this long is aborted and redone after a restart (nothing lost). 30 s: a third of
+#: the freeze, and room for a broker that stalls under load on these 2-core machines.
+TRANSACTION_TIMEOUT_MS = 30_000
+#: how long an output waits for room in librdkafka's queue before the step fails (within the
+#: transaction's life: a longer wait could only end in its abort)
+BUFFER_FULL_MAX_S = 20.0
 #: the loop's longest wait for a record: how late a due checkpoint may commit when idle (`_Cadence`)
 POLL_S = 0.005
 #: live traffic (`_Cadence`): the newest record processed is younger than this...

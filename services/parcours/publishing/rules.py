@@ -8,7 +8,7 @@ admission) read the publisher's own case views through `CaseViews` (the read mod
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from parcours.contract.models import (
@@ -81,19 +81,22 @@ def current_recipient(ref: dict[str, Any]) -> str:
     return str(recipient)
 
 
-async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait: float = 0.0) -> None:
+async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait: float = 0.0, now: datetime | None = None) -> None:
     """The publisher must see the case it writes into (a new referral opens a case), and only a
     referral's recipient changes its status (the sender may withdraw), decides on admission or
     opens a commission (one at a time, none after a final decision); an opinion comes from a
     structure the commission invited, before its deadline.
-    `wait`: how long to wait for a view the processor may not have written yet."""
+    `wait`: how long to wait for a view the processor may not have written yet. `now`: the
+    instant a deadline is judged at (default: this server's clock, never the publisher's
+    `occurred_at`, which a Kafka partner sets)."""
+    now = now or datetime.now(UTC)
     if isinstance(event, (ReferralStatusChanged, AdmissionDecided, CommissionOpened, OpinionGiven)):
         found = await store.until(lambda: store.referral(caller.slug, event.referral_id), wait)
         if found is None or found[0] != event.case_id:
             raise NotVisible(f"no referral {event.referral_id} in case {event.case_id} visible to {caller.slug}")
         ref = found[1]
         if isinstance(event, OpinionGiven):
-            check_opinion(ref, caller, event)
+            check_opinion(ref, caller, event, now)
         elif isinstance(event, ReferralStatusChanged) and event.status == "withdrawn":
             if caller.slug != ref["from"]:
                 raise NotPermitted("only the sender may withdraw a referral", rule="withdrawn: sender only")
@@ -103,7 +106,7 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
             raise NotPermitted(f"only the recipient ({current_recipient(ref)}) may {what}",
                             rule="referral status, admission and commission: recipient only (the sender may withdraw)")
         elif isinstance(event, CommissionOpened):
-            check_opening(ref, event)
+            check_opening(ref, event, now)
         return
     if isinstance(event, ReferralSubmitted) or event.case_id is None:
         return  # a referral may open a case: each entry point checks an attached case itself
@@ -111,12 +114,16 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
         raise NotVisible(f"no case {event.case_id} visible to {caller.slug}")
 
 
-def check_opening(ref: dict[str, Any], event: CommissionOpened) -> None:
+def check_opening(ref: dict[str, Any], event: CommissionOpened, now: datetime | None = None) -> None:
     """One commission at a time on a referral, and none once it is finally decided (the referral's
     own commission again, by its id, is the same commission: a retry)."""
-    if commission.find(ref, event.commission_id) is not None:
-        return
-    now = event.occurred_at
+    known = commission.find(ref, event.commission_id)
+    if known is not None and known["event_id"] == str(event.event_id):
+        return  # the very event again (an HTTP retry): the checks held when it was first accepted
+    if known is not None:
+        raise TooLate(f"commission {event.commission_id} exists on referral {event.referral_id}",
+                      rule="commission: a new commission has a new id")
+    now = event.occurred_at if now is None else now
     pending = commission.pending(ref, now)
     if pending is not None:
         raise TooLate(f"commission {pending['commission_id']} on referral {event.referral_id} is not decided yet",
@@ -140,8 +147,9 @@ def check_opinion(ref: dict[str, Any], caller: Structure, event: OpinionGiven, n
         raise TooLate(f"the deadline for opinions to commission {event.commission_id} has passed",
                       rule=f"opinion_deadline: opinions are accepted until {found['opinion_deadline']}",
                       fields=[{"field": "opinion_deadline", "rule": f"passed at {found['opinion_deadline']}"}])
-    if state == "decided":
-        raise TooLate(f"commission {event.commission_id} has decided", rule="opinion: while the commission is open")
+    if state in ("decided", "closed"):
+        raise TooLate(f"commission {event.commission_id} has {'decided' if state == 'decided' else 'closed'}",
+                      rule="opinion: while the commission is open")
 
 
 async def eventually_view(store: CaseViews, slug: str, case_id: str, wait: float) -> dict[str, Any] | None:

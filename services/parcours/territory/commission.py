@@ -5,8 +5,10 @@ A CRT opens a commission on a referral it received (`CommissionOpened`): it invi
 party of the referral (consent rule 2) for as long as the case lives. An invited structure's
 opinion (`OpinionGiven`) is accepted while the commission is **open**; past the deadline the
 commission **deliberates** (no opinion accepted); an admission decision on the referral recorded
-after the commission opened closes it: **decided**. One commission at a time per referral; a
-waitlisting lets the CRT open another later, a final decision (admitted, refused) does not.
+after the commission opened closes it: **decided**; a status that ends the referral for its
+recipient (withdrawn, declined, redirected, completed) closes it undecided: **closed**. One
+commission at a time per referral; a waitlisting lets the CRT open another later, a final decision
+(admitted, refused) does not.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-Status = Literal["open", "deliberating", "decided"]
+Status = Literal["open", "deliberating", "decided", "closed"]
 #: decisions after which no commission opens again on the referral
 FINAL = frozenset({"admitted", "refused"})
+#: statuses that end a referral for its recipient: a commission still pending then closes
+ENDING = frozenset({"withdrawn", "declined", "redirected", "completed"})
 
 
 def instant(iso: str) -> datetime:
@@ -28,6 +32,8 @@ def status(commission: dict[str, Any], referral: dict[str, Any], now: datetime) 
     opened = instant(commission["at"])
     if any(instant(a["at"]) >= opened for a in referral.get("admission_history", [])):
         return "decided"
+    if any(s["status"] in ENDING and instant(s["at"]) >= opened for s in referral.get("status_history", [])):
+        return "closed"  # the referral left its recipient (withdrawn, declined, redirected, completed) undecided
     return "open" if now <= instant(commission["opinion_deadline"]) else "deliberating"
 
 
@@ -41,8 +47,8 @@ def opinions(referral: dict[str, Any], commission_id: str) -> list[dict[str, Any
 
 
 def pending(referral: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-    """The referral's commission that is not decided yet, if any."""
-    return next((c for c in referral.get("commissions", []) if status(c, referral, now) != "decided"), None)
+    """The referral's commission still open or deliberating, if any."""
+    return next((c for c in referral.get("commissions", []) if status(c, referral, now) in ("open", "deliberating")), None)
 
 
 def annotated(referral: dict[str, Any], now: datetime) -> dict[str, Any]:
