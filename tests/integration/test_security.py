@@ -114,7 +114,8 @@ async def test_each_service_can_do_its_job_and_no_more(kafka_cluster: Cluster, a
     assert await _write(kafka_cluster.access(svc["processor"]), cat.per_structure("views", "crt-31-nord").name)
     assert await _readable(kafka_cluster, svc["ops"], cat.topic("deadletter").name)
     # no more: one refusal per service
-    assert not await _write(kafka_cluster.access(adapter["cpts"]), cat.topic("admissions").name)  # only a CRT decides
+    # a CPTS gives opinions to a CRT's commission (admissions topic); it records no evaluation
+    assert not await _write(kafka_cluster.access(adapter["cpts"]), cat.topic("evaluations").name)
     assert not await _readable(kafka_cluster, adapter["dac"], cat.per_structure("views", "cpts-31-nord").name)
     assert not await _readable(kafka_cluster, adapter["crt"], cat.topic("observatory").name)
     assert not await _write(kafka_cluster.access(svc["processor"]), cat.per_structure("ingress", "dac-31").name)
