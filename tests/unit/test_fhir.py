@@ -89,6 +89,23 @@ def test_tasks_are_statuses_redirections_and_admission_decisions() -> None:
     assert admission.event_type == "AdmissionDecided"
     assert admission.fields == {"referral_id": "ref-1", "decision": "refused", "volet": 2, "start_date": "2026-12-01",
                                 "reasons": ["hors secteur"]}
+    alternative = {"type": {"coding": [{"system": codes.ADMISSION_OUTPUT, "code": "alternative"}]},
+                   "valueReference": {"identifier": {"system": codes.STRUCTURE, "value": "crt-31-nord"}}}
+    proposed = inbound.parse("Task", task(status="completed", output=[alternative], note=[{"text": "hors secteur"}],
+                                          businessStatus={"coding": [{"system": codes.ADMISSION, "code": "refused"}]},
+                                          extension=[{"url": codes.EXT_VOLET, "valueInteger": 2}]))
+    assert proposed.fields["alternative"] == "crt-31-nord"  # a refusal with an alternative: no rupture counted
+
+
+def test_a_refusals_alternative_goes_out_as_the_tasks_output() -> None:
+    from parcours.fhir.outbound import _admission_task
+
+    entry = {"event_id": "e-1", "decision": "refused", "volet": 2, "start_date": None, "reasons": ["hors secteur"],
+             "alternative": "crt-31-nord", "by": "crt-31-muret", "at": "2026-11-30T10:00:00Z"}
+    out = _admission_task("ref-1", entry).model_dump(mode="json", exclude_none=True)
+    assert out["output"] == [{"type": {"coding": [{"system": codes.ADMISSION_OUTPUT, "code": "alternative"}]},
+                              "valueReference": {"type": "Organization", "identifier": {"system": codes.STRUCTURE, "value": "crt-31-nord"}}}]
+    assert "output" not in _admission_task("ref-1", {**entry, "alternative": None}).model_dump(mode="json", exclude_none=True)
 
 
 def test_consent_communication_and_observation() -> None:

@@ -14,6 +14,8 @@ KIND = "urn:parcours:structure-kind"
 CATEGORY = "urn:parcours:category"
 EVALUATION_TYPE = "urn:parcours:evaluation-type"
 ADMISSION = "urn:parcours:admission-decision"
+#: Task.output types of an admission decision: `alternative`, the structure a refusal proposes instead
+ADMISSION_OUTPUT = "urn:parcours:admission-output"
 REFERRAL_STATUS = "urn:parcours:referral-status"
 RUPTURE_TYPE = "urn:parcours:rupture-type"
 #: Parcours' ids of what FHIR ids cannot always hold (`_` and `:` are allowed in ours)

@@ -277,7 +277,7 @@ def _context(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
 _STATUS_PATHS = {"referral_id": "Task.focus", "status": "Task.status", "reason": "Task.statusReason",
                  "redirect_to": "Task.owner", "decision": "Task.businessStatus",
                  "volet": f"Task.extension({codes.EXT_VOLET})", "start_date": "Task.executionPeriod.start",
-                 "reasons": "Task.note"}
+                 "reasons": "Task.note", "alternative": f"Task.output({codes.ADMISSION_OUTPUT}#alternative).valueReference"}
 
 
 def _task(task: Task, issues: _Issues) -> Inbound:
@@ -293,6 +293,10 @@ def _task(task: Task, issues: _Issues) -> Inbound:
             "referral_id": referral_id, "decision": decision, "volet": volet.valueInteger if volet else None,
             "start_date": day(start, "Task.executionPeriod.start", issues),
             "reasons": [n.text for n in task.note or [] if n.text] + ([_text(task.statusReason)] if _text(task.statusReason) else [])}
+        alternative = next((structure_of(o.valueReference) for o in task.output or []
+                            if code_in(o.type, codes.ADMISSION_OUTPUT) == "alternative"), None)
+        if alternative is not None:  # a refusal's structure proposed instead (none: counted as without alternative)
+            fields["alternative"] = alternative
         return Inbound("AdmissionDecided", fields, None, referral_id, None, _STATUS_PATHS)
     status = codes.STATUS_OF_TASK.get(str(task.status))
     if status is None:

@@ -181,6 +181,8 @@ def _admission_task(referral_id: str, a: dict[str, Any]) -> Task:
         "focus": ref("ServiceRequest", referral_id), "authoredOn": a["at"], "owner": org(a["by"]),
         "executionPeriod": {"start": a["start_date"]} if a.get("start_date") else None,
         "note": [{"text": t} for t in a["reasons"]] or None,
+        "output": [{"type": {"coding": [{"system": codes.ADMISSION_OUTPUT, "code": "alternative"}]},
+                    "valueReference": org(a["alternative"])}] if a.get("alternative") else None,
         "extension": [{"url": codes.EXT_VOLET, "valueInteger": a["volet"]}]})
 
 
