@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from parcours.topology.registry import dev_token
 
+T = TypeVar("T")
 KIND_OF = {"dac-31": "dac", "cpts-31-nord": "cpts", "cpts-31-sud": "cpts", "crt-31-muret": "crt", "crt-31-nord": "crt"}
 
 
@@ -46,34 +47,38 @@ class DemoClient:
     async def find(self, slug: str, query: str, expected: int) -> list[dict[str, Any]]:
         """The directory as `slug` sees it, once it holds `expected` offers (the adapters read the
         directory topic: a just published offer shows within moments)."""
-        deadline = time.monotonic() + 90
-        while True:
+        async def offers() -> list[dict[str, Any]] | None:
             resp = await self.client.get(f"{self.urls[KIND_OF[slug]]}/v1/directory{query}",
                                          headers={"Authorization": f"Bearer {dev_token(slug)}"})
-            offers: list[dict[str, Any]] = resp.json()["offers"] if resp.status_code == HTTPStatus.OK else []
-            if len(offers) >= expected:
-                return offers
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"demo: the directory holds {len(offers)} offers, not {expected}")
-            await asyncio.sleep(0.5)
+            found: list[dict[str, Any]] = resp.json()["offers"] if resp.status_code == HTTPStatus.OK else []
+            return found if len(found) >= expected else None
+        return await _until(offers, f"the directory does not hold {expected} offers")
 
     async def referral(self, slug: str, case_id: str, referral_id: str,
                        probe: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
         """A referral's entry in `slug`'s view, once the processor has shown it (and `probe` holds)."""
-        deadline = time.monotonic() + 90
-        while True:
+        async def entry() -> dict[str, Any] | None:
             view = await self.view(slug, case_id)
             found: dict[str, Any] | None = next((r for r in (view or {}).get("referrals", []) if r["referral_id"] == referral_id), None)
-            if found is not None and probe(found):
-                return found
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"demo: referral {referral_id} not in {slug}'s view")
-            await asyncio.sleep(0.5)
+            return found if found is not None and probe(found) else None
+        return await _until(entry, f"referral {referral_id} not in {slug}'s view")
 
     async def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
         resp = await self.client.get(f"{self.urls[KIND_OF[slug]]}/v1/cases/{case_id}",
                                      headers={"Authorization": f"Bearer {dev_token(slug)}"})
         return resp.json() if resp.status_code == HTTPStatus.OK else None
+
+
+async def _until(probe: Callable[[], Awaitable[T | None]], failure: str, timeout: float = 90) -> T:
+    """`probe()` once it is not None, polled every half second; a RuntimeError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"demo: {failure}")
+        await asyncio.sleep(0.5)
 
 
 def person(pseudonym: str, year: int, postcode: str) -> dict[str, Any]:

@@ -382,29 +382,24 @@ def _referral_routes(app: FastAPI, adapter: Adapter) -> None:
     async def post_status(request: Request, referral_id: str, body: rq.StatusIn) -> dict[str, Any]:
         """Acknowledge, accept, decline, redirect, complete (recipient) or withdraw (sender) a referral."""
         caller, key = caller_of(request), idempotency_key(request)
-        found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
-        if found is None:
-            raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
-        build = _on_case(found[0], None, "", body)
-
-        def with_ref(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            fields, _ = build(short)
-            return {**fields, "referral_id": referral_id}, {"referral_id": referral_id}
-
-        return await _submit(adapter, request, caller, key, body, "ReferralStatusChanged", with_ref)
+        build = await _on_referral(store, caller, referral_id, body)
+        return await _submit(adapter, request, caller, key, body, "ReferralStatusChanged", build)
 
 
 
-async def _on_referral(store: EdgeStore, caller: Structure, referral_id: str, body: Any, fixed: dict[str, Any], answer_id: str) -> Build:
-    """Build function for an event on a visible referral (its case from the read model)."""
+async def _on_referral(store: EdgeStore, caller: Structure, referral_id: str, body: Any, fixed: dict[str, Any] | None = None,
+                       new_id: tuple[str, str] | None = None) -> Build:
+    """Build function for an event on a referral the caller sees (its case from the read model):
+    `fixed` fields from the path, and `new_id` (field, prefix) the id of an item it creates."""
     found = await eventually_referral(store, caller.slug, referral_id, VIEW_WAIT_S)
     if found is None:
         raise NotFound(f"no referral {referral_id} visible to {caller.slug}")
 
     def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        fields = {"case_id": found[0], "referral_id": referral_id, **fixed, **body.model_dump()}
-        fields.setdefault(answer_id, f"com-{short}")  # a new commission's id; an opinion's comes from the path
-        return fields, {"referral_id": referral_id, answer_id: fields[answer_id]}
+        answer = {"referral_id": referral_id, **(fixed or {})}
+        if new_id is not None:
+            answer[new_id[0]] = f"{new_id[1]}-{short}"
+        return {"case_id": found[0], **body.model_dump(), **answer}, answer
     return build
 
 
@@ -452,6 +447,8 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
                            fields=[{"field": "followed_by", "rule": "a structure following the person in another case"}])
         answer: dict[str, Any] = {"joined_case": joined}
         reason = f"joined the follow-up of {body.followed_by}"
+        # the key stands for this body *and* the case joined: a retry that would land elsewhere is a 409
+        claimed = {**body.model_dump(), "joined_case": joined}
         if body.followed_by != caller.slug:  # its own follow-up needs no referral: the caller follows that case already
             content = {k: ref[k] for k in ("person", "reasons", "urgency", "context", "summary")}
 
@@ -460,16 +457,13 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
                 return ({**content, "case_id": joined, "referral_id": new_id, "to_structure": body.followed_by},
                         {"referral_id": new_id})
 
-            # the key stands for this body *and* the case joined: a retry that would land elsewhere is a 409
-            claimed = {**body.model_dump(), "joined_case": joined}
             answer |= await _submit(adapter, request, caller, key, claimed, "ReferralSubmitted", referral)
             reason += f" (referral {answer['referral_id']})"
 
         def declined(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
             return {"case_id": case_id, "referral_id": referral_id, "status": "declined", "reason": reason}, {}
 
-        closed = await _submit(adapter, request, caller, f"{key}/declined" if key else None, {**body.model_dump(), "joined_case": joined},
-                               "ReferralStatusChanged", declined)
+        closed = await _submit(adapter, request, caller, f"{key}/declined" if key else None, claimed, "ReferralStatusChanged", declined)
         return {**answer, "declined": {"event_id": closed["event_id"], "referral_id": referral_id}}
 
 
@@ -482,7 +476,7 @@ def _commission_routes(app: FastAPI, adapter: Adapter) -> None:
         """(CRT, the referral's recipient) Open an admission commission: invite structures to give an
         opinion before `opinion_deadline`; they become parties of the referral. One at a time."""
         caller, key = caller_of(request), idempotency_key(request)
-        build = await _on_referral(store, caller, referral_id, body, {}, "commission_id")
+        build = await _on_referral(store, caller, referral_id, body, new_id=("commission_id", "com"))
         return await _submit(adapter, request, caller, key, body, "CommissionOpened", build)
 
     @app.post("/v1/referrals/{referral_id}/commissions/{commission_id}/opinions", status_code=202, name="OpinionGiven",
@@ -490,7 +484,7 @@ def _commission_routes(app: FastAPI, adapter: Adapter) -> None:
     async def give_opinion(request: Request, referral_id: str, commission_id: str, body: rq.OpinionIn) -> dict[str, Any]:
         """(An invited structure) Your opinion, until the commission's deadline; a later one replaces it."""
         caller, key = caller_of(request), idempotency_key(request)
-        build = await _on_referral(store, caller, referral_id, body, {"commission_id": commission_id}, "commission_id")
+        build = await _on_referral(store, caller, referral_id, body, {"commission_id": commission_id})
         return await _submit(adapter, request, caller, key, body, "OpinionGiven", build)
 
 

@@ -55,18 +55,17 @@ def track(fu: dict[str, Any], case_id: str, event: Event) -> tuple[bool, FollowU
     """Follow `event` in the case's follow-up state `fu` (changed in place); return whether it
     changed and, when what the index holds for the case changed, the case's new entries. (A twin
     event replacing a status, one event id with two payloads, is not undone here.)"""
-    if isinstance(event, (ReferralSubmitted, ReferralStatusChanged)):
-        order = [to_ms(event.occurred_at), str(event.event_id)]
-        table = fu["refs"] if isinstance(event, ReferralSubmitted) else fu["last"]
-        known = table.get(event.referral_id)
-        if known is not None and order <= known[:2]:
-            return False, None  # a duplicate, or older than what is known: the latest one counts
-        if isinstance(event, ReferralSubmitted):
-            table[event.referral_id] = [*order, person_digest(event.person.pseudonym)]
-        else:
-            table[event.referral_id] = [*order, event.status, event.source]
-    else:
+    if not isinstance(event, (ReferralSubmitted, ReferralStatusChanged)):
         return False, None
+    order = [to_ms(event.occurred_at), str(event.event_id)]
+    table = fu["refs"] if isinstance(event, ReferralSubmitted) else fu["last"]
+    known = table.get(event.referral_id)
+    if known is not None and order <= known[:2]:
+        return False, None  # a duplicate, or older than what is known: the latest one counts
+    if isinstance(event, ReferralSubmitted):
+        table[event.referral_id] = [*order, person_digest(event.person.pseudonym)]
+    else:
+        table[event.referral_id] = [*order, event.status, event.source]
     now = FollowUp(case_id, persons(fu), following(fu))
     state = [list(now.persons), list(now.followers)]
     sent = fu["sent"]

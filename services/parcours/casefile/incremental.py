@@ -85,8 +85,6 @@ def dumps(value: Any) -> bytes:
 loads = orjson.loads
 
 
-
-
 # --- documents: what the store keeps of an event -----------------------------------------
 def document(e: Event) -> dict[str, Any]:
     """The event as the rules and the views need it: plain values for the policy, its entry."""

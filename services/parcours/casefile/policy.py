@@ -39,10 +39,9 @@ from parcours.contract.models import (
     ReferralSubmitted,
 )
 
-#: event types whose item belongs to a referral (rule 2)
-REFERRAL_TYPES = frozenset({"ReferralSubmitted", "ReferralStatusChanged", "AdmissionDecided", "CommissionOpened", "OpinionGiven"})
-#: the events of those types, which carry the referral's id
+#: the events whose item belongs to a referral (rule 2): each carries the referral's id
 REFERRAL_EVENTS = (ReferralSubmitted, ReferralStatusChanged, AdmissionDecided, CommissionOpened, OpinionGiven)
+REFERRAL_TYPES = frozenset(e.event_type for e in REFERRAL_EVENTS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 

@@ -140,17 +140,15 @@ def project(state: CaseState, viewer: Viewer, policy: Policy, now: datetime) -> 
     }
 
 
-def referral_entry(rendered: dict[str, Any]) -> dict[str, Any]:
+def referral_entry(rendered: dict[str, Any], status: str | None = "submitted") -> dict[str, Any]:
     """A referral's entry before its statuses, decisions, commissions and opinions are added."""
-    return {**rendered, "status": "submitted", "status_history": [], "admission": None, "admission_history": [],
-            "commissions": [], "opinions": []}
+    return {**rendered, "status": status, "admission": None, **{field: [] for field in REFERRAL_LISTS.values()}}
 
 
 def unknown_referral(referral_id: str) -> dict[str, Any]:
     """A status, decision, commission or opinion the viewer may see whose referral it may not (or
     that is not in yet)."""
-    return {"referral_id": referral_id, "status": None, "status_history": [], "admission": None, "admission_history": [],
-            "commissions": [], "opinions": []}
+    return referral_entry({"referral_id": referral_id}, status=None)
 
 
 def add_to_referral(referrals: dict[str, dict[str, Any]], kind: str, entry: dict[str, Any]) -> None:

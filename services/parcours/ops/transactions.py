@@ -66,20 +66,20 @@ def java_properties(kafka: KafkaAccess) -> str:
 _START_OFFSET = 5
 
 
+def _rows(table: str) -> list[list[str]]:
+    """The rows of a table the tool prints: a header, then tab-separated cells."""
+    return [[c.strip() for c in line.split("\t")] for line in table.splitlines()[1:]]
+
+
 def parse_hanging(text: str) -> list[Hanging]:
-    """The table `find-hanging` prints: a header, then one tab-separated row per partition."""
-    out = []
-    for line in text.splitlines()[1:]:
-        cells = [c.strip() for c in line.split("\t")]
-        if len(cells) > _START_OFFSET and cells[1].isdigit():
-            out.append(Hanging(cells[0], int(cells[1]), int(cells[2]), int(cells[_START_OFFSET])))
-    return out
+    """The table `find-hanging` prints: one row per partition."""
+    return [Hanging(r[0], int(r[1]), int(r[2]), int(r[_START_OFFSET])) for r in _rows(text)
+            if len(r) > _START_OFFSET and r[1].isdigit()]
 
 
 def preparing(listed: str) -> list[str]:
     """The transactional ids `list` shows in PrepareCommit or PrepareAbort (markers being written)."""
-    rows = [[c.strip() for c in line.split("\t")] for line in listed.splitlines()[1:]]
-    return [r[0] for r in rows if len(r) > _STATE and r[_STATE].startswith("Prepare")]
+    return [r[0] for r in _rows(listed) if len(r) > _STATE and r[_STATE].startswith("Prepare")]
 
 
 #: list's columns: TransactionalId, Coordinator, ProducerId, TransactionState
