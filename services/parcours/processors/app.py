@@ -38,6 +38,7 @@ from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
 from parcours.processors.errors import EngineError
+from parcours.processors.quixstate import CaseState
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.errors import ClusterError
 
@@ -198,11 +199,18 @@ def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count:
         producer.poll()  # once per input record, not per output
         count(step)
 
+    fast: list[bool] = []  # whether this Quix version allows the fast case store (decided on the first step)
+
     def step(value: Any, key: Any, timestamp: int, headers: Any, state: Any) -> None:
         # a record without a key (the case id) is dead-lettered by `process` before any state is used
         cadence.seen(timestamp)
         ctx = message_context()
-        emit(core.process(ctx.topic, ctx.partition, ctx.offset, key, value, headers, lambda: state))
+        if not fast:
+            fast.append(CaseState.supported(state))
+            if not fast[0]:
+                log.warning("this Quix Streams version lacks what the fast case store reads: using its public State (slower)")
+        emit(core.process(ctx.topic, ctx.partition, ctx.offset, key, value, headers,
+                          (lambda: CaseState(state)) if fast[0] else (lambda: state)))
 
     sdf.apply(step, stateful=True, metadata=True)
     _without_time_alignment(app)
