@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,7 +100,7 @@ async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: 
     views: Views = {}
     events = bad = 0
     t0 = time.monotonic()
-    async for records in read_to_end(kafka, topics, partitions=partitions):
+    async for records in _in_reading_order(catalogue, kafka, topics, partitions):
         for r in records:
             step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
                                 _state_of(states, r.key), now)
@@ -119,6 +119,23 @@ async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: 
         if progress:
             progress(events + bad, time.monotonic() - t0)
     return Rebuild(views, events, len(states), bad, time.monotonic() - t0)
+
+
+#: the events that may change who sees what (a referral's parties, a redirection, a commission's
+#: invited, a consent): their topics are read first
+RULE_EVENTS = ("ReferralSubmitted", "ReferralStatusChanged", "CommissionOpened", "ConsentRecorded")
+
+
+async def _in_reading_order(catalogue: Catalogue, kafka: KafkaAccess, topics: list[str],
+                            partitions: list[int] | None) -> AsyncIterator[list[Any]]:
+    """The records of `topics`, one topic after the other, those of `RULE_EVENTS` first. Views do
+    not depend on the order of a case's events, but the cost does: an event that changes the rules
+    evaluates every item of its case again, so read after the case's messages (as reading every
+    topic at once gives it) it does the work again (10% more on cases of 100 events)."""
+    first = {catalogue.for_event(t).name for t in RULE_EVENTS}
+    for topic in sorted(topics, key=lambda t: t not in first):  # stable: the catalogue's order otherwise
+        async for records in read_to_end(kafka, [topic], partitions=partitions):
+            yield records
 
 
 _REDRAW_S = 0.5
