@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     edge_dir: Path = Path(".parcours/edge")
     #: the processor's checkpoint: outputs become visible to readers (read_committed) when the
     #: transaction that carries them commits, so this bounds the event -> view latency from below
-    processor_commit_interval_s: float = 0.5
+    processor_commit_interval_s: float = 1.0
     #: a processor instance's stable name (its transactional id and static group membership): the
     #: same across restarts of one instance, different between instances; default: the host name
     #: and the state folder (in a container platform, the replica's stable name, e.g. its ordinal)
