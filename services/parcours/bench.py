@@ -116,13 +116,15 @@ def engine_baseline(prefix: str, total: int) -> float:
 
     from parcours.processors.app import TransactionalProducer, _without_time_alignment
     from parcours.runtime import resolve_kafka
+    from parcours.settings import get_settings
 
     kafka = resolve_kafka(ADMIN)
 
     cat = Catalogue.load(prefix=prefix)
     out = cat.topic("observatory").name
     app = Application(broker_address=kafka.quix(), consumer_group=f"bench-engine-{uuid.uuid4().hex[:6]}",
-                      auto_offset_reset="earliest", processing_guarantee="exactly-once", commit_interval=0.5,
+                      auto_offset_reset="earliest", processing_guarantee="exactly-once",
+                      commit_interval=get_settings().processor_commit_interval_s,
                       state_dir=str(Path(tempfile.gettempdir()) / f"parcours-bench-engine-{uuid.uuid4().hex[:6]}"), loglevel="WARNING",
                       max_partition_buffer_size=1000, consumer_poll_timeout=0.1)
     topics = [app.topic(t.name, key_deserializer="bytes", value_deserializer="bytes") for t in cat.canonical()]

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -135,10 +135,30 @@ async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
             await asyncio.sleep(1)
 
 
+async def end_offsets(kafka: KafkaAccess, topics: Iterable[str],
+                      partitions: Collection[int] | None = None) -> dict[tuple[str, int], int]:
+    """The end offsets of `topics` (of these `partitions` only, if given), now, as a
+    `read_committed` reader sees them (the last stable offsets)."""
+    consumer = reader(kafka)
+    try:
+        topics = list(topics)
+        counts = await partition_counts(kafka, topics)
+        await consumer.start()
+        parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0)) if partitions is None or p in partitions]
+        ends = await consumer.end_offsets(parts) if parts else {}
+    except KafkaError as exc:
+        raise ClusterError(f"end offsets of {list(topics)}: {exc}") from exc
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): n for tp, n in ends.items()}
+
+
 async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int = 2000,
-                      partitions: Collection[int] | None = None) -> AsyncIterator[list[ConsumerRecord]]:
+                      partitions: Collection[int] | None = None,
+                      until: Mapping[tuple[str, int], int] | None = None) -> AsyncIterator[list[ConsumerRecord]]:
     """Yield batches of every record of `topics` (of these `partitions` only, if given), from the
-    beginning to the end offsets seen at start."""
+    beginning to the end offsets seen at start, or to those of `until` (`end_offsets`: one moment
+    for reads made one after the other)."""
     # read_committed: the processor writes in transactions; an aborted attempt is never read
     consumer = reader(kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
@@ -150,7 +170,7 @@ async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int =
             return
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
+        end = await consumer.end_offsets(parts) if until is None else {tp: until.get((tp.topic, tp.partition), 0) for tp in parts}
         remaining = {tp for tp in parts if end[tp] > 0}
         for tp in parts:
             if tp in remaining and await consumer.position(tp) >= end[tp]:

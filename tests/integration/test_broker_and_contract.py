@@ -102,3 +102,31 @@ async def test_every_event_type_round_trips_through_the_broker(kafka: KafkaAcces
     finally:
         await consumer.stop()
     assert sorted(got.values(), key=lambda e: e.event_type) == sorted(events, key=lambda e: e.event_type)
+
+
+async def test_reads_made_one_after_the_other_stop_at_one_moment(kafka: KafkaAccess, prefix: str) -> None:
+    """`views rebuild` reads one topic after the other, rule-changing topics first, all up to the end
+    offsets of its start: a record written meanwhile (a message after a withdrawal it did not
+    read) is not read either."""
+    from parcours.kafkaio import end_offsets, read_to_end
+    from parcours.processors.rebuild import _in_reading_order
+
+    cat = Catalogue.load(prefix=prefix)
+    await admin.apply(cat, kafka)
+    messages, consents = cat.for_event("MessagePosted").name, cat.for_event("ConsentRecorded").name
+    producer = AIOKafkaProducer(**kafka.aiokafka(), acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for i in range(3):
+            await producer.send_and_wait(messages, b"m%d" % i, key=b"case-1")
+            await producer.send_and_wait(consents, b"c%d" % i, key=b"case-1")
+        ends = await end_offsets(kafka, [messages, consents])
+        for i in range(3, 5):
+            await producer.send_and_wait(messages, b"m%d" % i, key=b"case-1")
+        read = [r.value async for batch in read_to_end(kafka, [messages], until=ends) for r in batch]
+        assert read == [b"m0", b"m1", b"m2"]
+        assert len([r async for batch in read_to_end(kafka, [messages]) for r in batch]) == 5
+        in_order = [r.value async for batch in _in_reading_order(cat, kafka, [messages, consents], None) for r in batch]
+        assert in_order == [b"c0", b"c1", b"c2", b"m0", b"m1", b"m2", b"m3", b"m4"]
+    finally:
+        await producer.stop()

@@ -1,5 +1,5 @@
 """A processor instance's name (its transactional id and static group membership) is stable across
-its restarts and never shared by two running instances."""
+its restarts and never shared by two running instances; its step's metrics reach Prometheus."""
 
 from __future__ import annotations
 
@@ -28,3 +28,26 @@ def test_a_second_processor_on_the_same_state_folder_is_refused(tmp_path: Path) 
     finally:
         held.close()
     claim_state_dir(tmp_path / "state").close()  # free again once the first one is gone
+
+
+def test_metrics_are_handed_over_in_batches_and_at_once_on_a_forced_commit() -> None:
+    from parcours.ops.metrics import ProcessorMetrics
+    from parcours.processors.app import _Counts
+    from parcours.processors.core import Step
+
+    metrics = ProcessorMetrics()
+    counts = _Counts(metrics)
+    counts.batched, counts.FLUSH_S = True, 3600.0  # only a forced turn hands them over here
+
+    def dead_letters() -> float | None:
+        return metrics.registry.get_sample_value("parcours_dead_letters_total", {"service": "processor", "reason": "undecodable"})
+
+    counts(Step(dead_letter="undecodable"))
+    counts(Step(dead_letter="undecodable"))
+    counts.tick()
+    assert dead_letters() is None  # counted, not handed over yet
+    counts.tick(force=True)
+    assert dead_letters() == 2.0
+    counts.batched = False  # without the loop hook: at once
+    counts(Step(dead_letter="undecodable"))
+    assert dead_letters() == 3.0

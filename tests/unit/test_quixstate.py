@@ -85,3 +85,13 @@ def test_without_the_internals_the_public_state_is_used() -> None:
             self.data[key] = value
 
     assert not CaseState.supported(Plain())
+
+
+def test_an_empty_prefix_gives_quix_key_bytes(partition: RocksDBStorePartition) -> None:
+    tx = partition.begin()
+    public = tx.as_state(prefix=b"")
+    assert CaseState.supported(public)
+    CaseState(public).set_bytes("idx", b"one")
+    assert public.get_bytes("idx") == b"one"
+    _commit(tx)
+    assert CaseState(partition.begin().as_state(prefix=b"")).get_bytes("idx") == b"one"

@@ -221,8 +221,9 @@ class _Counts:
     """The step's metrics. Counted in a plain dict per step and handed to the Prometheus children
     at most every `FLUSH_S` (each child's `inc` takes a lock: nine of them per event were 4% of the
     processor), by the processing loop's own checkpoint check (`_Cadence`), which runs whether
-    records come or not: a scrape is at most this late. Without that hook every step hands them
-    over at once."""
+    records come or not, and at every forced commit (a rebalance, the stop): a scrape is at most
+    this late, except while Quix recovers state (its loop then checks no checkpoint). Without that
+    hook every step hands them over at once."""
 
     FLUSH_S = 0.2
 
@@ -272,9 +273,9 @@ class _Counts:
         if step.event is not None:
             self._latencies.append(max(0.0, time.time() - step.event.occurred_at.timestamp()))
 
-    def tick(self) -> None:
-        """Called by the processing loop at every turn: flush when `FLUSH_S` has passed."""
-        if (self._pending or self._latencies) and time.monotonic() - self._flushed >= self.FLUSH_S:
+    def tick(self, force: bool = False) -> None:
+        """Called by the processing loop at every turn: flush when `FLUSH_S` has passed (`force`: now)."""
+        if (self._pending or self._latencies) and (force or time.monotonic() - self._flushed >= self.FLUSH_S):
             self.flush()
 
     def flush(self) -> None:
@@ -346,15 +347,15 @@ class _Cadence:
     def live(self) -> bool:
         return time.time() * 1000 - self.newest_ms < LIVE_LAG_S * 1000
 
-    def install(self, app: Application, on_turn: Callable[[], None] = lambda: None) -> bool:
-        """Wrap the loop's checkpoint check; `on_turn` is called at each turn. False: not installed."""
+    def install(self, app: Application, on_turn: Callable[[bool], None] = lambda forced: None) -> bool:
+        """Wrap the loop's checkpoint check; `on_turn(forced)` is called at each turn. False: not installed."""
         context = getattr(app, "_processing_context", None)
         if context is None or not hasattr(context, "commit_checkpoint"):
             return False
         commit_checkpoint = context.commit_checkpoint
 
         def commit(force: bool = False, revoking: bool = False) -> None:
-            on_turn()
+            on_turn(force or revoking)
             if not force and self.live():
                 checkpoint = context.checkpoint
                 age = time.monotonic() - getattr(checkpoint, "_created_at", time.monotonic())

@@ -26,10 +26,14 @@ _SEPARATOR = b"|"
 
 
 def _internals_present(state: Any) -> bool:
+    from quixstreams.utils import json as quix_json
+
     tx = getattr(state, "_transaction", None)
     cache = getattr(tx, "_update_cache", None)
     partition = getattr(tx, "_partition", None)
+    # keys serialised as Quix does by default (`_serialize_key` with its own json `dumps`)
     return (hasattr(state, "_prefix") and hasattr(tx, "_status") and hasattr(tx, "_pending_stamps")
+            and getattr(tx, "_dumps", None) is quix_json.dumps
             and hasattr(cache, "_updated") and hasattr(cache, "_deleted")
             and hasattr(partition, "uses_ttl_stamps") and hasattr(partition, "_ttl_stamped_reads_unflagged")
             and hasattr(partition, "get_or_create_column_family"))
@@ -57,17 +61,18 @@ class CaseState:
     @classmethod
     def supported(cls, state: Any) -> bool:
         """Whether this Quix version has what the fast path reads (checked once, on the first step)."""
-        if not _internals_present(state):
+        try:
+            if not _internals_present(state):
+                return False
+            cls.started = type(state._transaction._status).STARTED  # noqa: SLF001 - see the module docstring
+        except (ImportError, AttributeError):  # a Quix version laid out otherwise: the public path
             return False
-        from quixstreams.state.base.transaction import PartitionTransactionStatus
-
-        cls.started = PartitionTransactionStatus.STARTED
         return True
 
     def _key(self, key: str) -> bytes:
-        # Quix's `_serialize_key` for a str key: prefix, separator, the key as JSON
+        # Quix's `_serialize_key` for a str key: prefix and separator (none without a prefix), the key as JSON
         prefix: bytes = self._prefix
-        return prefix + _SEPARATOR + orjson.dumps(key)
+        return (prefix + _SEPARATOR if prefix else b"") + orjson.dumps(key)
 
     def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
         if not self._fast or self._tx._status is not self.started:  # noqa: SLF001

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, partition_counts, read_latest, read_to_end
+from parcours.kafkaio import KafkaAccess, end_offsets, partition_counts, read_latest, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -128,13 +128,16 @@ RULE_EVENTS = ("ReferralSubmitted", "ReferralStatusChanged", "CommissionOpened",
 
 async def _in_reading_order(catalogue: Catalogue, kafka: KafkaAccess, topics: list[str],
                             partitions: list[int] | None) -> AsyncIterator[list[Any]]:
-    """The records of `topics`, one topic after the other, those of `RULE_EVENTS` first. Views do
-    not depend on the order of a case's events, but the cost does: an event that changes the rules
-    evaluates every item of its case again, so read after the case's messages (as reading every
-    topic at once gives it) it does the work again (10% more on cases of 100 events)."""
+    """The records of `topics` up to the end offsets of one moment (the start), one topic after the
+    other, those of `RULE_EVENTS` first. Views do not depend on the order of a case's events, but
+    the cost does: an event that changes the rules evaluates every item of its case again, so read
+    after the case's messages (as reading every topic at once gives it) it does the work again (10%
+    more on cases of 100 events). One moment for all: a message posted after a consent withdrawal
+    that the rebuild did not read must not be read either, or it would be computed as visible."""
     first = {catalogue.for_event(t).name for t in RULE_EVENTS}
+    ends = await end_offsets(kafka, topics, partitions)
     for topic in sorted(topics, key=lambda t: t not in first):  # stable: the catalogue's order otherwise
-        async for records in read_to_end(kafka, [topic], partitions=partitions):
+        async for records in read_to_end(kafka, [topic], partitions=partitions, until=ends):
             yield records
 
 
