@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from quixstreams.state.rocksdb import RocksDBOptions, RocksDBStorePartition
 
+from parcours.processors.core import MemoryState
 from parcours.processors.quixstate import CaseState
 
 
@@ -74,18 +75,7 @@ def test_a_closed_transaction_is_refused_as_quix_refuses_it(partition: RocksDBSt
 
 
 def test_without_the_internals_the_public_state_is_used() -> None:
-    class Plain:
-        def __init__(self) -> None:
-            self.data: dict[str, bytes] = {}
-
-        def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
-            return self.data.get(key, default)
-
-        def set_bytes(self, key: str, value: bytes) -> None:
-            self.data[key] = value
-
-    assert not CaseState.supported(Plain())
-
+    assert not CaseState.supported(MemoryState())  # a BytesState with none of Quix's internals
 
 def test_an_empty_prefix_gives_quix_key_bytes(partition: RocksDBStorePartition) -> None:
     tx = partition.begin()
