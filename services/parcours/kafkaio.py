@@ -135,6 +135,12 @@ async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
             await asyncio.sleep(1)
 
 
+async def _partitions(kafka: KafkaAccess, topics: list[str], only: Collection[int] | None) -> list[TopicPartition]:
+    """The existing partitions of `topics` (of these numbers `only`, if given)."""
+    counts = await partition_counts(kafka, topics)
+    return [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0)) if only is None or p in only]
+
+
 async def end_offsets(kafka: KafkaAccess, topics: Iterable[str],
                       partitions: Collection[int] | None = None) -> dict[tuple[str, int], int]:
     """The end offsets of `topics` (of these `partitions` only, if given), now, as a
@@ -142,9 +148,8 @@ async def end_offsets(kafka: KafkaAccess, topics: Iterable[str],
     consumer = reader(kafka)
     try:
         topics = list(topics)
-        counts = await partition_counts(kafka, topics)
+        parts = await _partitions(kafka, topics, partitions)
         await consumer.start()
-        parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0)) if partitions is None or p in partitions]
         ends = await consumer.end_offsets(parts) if parts else {}
     except KafkaError as exc:
         raise ClusterError(f"end offsets of {list(topics)}: {exc}") from exc
@@ -163,9 +168,8 @@ async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int =
     consumer = reader(kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
         topics = list(topics)
-        counts = await partition_counts(kafka, topics)
+        parts = await _partitions(kafka, topics, partitions)
         await consumer.start()
-        parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0)) if partitions is None or p in partitions]
         if not parts:
             return
         consumer.assign(parts)

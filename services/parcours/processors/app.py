@@ -233,7 +233,7 @@ class _Counts:
         self._pending: dict[tuple[str, tuple[str, ...]], int] = {}
         self._latencies: list[float] = []
         self._flushed = time.monotonic()
-        self.batched = False  # set by `_Cadence.install` when its loop hook calls `tick`
+        self.batched = False  # True once `_Cadence.install` has hooked `tick` into the loop (create_app)
 
     def _child(self, name: str, *labels: str) -> Any:
         child = self._children.get((name, labels))
