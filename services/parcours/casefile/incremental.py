@@ -236,8 +236,11 @@ def _new_index() -> dict[str, Any]:
 class IncrementalCaseFile:
     """Apply an event (or a clock tick) to a case's store; return what to write."""
 
-    def __init__(self, kinds: Mapping[str, str], policy: Policy) -> None:
+    def __init__(self, kinds: Mapping[str, str], policy: Policy, *, announce: bool = True) -> None:
         self.kinds = dict(kinds)  # slug -> kind, from the registry
+        #: False: item records only, no notification or audit record (`views rebuild` keeps views only;
+        #: the items are the same either way)
+        self.announce = announce
         self.viewers = {slug: Viewer(slug, kind) for slug, kind in self.kinds.items()}
         self.policy = policy
         #: the registry and the kind ceilings, which the cached consent decisions depend on
@@ -340,6 +343,7 @@ class _Pass:
         #: per item, a document a twin replaced: what a withdrawal of an emptied item is audited on
         self.removed = removed or {}
         self.store, self.case_id, self.idx, self.cnt, self.now_ms = store, case_id, idx, cnt, now_ms
+        self.announce = case_file.announce
         self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed, case_file.fingerprint)
         self.structs = sorted(idx["structs"])
         self.counters: dict[str, list[int]] = cnt["s"]
@@ -353,7 +357,8 @@ class _Pass:
             rec = loaded.get(key) or self.store.get("k:" + key)
             if rec is not None and (self._item(key, rec) or key in loaded):
                 self.store.set("k:" + key, rec)
-        self._announce(cause)
+        if self.announce:
+            self._announce(cause)
         if self.out.items or cnt_changed:
             self.store.set("cnt", self.cnt)
         if self._schedule() or idx_changed or self.rules.refreshed:

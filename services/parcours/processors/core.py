@@ -129,9 +129,12 @@ def deadline_mark(territory: str, at_ms: int, kind: str, referral_id: str, **ext
 class RecordProcessor:
     """Records of the canonical topics and clock ticks in; views, inbox, marks, schedule out."""
 
-    def __init__(self, catalogue: Catalogue, policy: KindPolicy) -> None:
+    def __init__(self, catalogue: Catalogue, policy: KindPolicy, *, views_only: bool = False) -> None:
         kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
-        self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden, policy.deadlines))
+        #: True (`views rebuild`): the view item records only, from the same step; no notification,
+        #: audit record, mark, follow-up entry or schedule is built
+        self.views_only = views_only
+        self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden, policy.deadlines), announce=not views_only)
         self.territory = {s.slug: s.territory for s in catalogue.registry.structures.values()}
         self.codec = Codec()
         self.ticks = catalogue.topic("clock-ticks").name
@@ -169,10 +172,11 @@ class RecordProcessor:
         step = Step(event=event)
         if isinstance(event, RuptureReported) and event.case_id is None:
             # the observatory's mark is keyed by the rupture: writing it again is harmless
-            step.outputs.append(Out(self.observatory, *rupture_mark(event)))
+            if not self.views_only:
+                step.outputs.append(Out(self.observatory, *rupture_mark(event)))
             return step
         step = self._apply(step, where, key, value, headers, state, event.key, event, now)
-        if step.duplicate or step.dead_letter:
+        if step.duplicate or step.dead_letter or self.views_only:
             return step
         if isinstance(event, RuptureReported):
             step.outputs.append(Out(self.observatory, *rupture_mark(event)))
@@ -200,6 +204,8 @@ class RecordProcessor:
         ckey = case_id.encode()
         views, inboxes, audit = self.views, self.inboxes, self.audit
         outs = [Out(views[r.structure], f"{case_id}/{r.item}".encode(), r.value) for r in outcome.items]
+        if self.views_only:
+            return self._within_limits(outs)
         outs += [Out(inboxes[n.structure], ckey, n.encode()) for n in outcome.notices]
         outs += [Out(audit, ckey, a.encode()) for a in outcome.audits]
         if outcome.overdue or outcome.retract is not None or outcome.late is not None:
@@ -209,6 +215,9 @@ class RecordProcessor:
         if outcome.schedule is not None:
             case_id, due = outcome.schedule
             outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))
+        return self._within_limits(outs)
+
+    def _within_limits(self, outs: list[Out]) -> list[Out]:
         limits = self.limits
         for o in outs:
             if o.value is not None and len(o.value) + len(o.key or b"") > limits[o.topic]:

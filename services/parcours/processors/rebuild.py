@@ -15,14 +15,14 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, end_offsets, partition_counts, read_latest, read_to_end
+from parcours.kafkaio import KafkaAccess, end_offsets, read_latest, read_to_end
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
@@ -33,7 +33,9 @@ Views = dict[tuple[str, bytes], bytes]
 
 @dataclass
 class Rebuild:
-    views: Views
+    #: no repr: Python 3.11's `asyncio.run` formats its main task's result, whole, when it restores
+    #: the SIGINT handler (a ValueError message it builds and drops): 12 s per worker on 1M events
+    views: Views = field(repr=False)
     events: int
     cases: int
     undecodable: int
@@ -46,23 +48,25 @@ def _state_of(states: dict[bytes, MemoryState], key: bytes) -> Callable[[], Memo
 
 async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime | None = None,
                   progress: Callable[[int, float], None] | None = None, workers: int | None = None) -> Rebuild:
-    """Every view again from the canonical topics. The canonical topics are co-partitioned by case,
-    so their partitions are shared out between `workers` processes (default: one per core), each
-    running the processor's step over the cases of its partitions; their views are then merged."""
+    """Every view again from the canonical topics, up to their end offsets of one moment (the start).
+    The canonical topics are co-partitioned by case, so their partitions are shared out between
+    `workers` processes (default: one per core), each running the processor's step over the cases
+    of its partitions; their views are then merged."""
     now = now or datetime.now(UTC)
     canonical = [t.name for t in catalogue.canonical()]
     # the cluster's partitions, not the catalogue's: a topic with more (a drift) is still read whole
-    partitions = max((await partition_counts(kafka, canonical)).values(), default=1)
+    ends = await end_offsets(kafka, canonical)
+    partitions = 1 + max((p for _, p in ends), default=0)
     workers = max(1, min(workers or os.cpu_count() or 1, partitions))
     if workers == 1:
-        return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, progress)
+        return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, ends, progress)
     t0 = time.monotonic()
-    shares = [list(range(w, partitions, workers)) for w in range(workers)]
+    shares = share_out(ends, workers)
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop and client threads
     done = ctx.Array("q", workers)
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(done,)) as pool:
-        futures = [loop.run_in_executor(pool, _worker, catalogue, kafka, policy, now, canonical, share, w)
+        futures = [loop.run_in_executor(pool, _worker, catalogue, kafka, policy, now, canonical, share, ends, w)
                    for w, share in enumerate(shares)]
         while not all(f.done() for f in futures):
             await asyncio.wait(futures, timeout=_REDRAW_S)
@@ -76,6 +80,22 @@ async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, 
                    time.monotonic() - t0)
 
 
+def share_out(ends: Mapping[tuple[str, int], int], workers: int) -> list[list[int]]:
+    """The partition numbers split between `workers` so that each reads about as many records (the
+    largest partition first, to the least loaded worker): cases are not spread evenly over
+    partitions, and the rebuild lasts as long as its busiest worker. Every worker gets at least one."""
+    size: dict[int, int] = {}
+    for (_, p), n in ends.items():
+        size[p] = size.get(p, 0) + n
+    shares: list[list[int]] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for p in sorted(size, key=lambda p: (-size[p], p)):
+        w = min(range(workers), key=lambda w: (len(shares[w]) > 0, load[w], w))
+        shares[w].append(p)
+        load[w] += size[p]
+    return [sorted(s) for s in shares if s]
+
+
 _DONE: Any = None  # in a worker: its slot of the shared progress counters
 
 
@@ -85,22 +105,23 @@ def _init_worker(done: Any) -> None:
 
 
 def _worker(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
-            partitions: list[int], w: int) -> Rebuild:
+            partitions: list[int], ends: Mapping[tuple[str, int], int], w: int) -> Rebuild:
     def count(n: int, _secs: float) -> None:
         _DONE[w] = n
 
-    return asyncio.run(_rebuild_partitions(catalogue, kafka, policy, now, topics, partitions, count))
+    return asyncio.run(_rebuild_partitions(catalogue, kafka, policy, now, topics, partitions, ends, count))
 
 
 async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
-                              partitions: list[int] | None, progress: Callable[[int, float], None] | None) -> Rebuild:
-    core = RecordProcessor(catalogue, policy)
+                              partitions: list[int] | None, ends: Mapping[tuple[str, int], int],
+                              progress: Callable[[int, float], None] | None) -> Rebuild:
+    core = RecordProcessor(catalogue, policy, views_only=True)
     slug_of = {name: slug for slug, name in core.views.items()}
     states: dict[bytes, MemoryState] = {}
     views: Views = {}
     events = bad = 0
     t0 = time.monotonic()
-    async for records in _in_reading_order(catalogue, kafka, topics, partitions):
+    async for records in _in_reading_order(catalogue, kafka, topics, partitions, ends):
         for r in records:
             step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
                                 _state_of(states, r.key), now)
@@ -127,15 +148,14 @@ RULE_EVENTS = ("ReferralSubmitted", "ReferralStatusChanged", "CommissionOpened",
 
 
 async def _in_reading_order(catalogue: Catalogue, kafka: KafkaAccess, topics: list[str],
-                            partitions: list[int] | None) -> AsyncIterator[list[Any]]:
-    """The records of `topics` up to the end offsets of one moment (the start), one topic after the
-    other, those of `RULE_EVENTS` first. Views do not depend on the order of a case's events, but
+                            partitions: list[int] | None, ends: Mapping[tuple[str, int], int]) -> AsyncIterator[list[Any]]:
+    """The records of `topics` up to `ends`, the end offsets of one moment (the rebuild's start), one
+    topic after the other, those of `RULE_EVENTS` first. Views do not depend on the order of a case's events, but
     the cost does: an event that changes the rules evaluates every item of its case again, so read
     after the case's messages (as reading every topic at once gives it) it does the work again (10%
     more on cases of 100 events). One moment for all: a message posted after a consent withdrawal
     that the rebuild did not read must not be read either, or it would be computed as visible."""
     first = {catalogue.for_event(t).name for t in RULE_EVENTS}
-    ends = await end_offsets(kafka, topics, partitions)
     for topic in sorted(topics, key=lambda t: t not in first):  # stable: the catalogue's order otherwise
         async for records in read_to_end(kafka, [topic], partitions=partitions, until=ends):
             yield records
