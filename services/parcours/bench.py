@@ -324,8 +324,8 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
 
         cat3, _ = _fresh(where)
         rcases = max(1, rebuild_events // 100)
-        n3, _ = produce(kafka, cat3, case_events(rcases, rebuild_events // rcases, "r"))
-        result = asyncio.run(rb.rebuild(cat3, kafka, default_policy(), progress=rb.print_progress(n3)))
+        produce(kafka, cat3, case_events(rcases, rebuild_events // rcases, "r"))
+        result = asyncio.run(rb.rebuild(cat3, kafka, default_policy(), progress=rb.print_progress()))
         print(file=sys.stderr)
         out["rebuild_events"] = result.events
         out["rebuild_seconds"] = result.seconds

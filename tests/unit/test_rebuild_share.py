@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,3 +28,16 @@ def test_every_partition_is_read_by_exactly_one_worker_and_none_is_idle(sizes: l
     # greedy by size: no worker holds more than the fair share plus the largest partition
     loads = [sum(sizes[p] for p in share) for share in shares]
     assert max(loads) <= sum(sizes) / len(shares) + max(sizes)
+
+
+def test_the_progress_bar_counts_against_the_records_of_the_moment(capsys: pytest.CaptureFixture[str]) -> None:
+    from parcours.processors.rebuild import print_progress
+
+    show = print_progress()
+    show(250, 1.0, 1000)
+    show(500, 1.1, 1000)  # within half a second of the last drawing: not drawn
+    show(1000, 2.0, 1000)
+    err = capsys.readouterr().err
+    assert "[#######-----------------------] 250/1,000 records 250/s" in err
+    assert "500/1,000" not in err
+    assert "[##############################] 1,000/1,000 records 500/s" in err

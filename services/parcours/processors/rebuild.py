@@ -47,19 +47,23 @@ def _state_of(states: dict[bytes, MemoryState], key: bytes) -> Callable[[], Memo
 
 
 async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime | None = None,
-                  progress: Callable[[int, float], None] | None = None, workers: int | None = None) -> Rebuild:
+                  progress: Progress | None = None, workers: int | None = None) -> Rebuild:
     """Every view again from the canonical topics, up to their end offsets of one moment (the start).
     The canonical topics are co-partitioned by case, so their partitions are shared out between
     `workers` processes (default: one per core), each running the processor's step over the cases
-    of its partitions; their views are then merged."""
+    of its partitions; their views are then merged. `progress(done, seconds, total)`: records read,
+    of `total` up to the end offsets (an upper bound: records before a topic's first offset are
+    gone)."""
     now = now or datetime.now(UTC)
     canonical = [t.name for t in catalogue.canonical()]
     # the cluster's partitions, not the catalogue's: a topic with more (a drift) is still read whole
     ends = await end_offsets(kafka, canonical)
+    total = sum(ends.values())
     partitions = 1 + max((p for _, p in ends), default=0)
     workers = max(1, min(workers or os.cpu_count() or 1, partitions))
     if workers == 1:
-        return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, ends, progress)
+        one = None if progress is None else (lambda done, secs: progress(done, secs, total))
+        return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, ends, one)
     t0 = time.monotonic()
     shares = share_out(ends, workers)
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop and client threads
@@ -71,7 +75,7 @@ async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, 
         while not all(f.done() for f in futures):
             await asyncio.wait(futures, timeout=_REDRAW_S)
             if progress:
-                progress(sum(done[:]), time.monotonic() - t0)
+                progress(sum(done[:]), time.monotonic() - t0, total)
         parts = [f.result() for f in futures]
     views: Views = {}
     for part in parts:
@@ -164,11 +168,15 @@ async def _in_reading_order(catalogue: Catalogue, kafka: KafkaAccess, topics: li
 _REDRAW_S = 0.5
 
 
-def print_progress(total: int | None = None) -> Callable[[int, float], None]:
-    """A progress line on stderr, redrawn at most twice a second."""
+#: (records done, seconds, records in all)
+Progress = Callable[[int, float, int], None]
+
+
+def print_progress() -> Progress:
+    """A progress bar on stderr, redrawn at most twice a second."""
     last = [0.0]
 
-    def show(done: int, secs: float) -> None:
+    def show(done: int, secs: float, total: int) -> None:
         if secs - last[0] < _REDRAW_S:
             return
         last[0] = secs
