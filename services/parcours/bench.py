@@ -597,4 +597,19 @@ def _edge_report(f: dict[str, Any]) -> list[str]:
          f"max {f['open_view_max_ms']:.1f} ms (target p99 <= 50 ms)"),
         (f"  {f['open_accepted']:,} accepted; {f['open_errors']} errors, {f['open_non_202']} non-202, "
          f"{f['open_unseen_in_view']} accepted but not in the view" + ("" if problems else " (none)")),
+        *([] if kept_schedule(f) else [(
+            f"  NOT VALID: the load generator fell behind its schedule (sent {f['open_sent_per_s']:,.0f} of "
+            f"{f['open_rate_target']:g}/s, send lag p99 {f['open_send_lag_p99_ms']:,.0f} ms): the machine could not drive "
+            "this rate, and the latencies above measure the generator's own delay as much as the edge's "
+            "(a view seen before its 202 was read gives a negative figure)")]),
     ]
+
+
+#: how far behind its schedule the open loop may send and still measure the edge, not itself
+OPEN_LOOP_MAX_LAG_MS = 100.0
+
+
+def kept_schedule(f: dict[str, Any]) -> bool:
+    """Did the open loop send at its rate, on time? Otherwise its latencies are not the edge's."""
+    sent, rate, lag = float(f["open_sent_per_s"]), float(f["open_rate_target"]), float(f["open_send_lag_p99_ms"])
+    return sent >= 0.95 * rate and lag <= OPEN_LOOP_MAX_LAG_MS

@@ -69,6 +69,15 @@ def test_open_loop_figures() -> None:
     assert f["open_sent_per_s"] == pytest.approx(101 / 1.01)
 
 
+def test_an_open_loop_that_fell_behind_its_schedule_is_reported_as_not_valid() -> None:
+    from parcours.bench import kept_schedule
+
+    on_time = {"open_rate_target": 500.0, "open_sent_per_s": 499.0, "open_send_lag_p99_ms": 3.0}
+    assert kept_schedule(on_time)
+    assert not kept_schedule({**on_time, "open_sent_per_s": 378.0})  # could not send at the rate
+    assert not kept_schedule({**on_time, "open_send_lag_p99_ms": 6509.0})  # sent late: a queue inside the generator
+
+
 async def test_the_open_loop_sends_on_schedule_whatever_the_answers() -> None:
     """Every answer takes 200 ms: a closed loop over 4 connections would send 20/s; the open loop
     keeps its 200/s, and each latency counts from the request's scheduled time."""

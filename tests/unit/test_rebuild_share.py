@@ -1,4 +1,5 @@
-"""`views rebuild` shares the canonical partitions between its worker processes by their records."""
+"""`views rebuild` shares the canonical partitions between its worker processes by their records,
+and shows its progress against the records of its moment."""
 
 from __future__ import annotations
 
