@@ -163,18 +163,21 @@ async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int =
                       until: Mapping[tuple[str, int], int] | None = None) -> AsyncIterator[list[ConsumerRecord]]:
     """Yield batches of every record of `topics` (of these `partitions` only, if given), from the
     beginning to the end offsets seen at start, or to those of `until` (`end_offsets`: one moment
-    for reads made one after the other)."""
+    for reads made one after the other; its partitions are the ones read)."""
     # read_committed: the processor writes in transactions; an aborted attempt is never read
     consumer = reader(kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
     try:
         topics = list(topics)
-        parts = await _partitions(kafka, topics, partitions)
+        if until is None:
+            parts = await _partitions(kafka, topics, partitions)
+        else:  # the moment names its partitions: no need to ask the cluster again for each read
+            parts = [TopicPartition(t, p) for t, p in until if t in topics and (partitions is None or p in partitions)]
         await consumer.start()
         if not parts:
             return
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts) if until is None else {tp: until.get((tp.topic, tp.partition), 0) for tp in parts}
+        end = await consumer.end_offsets(parts) if until is None else {tp: until[(tp.topic, tp.partition)] for tp in parts}
         remaining = {tp for tp in parts if end[tp] > 0}
         for tp in parts:
             if tp in remaining and await consumer.position(tp) >= end[tp]:
