@@ -149,6 +149,12 @@ def engine_baseline(prefix: str, total: int) -> float:
     return total / (time.perf_counter() - seen[1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (`/proc/<pid>/stat`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -163,36 +169,57 @@ class ProcessorRun:
         self.kafka, self.cat = kafka, cat
         self.parts = [(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
         self.port = free_port()
+        self.split: dict[str, float] = {}  # set by `rate`
         self.proc = _spawn(["processor", "--metrics-port", str(self.port), "--state-dir", str(logdir / f"state-{cat.prefix}")],
                            env, logdir / f"processor-{cat.prefix}.log")
 
-    def events_seen(self) -> float:
+    #: read from the processor's metrics at the first and the last event of a `rate`
+    SPLIT = ("parcours_processor_step_seconds_total", "parcours_processor_records_written_total",
+             "parcours_processor_state_writes_total")
+
+    def _metrics(self) -> dict[str, float]:
+        """Events seen (applied or duplicates) and the `SPLIT` counters, summed over their labels."""
         try:
             text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
         except httpx.HTTPError:
-            return 0.0
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(("parcours_processor_events_total{", "parcours_processor_duplicates_total{")))
+            return {}
+        sums: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name, value = line.split("{", 1)[0].split(" ", 1)[0], float(line.rsplit(" ", 1)[1])
+            if name in ("parcours_processor_events_total", "parcours_processor_duplicates_total"):
+                sums["events"] = sums.get("events", 0.0) + value
+            elif name in self.SPLIT:
+                sums[name] = sums.get(name, 0.0) + value
+        sums["cpu_seconds"] = _cpu_seconds(self.proc.pid)
+        return sums
+
+    def events_seen(self) -> float:
+        return self._metrics().get("events", 0.0)
 
     def lag(self) -> int:
         return sum(asyncio.run(consumer_lag(self.kafka, group_id(self.cat), self.parts)).values())
 
     def rate(self, expected: float, timeout: float = 1800) -> float:
-        """Events/s from the first event seen to the last one of `expected` (counted by the metrics)."""
+        """Events/s from the first event seen to the last one of `expected` (counted by the metrics).
+        `split` then holds where the time went over the same window (`time_split`)."""
         deadline = time.monotonic() + timeout
         start_count = self.events_seen()
-        first = None
+        first: tuple[float, dict[str, float]] | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("bench: the processor exited")
-            seen = self.events_seen()
+            now = self._metrics()
+            seen = now.get("events", 0.0)
             if first is None and seen > start_count:
-                first = (time.perf_counter(), seen)
+                first = (time.perf_counter(), now)
             if seen >= expected:
                 t1 = time.perf_counter()
                 if first is None:
                     raise RuntimeError("bench: the processor had seen every event before the run began")
-                return (seen - first[1]) / max(1e-6, t1 - first[0])
+                self.split = time_split(first[1], now, max(1e-6, t1 - first[0]))
+                return (seen - first[1]["events"]) / max(1e-6, t1 - first[0])
             time.sleep(0.05)
         raise RuntimeError("bench: timed out waiting for the processor")
 
@@ -215,6 +242,26 @@ class ProcessorRun:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def time_split(first: dict[str, float], last: dict[str, float], seconds: float) -> dict[str, float]:
+    """Where the processor's time per event went between two readings of its metrics: the
+    case-file step (decode, fold, projection), and the rest (the stream engine, the Kafka client,
+    the commits and their waits), the processor's CPU time (all its threads: the step, Quix,
+    librdkafka's own threads), the records it wrote per event; and the rate it would
+    reach were the step free: the ceiling of any processor writing what this one writes."""
+    events = last["events"] - first["events"]
+    if events <= 0:
+        raise ValueError("no event between the two readings")
+    step = (last["parcours_processor_step_seconds_total"] - first["parcours_processor_step_seconds_total"]) / events
+    per_event = seconds / events
+    cpu = (last["cpu_seconds"] - first["cpu_seconds"]) / events
+    return {"us_per_event": per_event * 1e6, "cpu_us_per_event": cpu * 1e6, "step_us_per_event": step * 1e6, "rest_us_per_event": (per_event - step) * 1e6,
+            "records_written_per_event": (last["parcours_processor_records_written_total"]
+                                          - first["parcours_processor_records_written_total"]) / events,
+            "state_writes_per_event": (last["parcours_processor_state_writes_total"]
+                                       - first["parcours_processor_state_writes_total"]) / events,
+            "free_step_events_per_s": 1 / max(1e-9, per_event - step)}
 
 
 def _restart_after_kill(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
@@ -419,6 +466,7 @@ def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases
     proc = ProcessorRun(kafka, cat, env, logdir)
     try:
         out["processor_events_per_s"] = proc.rate(n)
+        out["processor_time_split"] = proc.split
         rss = {cases: proc.rss_mb()}
         out["processor_rss_mb_at_cases"] = rss
         more = max(0, rss_cases - cases)
@@ -567,9 +615,26 @@ def _processor_report(f: dict[str, Any]) -> list[str]:
         f"processor, cases of {f['per_case']:<5}        {proc:>10,.0f} events/s = {proc / raw:.2f}x raw, {proc / base:.2f}x engine",
         (f"processor, cases of {f['long_per_case']:<5}        {f['processor_long_cases_events_per_s']:>10,.0f} events/s "
          f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)"),
+        *_split_report(f, raw),
         "processor RSS:                    " + ", ".join(f"{v:,.0f} MB after {k:,} cases" for k, v in rss.items()),
         *([(f"processor restart after SIGKILL: first event {r['first_event_s']:.1f} s; then a new case in a view "
             f"{r['new_event_to_view_s']:.1f} s after it was produced")] if (r := f.get("processor_restart_after_kill")) else []),
+    ]
+
+
+def _split_report(f: dict[str, Any], raw: float) -> list[str]:
+    sp = f.get("processor_time_split")
+    if not sp:
+        return []
+    free = sp["free_step_events_per_s"]
+    return [
+        (f"  where its time goes, per event:  {sp['us_per_event']:,.0f} µs = {sp['step_us_per_event']:,.0f} µs in the case-file step "
+         f"+ {sp['rest_us_per_event']:,.0f} µs in the engine, Kafka client and commits; "
+         f"{sp['cpu_us_per_event']:,.0f} µs of CPU (all its threads)"),
+        (f"  what it writes, per event:       {sp['records_written_per_event']:.1f} records + {sp['state_writes_per_event']:.1f} "
+         "state keys (changelog records)"),
+        (f"  with a step that cost nothing:   {free:>10,.0f} events/s = {free / raw:.2f}x raw: the ceiling of a processor "
+         "writing these records on this engine"),
     ]
 
 

@@ -161,3 +161,24 @@ def test_wrk_counts_the_answers_and_the_refusals(bare: str, tmp_path: Path) -> N
     assert no.requests > 0
     assert no.non_2xx == no.requests
     assert no.accepted_per_s == 0
+
+
+def test_the_processor_time_is_split_between_the_step_and_the_rest() -> None:
+    from parcours.bench import time_split
+
+    first = {"events": 100.0, "parcours_processor_step_seconds_total": 1.0,
+             "parcours_processor_records_written_total": 500.0, "parcours_processor_state_writes_total": 300.0,
+             "cpu_seconds": 10.0}
+    last = {"events": 1100.0, "parcours_processor_step_seconds_total": 1.4,
+            "parcours_processor_records_written_total": 9500.0, "parcours_processor_state_writes_total": 4300.0,
+            "cpu_seconds": 10.9}
+    sp = time_split(first, last, seconds=1.0)  # 1,000 events in 1 s, 0.4 s of it in the step
+    assert sp["us_per_event"] == pytest.approx(1000)
+    assert sp["step_us_per_event"] == pytest.approx(400)
+    assert sp["rest_us_per_event"] == pytest.approx(600)
+    assert sp["cpu_us_per_event"] == pytest.approx(900)
+    assert sp["records_written_per_event"] == pytest.approx(9)
+    assert sp["state_writes_per_event"] == pytest.approx(4)
+    assert sp["free_step_events_per_s"] == pytest.approx(1 / 600e-6)
+    with pytest.raises(ValueError, match="no event"):
+        time_split(first, first, seconds=1.0)

@@ -210,12 +210,21 @@ def test_processor_step_handles_every_event_type_and_dead_letters_what_it_cannot
     from tests.factories import one_of_each
 
     cat = Catalogue.load(prefix="t")
-    core, codec, state = RecordProcessor(cat, default_policy()), Codec(), MemoryState()
+    class Counting(MemoryState):
+        writes = 0
+
+        def set_bytes(self, key: str, value: bytes) -> None:
+            self.writes += 1
+            super().set_bytes(key, value)
+
+    core, codec, state = RecordProcessor(cat, default_policy()), Codec(), Counting()
     rebuilder, rebuilt = RecordProcessor(cat, default_policy(), views_only=True), MemoryState()
     views = set(core.views.values())  # views.<slug>
     for e in one_of_each():
         enc = codec.encode(e)
+        written = state.writes
         step = core.process(cat.for_event(e.event_type).name, 0, 0, enc.key, enc.value, enc.headers, lambda: state)
+        assert step.state_writes == state.writes - written >= 1, e.event_type  # what the changelog receives
         quiet = rebuilder.process(cat.for_event(e.event_type).name, 0, 0, enc.key, enc.value, enc.headers, lambda: rebuilt)
         assert quiet.outputs == [o for o in step.outputs if o.topic in views], e.event_type  # views only, the same
         assert step.dead_letter is None, e.event_type

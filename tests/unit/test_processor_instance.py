@@ -51,3 +51,22 @@ def test_metrics_are_handed_over_in_batches_and_at_once_on_a_forced_commit() -> 
     counts.batched = False  # without the loop hook: at once
     counts(Step(dead_letter="undecodable"))
     assert dead_letters() == 3.0
+
+
+def test_step_time_records_written_and_state_writes_are_counted() -> None:
+    from parcours.ops.metrics import ProcessorMetrics
+    from parcours.processors.app import _Counts
+    from parcours.processors.core import Out, Step
+
+    metrics = ProcessorMetrics()
+    counts = _Counts(metrics)
+    out = Out("views.dac-31", b"k", b"v")
+    counts(Step(outputs=[out, out, out], state_writes=4), 0.25)
+    counts(Step(outputs=[out], state_writes=1), 0.5)
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(name)
+
+    assert sample("parcours_processor_step_seconds_total") == 0.75
+    assert sample("parcours_processor_records_written_total") == 4.0
+    assert sample("parcours_processor_state_writes_total") == 5.0

@@ -26,6 +26,14 @@ class ProcessorMetrics:
         self.latency = Histogram("parcours_event_to_view_seconds", "From event occurred_at to views written", buckets=LATENCY_BUCKETS, registry=r)
         self.lag = Gauge("parcours_consumer_lag_records", "Records behind the end of each partition", ["topic", "partition"], registry=r)
         self.up = Gauge("parcours_processor_up", "1 while the processor runs", registry=r)
+        #: with the wall clock: the share of the processor's time spent in the case-file step, the
+        #: rest being the stream engine, the Kafka client and the commits (`parcours bench` splits it)
+        self.step_seconds = Counter("parcours_processor_step_seconds_total",
+                                    "Time spent in the case-file step (decode, fold, projection), outside the engine", registry=r)
+        self.records_out = Counter("parcours_processor_records_written_total",
+                                   "Records the processor produced (views, inboxes, audit, marks, schedule, dead letters)", registry=r)
+        self.state_writes = Counter("parcours_processor_state_writes_total",
+                                    "Case-state keys written (each one a changelog record)", registry=r)
 
 
 class ValidatorMetrics:

@@ -185,7 +185,7 @@ def _application(catalogue: Catalogue, kafka: KafkaAccess, state_dir: Path, comm
     )
 
 
-def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count: Callable[[Step], None],
+def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count: Callable[[Step, float], None],
               cadence: _Cadence) -> None:
     """The agent: every input record through `core.process`, its outputs to Quix's transactional
     producer (so they commit with the state and the input offsets), its figures to the metrics."""
@@ -194,11 +194,11 @@ def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count:
         sdf = sdf.concat(app.dataframe(t))
     producer = TransactionalProducer(app)
 
-    def emit(step: Step) -> None:
+    def emit(step: Step, seconds: float) -> None:
         for o in step.outputs:
             producer.produce(o.topic, o.value, o.key, o.headers)
         producer.poll()  # once per input record, not per output
-        count(step)
+        count(step, seconds)
 
     fast: list[bool] = []  # whether this Quix version allows the fast case store (decided on the first step)
 
@@ -210,8 +210,10 @@ def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count:
             fast.append(CaseState.supported(state))
             if not fast[0]:
                 log.warning("this Quix Streams version lacks what the fast case store reads: using its public State (slower)")
-        emit(core.process(ctx.topic, ctx.partition, ctx.offset, key, value, headers,
-                          (lambda: CaseState(state)) if fast[0] else (lambda: state)))
+        t0 = time.perf_counter()
+        done = core.process(ctx.topic, ctx.partition, ctx.offset, key, value, headers,
+                            (lambda: CaseState(state)) if fast[0] else (lambda: state))
+        emit(done, time.perf_counter() - t0)
 
     sdf.apply(step, stateful=True, metadata=True)
     _without_time_alignment(app)
@@ -232,20 +234,26 @@ class _Counts:
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._pending: dict[tuple[str, tuple[str, ...]], int] = {}
         self._latencies: list[float] = []
+        self._step_seconds = 0.0
         self._flushed = time.monotonic()
         self.batched = False  # True once `_Cadence.install` has hooked `tick` into the loop (create_app)
 
     def _child(self, name: str, *labels: str) -> Any:
         child = self._children.get((name, labels))
         if child is None:
-            child = self._children[(name, labels)] = getattr(self.metrics, name).labels(*labels)
+            metric = getattr(self.metrics, name)
+            child = self._children[(name, labels)] = metric.labels(*labels) if labels else metric
         return child
 
-    def _add(self, name: str, *labels: str) -> None:
+    def _add(self, name: str, *labels: str, n: int = 1) -> None:
         key = (name, labels)
-        self._pending[key] = self._pending.get(key, 0) + 1
+        self._pending[key] = self._pending.get(key, 0) + n
 
-    def __call__(self, step: Step) -> None:
+    def __call__(self, step: Step, seconds: float = 0.0) -> None:
+        """Count one step; `seconds`: the time the case-file step took (outside the engine)."""
+        self._step_seconds += seconds
+        self._add("records_out", n=len(step.outputs))
+        self._add("state_writes", n=step.state_writes)
         self._count(step)
         if not self.batched:
             self.flush()
@@ -275,7 +283,7 @@ class _Counts:
 
     def tick(self, force: bool = False) -> None:
         """Called by the processing loop at every turn: flush when `FLUSH_S` has passed (`force`: now)."""
-        if (self._pending or self._latencies) and (force or time.monotonic() - self._flushed >= self.FLUSH_S):
+        if (self._pending or self._latencies or self._step_seconds) and (force or time.monotonic() - self._flushed >= self.FLUSH_S):
             self.flush()
 
     def flush(self) -> None:
@@ -285,6 +293,9 @@ class _Counts:
         latencies, self._latencies = self._latencies, []
         for seconds in latencies:
             self.metrics.latency.observe(seconds)
+        step_seconds, self._step_seconds = self._step_seconds, 0.0
+        if step_seconds:
+            self.metrics.step_seconds.inc(step_seconds)
         self._flushed = time.monotonic()
 
 

@@ -62,10 +62,13 @@ class StagedStore:
             raise OutputTooLarge(f"state value {key.split(':', 1)[0]} of {len(raw)} bytes exceeds {self._limit}")
         self._staged[key] = raw
 
-    def commit(self) -> None:
+    def commit(self) -> int:
+        """Apply the staged writes; how many keys were written."""
+        n = len(self._staged)
         for key, raw in self._staged.items():
             self._state.set_bytes(key, raw)
         self._staged.clear()
+        return n
 
 
 class MemoryState:
@@ -99,6 +102,7 @@ class Step:
     duplicate: bool = False
     dead_letter: str | None = None  # the reason
     outcome: Outcome | None = None
+    state_writes: int = 0  # keys written to the case's store (each one a changelog record)
 
 
 def observatory_mark(territory: str, at: datetime, kind: str, rupture_id: str, **extra: Any) -> tuple[bytes, bytes]:
@@ -195,7 +199,7 @@ class RecordProcessor:
         except Exception as exc:  # a bug must cost one record, never the partition
             log.exception("processing failed", extra={"topic": where[0], "partition": where[1], "offset": where[2]})
             return self._dead(where, key, value, headers, "processing_failed", f"{type(exc).__name__}: {exc}")
-        store.commit()
+        step.state_writes = store.commit()
         step.outputs.extend(outs)
         step.duplicate, step.outcome = outcome.duplicate, outcome
         return step
