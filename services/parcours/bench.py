@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from parcours.contract.codec import Codec
@@ -153,6 +154,38 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads (`/proc/<pid>/stat`)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+class CpuMeter:
+    """CPU time of some processes (and of this one's finished children: the load generator)
+    from now until `per`: where a whole system's time goes per request. A process that falls
+    behind in that window (the processor) shows less than its share."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+        self.start["load generator"] = _children_cpu_seconds()
+
+    def per(self, requests: int) -> dict[str, float]:
+        """µs of CPU per request, by process."""
+        now = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["load generator"] = _children_cpu_seconds()
+        return {name: (now[name] - self.start[name]) / max(1, requests) * 1e6 for name in now}
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _broker_pid(where: Cluster) -> dict[str, int]:
+    """The embedded broker's process, when the bench runs on it (an external cluster's is not ours to read)."""
+    from parcours.runtime import embedded_broker
+
+    info = embedded_broker(where.settings).status()
+    return {"broker": info.pid} if info is not None and info.bootstrap == where.base.bootstrap else {}
 
 
 def _rss_mb(pid: int) -> float:
@@ -381,7 +414,7 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
     if only in (None, "edge"):
         cat4, env4 = _fresh(where)
         produce(kafka, cat4, case_events(edge.cases, 2, "a"))
-        _edge(kafka, cat4, env4, logdir, edge, out)
+        _edge(kafka, cat4, env4, logdir, edge, out, broker=_broker_pid(where))
     # 6. the adapter's restart with its read model holding many views
     if only in (None, "restart"):
         cat5, env5 = _fresh(where)
@@ -495,9 +528,11 @@ BENCH_STRUCTURE = "dac-31"  # the load posts as this DAC (the bench's cases are 
 BENCH_TOKEN = dev_token(BENCH_STRUCTURE)
 
 
-def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, load: EdgeLoad, out: dict[str, Any]) -> None:
+def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, load: EdgeLoad, out: dict[str, Any], *,
+          broker: dict[str, int]) -> None:
     """wrk against a bare FastAPI endpoint then against the DAC adapter (closed loop, same
-    settings), then the open loop against the adapter with its view topic tailed."""
+    settings), then the open loop against the adapter with its view topic tailed. `broker`: the
+    broker's process when it is the embedded one, for the whole system's CPU per POST."""
     from parcours import benchload as bl
 
     proc = ProcessorRun(kafka, cat, env, logdir)
@@ -525,13 +560,16 @@ def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
             proc = ProcessorRun(kafka, cat, env, logdir)
             _wait_drained(proc, 600)
             print(f"bench: wrk on the adapter, processor running, for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
-            out.update(bl.run_wrk(base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections)
-                       .figures("adapter_with_processor"))
+            meter = CpuMeter({"adapter": adapter.pid, "processor": proc.proc.pid, **broker})
+            w = bl.run_wrk(base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections)
+            out.update(w.figures("adapter_with_processor"))
+            out["system_cpu_us_per_post"] = meter.per(w.requests)
         out["adapter_to_bare"] = out["adapter_posts_per_s"] / out["bare_posts_per_s"]
         out["adapter_with_processor_to_bare"] = out["adapter_with_processor_posts_per_s"] / out["bare_posts_per_s"]
         _wait_drained(proc, 600)  # the processor works through what wrk posted before the open loop begins
         print(f"bench: open loop on the adapter, {load.rate:g} POSTs/s for {load.open_seconds:g} s", file=sys.stderr, flush=True)
-        figures, conns = asyncio.run(bl.open_loop(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, "127.0.0.1", port, BENCH_TOKEN,
+        # on uvloop, as the adapter: the generator's own cost per request is what limits the rate it keeps on 2 cores
+        figures, conns = uvloop.run(bl.open_loop(kafka, cat.per_structure("views", BENCH_STRUCTURE).name, "127.0.0.1", port, BENCH_TOKEN,
                                                   load.cases, rate=load.rate, seconds=load.open_seconds, grace_s=load.grace_s))
         out.update(figures)
         out["open_connections"] = conns
@@ -654,6 +692,7 @@ def _edge_report(f: dict[str, Any]) -> list[str]:
         f"  adapter / bare:                 {f['adapter_to_bare']:>10.2f}x (target >= 0.5x)",
         f"  same, processor consuming:      {closed('adapter_with_processor')}",
         f"  adapter / bare:                 {f['adapter_with_processor_to_bare']:>10.2f}x (the broker and processor share the 2 cores)",
+        *_cpu_report(f),
         (f"HTTP edge, open loop ({f['open_rate_target']:g} POSTs/s scheduled, {f['open_requests']:,} requests; "
          f"sent {f['open_sent_per_s']:,.0f}/s, send lag p99 {f['open_send_lag_p99_ms']:.1f} ms, {f['open_connections']} connections):"),
         (f"  scheduled send -> 202:          p50 {f['open_post_p50_ms']:.1f} ms, p99 {f['open_post_p99_ms']:.1f} ms, "
@@ -667,6 +706,19 @@ def _edge_report(f: dict[str, Any]) -> list[str]:
             f"{f['open_rate_target']:g}/s, send lag p99 {f['open_send_lag_p99_ms']:,.0f} ms): the machine could not drive "
             "this rate, and the latencies above measure the generator's own delay as much as the edge's "
             "(a view seen before its 202 was read gives a negative figure)")]),
+    ]
+
+
+def _cpu_report(f: dict[str, Any]) -> list[str]:
+    cpu = f.get("system_cpu_us_per_post")
+    if not cpu:
+        return []
+    total = sum(cpu.values())
+    cores = os.cpu_count() or 1
+    return [
+        "  CPU per accepted POST, same run: " + ", ".join(f"{name} {us:,.0f} µs" for name, us in cpu.items()),
+        (f"  = {total / 1000:.2f} ms of CPU per POST: {cores} cores at 100% carry at most {cores / total * 1e6:,.0f} POSTs/s "
+         "end to end (edge, processor, broker)"),
     ]
 
 

@@ -7,7 +7,7 @@
   status ≥ 400) and left out of the accepted rate.
 - **The reference**: a bare FastAPI endpoint that does nothing but validate a pydantic body and
   answer 202 `{}` on the adapter's message path, served exactly as `parcours adapter` serves
-  (`uvicorn.run(app, host, port, log_config=None, access_log=False)` in a process of its own),
+  (`adapters.serving.serve`: uvicorn on uvloop and httptools, in a process of its own),
   driven by the same wrk settings in the same run: what the framework gives on this machine.
 - **Open loop, latency**: `OpenLoop` sends POSTs at a fixed rate whatever the answers (a request
   is never held back by a slow one: another keep-alive connection is taken or opened), over raw
@@ -159,13 +159,12 @@ def bare_app() -> FastAPI:
 
 
 def serve_bare(port: int, host: str = "127.0.0.1") -> None:
-    """Serve `bare_app` as `parcours adapter` serves the adapter (cli._adapter)."""
-    import uvicorn
-
+    """Serve `bare_app` as `parcours adapter` serves the adapter (`adapters.serving`)."""
+    from parcours.adapters.serving import serve
     from parcours.ops.logs import setup_logging
 
     setup_logging("bench-bare")
-    uvicorn.run(bare_app(), host=host, port=port, log_config=None, access_log=False)
+    serve(bare_app(), host, port)
 
 
 # --- open loop -----------------------------------------------------------------------------------

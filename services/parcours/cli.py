@@ -254,9 +254,8 @@ def _views(args: argparse.Namespace) -> int:
 
 
 def _adapter(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from parcours.adapters.app import build_adapter, create_app
+    from parcours.adapters.serving import serve
     from parcours.ops.logs import setup_logging
     from parcours.ports import ADAPTER_PORTS, INSTANCE_PORT_STEP
     from parcours.runtime import cluster
@@ -278,8 +277,7 @@ def _adapter(args: argparse.Namespace) -> int:
                             webhook_https_only=s.profile == "production",
                             webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks,
                             store_path=s.edge_dir / f"{cat.prefix}-adapter-{args.kind}-{args.instance}.sqlite3")
-    app = create_app(adapter)
-    uvicorn.run(app, host=args.host, port=port, log_config=None, access_log=False)
+    serve(create_app(adapter), args.host, port)
     return 0
 
 

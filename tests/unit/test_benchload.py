@@ -182,3 +182,21 @@ def test_the_processor_time_is_split_between_the_step_and_the_rest() -> None:
     assert sp["free_step_events_per_s"] == pytest.approx(1 / 600e-6)
     with pytest.raises(ValueError, match="no event"):
         time_split(first, first, seconds=1.0)
+
+
+def test_the_cpu_meter_counts_a_process_and_the_finished_children() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from parcours.bench import CpuMeter, _cpu_report
+
+    meter = CpuMeter({"bench": os.getpid()})
+    sum(i * i for i in range(2_000_000))  # CPU in this process
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(2_000_000))"], check=True)  # and in a child
+    cpu = meter.per(10)
+    assert cpu["bench"] > 1_000  # µs per request: over 10 ms in all
+    assert cpu["load generator"] > 1_000
+    lines = _cpu_report({"system_cpu_us_per_post": {"adapter": 1000.0, "processor": 1500.0, "broker": 1500.0}})
+    assert "adapter 1,000 µs" in lines[0]
+    assert f"{os.cpu_count()} cores at 100% carry at most {(os.cpu_count() or 1) / 4000 * 1e6:,.0f} POSTs/s" in lines[1]
