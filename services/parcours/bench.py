@@ -8,14 +8,15 @@ On topics of its own (prefix `bench<random>`), from one run (`--only processor|r
 3. the processor (`parcours processor`, a subprocess): events/s from its first event to no lag,
    for cases of 10 events and of 1,000 events, its ratios to 1 and 2, its resident memory
    after 10,000 and after 100,000 cases, and a restart after SIGKILL (to its first event, and a
-   new case's way to a view once it has caught up);
+   new case's way to a view once it has caught up); where its time goes per event (the case-file
+   step, the rest, its CPU) and the rate a free step would reach; two instances in one group;
 4. `views rebuild` over `--rebuild-events` events (default 1,000,000);
 5. the HTTP edge (`benchload`), with the processor running: accepted message POSTs/s of one DAC
    adapter and of a bare FastAPI endpoint that does nothing, served the same way, both driven by
    `wrk` (closed loop, 1 thread, 32 connections, 15 s), and their ratio; then an open loop at a
    fixed rate (500 POSTs/s for 60 s, sent on schedule whatever the answers) against the adapter:
    scheduled send -> 202 and 202 -> the message's item in `views.dac-31` (p50, p99, max), errors,
-   and accepted messages never seen in the view.
+   and accepted messages never seen in the view; and the whole system's CPU per accepted POST.
 """
 
 from __future__ import annotations
@@ -198,13 +199,15 @@ def _rss_mb(pid: int) -> float:
 class ProcessorRun:
     """`parcours processor` as a subprocess on the bench topics, with figures read from outside."""
 
-    def __init__(self, kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path, instance: str = "") -> None:
+        """`instance`: a second instance in the same group needs a state folder (and so a name) of its own."""
         self.kafka, self.cat = kafka, cat
         self.parts = [(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
         self.port = free_port()
         self.split: dict[str, float] = {}  # set by `rate`
-        self.proc = _spawn(["processor", "--metrics-port", str(self.port), "--state-dir", str(logdir / f"state-{cat.prefix}")],
-                           env, logdir / f"processor-{cat.prefix}.log")
+        name = f"{cat.prefix}{instance}"
+        self.proc = _spawn(["processor", "--metrics-port", str(self.port), "--state-dir", str(logdir / f"state-{name}")],
+                           env, logdir / f"processor-{name}.log")
 
     #: read from the processor's metrics at the first and the last event of a `rate`
     SPLIT = ("parcours_processor_step_seconds_total", "parcours_processor_records_written_total",
@@ -275,6 +278,25 @@ class ProcessorRun:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def rate_of_instances(runs: list[ProcessorRun], expected: float, timeout: float = 1800) -> float:
+    """Events/s of instances sharing one group's partitions, from the moment every one of them has
+    processed an event (they have joined the group and split the partitions) to `expected` seen by all."""
+    deadline = time.monotonic() + timeout
+    first: tuple[float, float] | None = None
+    while time.monotonic() < deadline:
+        if any(r.proc.poll() is not None for r in runs):
+            raise RuntimeError("bench: a processor exited")
+        seen = [r.events_seen() for r in runs]
+        if first is None and all(seen):
+            first = (time.perf_counter(), sum(seen))
+        if sum(seen) >= expected:
+            if first is None:
+                raise RuntimeError("bench: one instance did nothing: the partitions were not shared")
+            return (sum(seen) - first[1]) / max(1e-6, time.perf_counter() - first[0])
+        time.sleep(0.05)
+    raise RuntimeError("bench: timed out waiting for the processors")
 
 
 def time_split(first: dict[str, float], last: dict[str, float], seconds: float) -> dict[str, float]:
@@ -522,6 +544,15 @@ def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases
         out["long_per_case"] = long_per_case
     finally:
         proc.stop()
+    # 3c. scale-out: two instances in one group on fresh topics (the same burst), on the same cores
+    cat3, env3 = _fresh(where)
+    n3, _ = produce(kafka, cat3, case_events(cases, per_case, "s"))
+    runs = [ProcessorRun(kafka, cat3, env3, logdir, instance=suffix) for suffix in ("", "-2")]
+    try:
+        out["processor_two_instances_events_per_s"] = rate_of_instances(runs, n3)
+    finally:
+        for r in runs:
+            r.stop()
 
 
 BENCH_STRUCTURE = "dac-31"  # the load posts as this DAC (the bench's cases are referred to it), with its dev token
@@ -654,6 +685,8 @@ def _processor_report(f: dict[str, Any]) -> list[str]:
         (f"processor, cases of {f['long_per_case']:<5}        {f['processor_long_cases_events_per_s']:>10,.0f} events/s "
          f"({f['long_cases']} cases; {f['processor_long_cases_events_per_s'] / proc:.2f}x the short cases)"),
         *_split_report(f, raw),
+        *([(f"processor, two instances:         {two:>10,.0f} events/s = {two / raw:.2f}x raw ({two / proc:.2f}x one instance; "
+            "one group, the same 2 cores)")] if (two := f.get("processor_two_instances_events_per_s")) else []),
         "processor RSS:                    " + ", ".join(f"{v:,.0f} MB after {k:,} cases" for k, v in rss.items()),
         *([(f"processor restart after SIGKILL: first event {r['first_event_s']:.1f} s; then a new case in a view "
             f"{r['new_event_to_view_s']:.1f} s after it was produced")] if (r := f.get("processor_restart_after_kill")) else []),

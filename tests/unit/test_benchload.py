@@ -200,3 +200,32 @@ def test_the_cpu_meter_counts_a_process_and_the_finished_children() -> None:
     lines = _cpu_report({"system_cpu_us_per_post": {"adapter": 1000.0, "processor": 1500.0, "broker": 1500.0}})
     assert "adapter 1,000 µs" in lines[0]
     assert f"{os.cpu_count()} cores at 100% carry at most {(os.cpu_count() or 1) / 4000 * 1e6:,.0f} POSTs/s" in lines[1]
+
+
+def test_instances_are_timed_from_the_moment_each_has_processed_an_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+    from typing import cast
+
+    from parcours import bench
+    from parcours.bench import ProcessorRun, rate_of_instances
+
+    clock = [0.0]  # one second per poll of the metrics
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(
+        monotonic=lambda: clock[0], perf_counter=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + 1)))
+
+    class Fake:
+        def __init__(self, counts: list[float]) -> None:
+            self.counts, self.proc = counts, self
+
+        def poll(self) -> None:
+            return None
+
+        def events_seen(self) -> float:
+            return self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+
+    # the second instance joins late: the window opens at the second poll (20 + 5 seen), and
+    # closes at the fourth (60 + 40): 75 events in 2 s
+    runs = [Fake([10, 20, 40, 60]), Fake([0, 5, 20, 40])]
+    assert rate_of_instances(cast("list[ProcessorRun]", runs), expected=100) == pytest.approx(37.5)
+    with pytest.raises(RuntimeError, match="not shared"):
+        rate_of_instances(cast("list[ProcessorRun]", [Fake([0, 100]), Fake([0])]), expected=100)
