@@ -70,6 +70,10 @@ class Publisher:
             await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(TimeoutError, KafkaError, OSError):
             await asyncio.wait_for(producer.client.close(), 2)
+        # closed, as `stop` would mark it (`stop` itself would wait to flush the records dropped on
+        # purpose here): else its finaliser reports an "Unclosed AIOKafkaProducer" at ERROR level
+        # in the adapter's log after every such 503
+        producer._closed = True  # noqa: SLF001 - see above
 
     async def ping(self, timeout: float = 2.0) -> bool:
         try:
