@@ -1,11 +1,12 @@
 """How the HTTP services are served: uvicorn on uvloop's event loop with httptools' HTTP parser.
 
 Named, not left to uvicorn's "auto" (which takes them only when they happen to be installed):
-measured on the 2-core machine under wrk (32 connections, interleaved rounds, same day), against
-asyncio's own loop and the pure-Python h11 parser, a DAC adapter took 757-833 message POSTs/s
-instead of 575-709 (1,190-1,320 µs of CPU per POST instead of 1,410-1,730, its aiokafka publish
-included), and a bare FastAPI endpoint 2,420-2,570 instead of 1,180-1,510. `parcours bench`
-serves its bare endpoint through this function too, so the two are served the same way.
+measured on the 2-core machine under wrk (32 connections, six interleaved rounds, same hour),
+against asyncio's own loop and the pure-Python h11 parser, a DAC adapter took 757-933 message
+POSTs/s instead of 575-759 (+7% to +45% per pair, +22% on average; 1,056-1,321 µs of CPU per POST
+instead of 1,317-1,726, its aiokafka publish included), and a bare FastAPI endpoint 2,192-2,942
+instead of 1,182-1,617. `parcours bench` serves its bare endpoint through this function too, so
+the two are served the same way.
 """
 
 from __future__ import annotations
