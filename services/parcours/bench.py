@@ -308,14 +308,12 @@ def time_split(first: dict[str, float], last: dict[str, float], seconds: float) 
     events = last["events"] - first["events"]
     if events <= 0:
         raise ValueError("no event between the two readings")
-    step = (last["parcours_processor_step_seconds_total"] - first["parcours_processor_step_seconds_total"]) / events
-    per_event = seconds / events
-    cpu = (last["cpu_seconds"] - first["cpu_seconds"]) / events
-    return {"us_per_event": per_event * 1e6, "cpu_us_per_event": cpu * 1e6, "step_us_per_event": step * 1e6, "rest_us_per_event": (per_event - step) * 1e6,
-            "records_written_per_event": (last["parcours_processor_records_written_total"]
-                                          - first["parcours_processor_records_written_total"]) / events,
-            "state_writes_per_event": (last["parcours_processor_state_writes_total"]
-                                       - first["parcours_processor_state_writes_total"]) / events,
+    each = {name: (last[name] - first[name]) / events for name in first}  # per event, over the window
+    step, per_event = each["parcours_processor_step_seconds_total"], seconds / events
+    return {"us_per_event": per_event * 1e6, "cpu_us_per_event": each["cpu_seconds"] * 1e6, "step_us_per_event": step * 1e6,
+            "rest_us_per_event": (per_event - step) * 1e6,
+            "records_written_per_event": each["parcours_processor_records_written_total"],
+            "state_writes_per_event": each["parcours_processor_state_writes_total"],
             "free_step_events_per_s": 1 / max(1e-9, per_event - step)}
 
 
