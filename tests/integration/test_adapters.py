@@ -277,7 +277,7 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
         async with httpx.AsyncClient(timeout=60) as client:
             async def ready() -> bool:
                 return (await client.get(stack.url("cpts") + "/readyz")).status_code == 200
-            await eventually(ready, 30, "cpts adapter ready")
+            await eventually(ready, 60, "cpts adapter ready")
             api = Api(stack, client)
             await api.post("cpts-31-nord", "/v1/referrals", referral_body("dac-31"))
             await asyncio.to_thread(broker.stop)

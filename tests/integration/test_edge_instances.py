@@ -12,7 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
+from parcours.topology.catalogue import Catalogue
 from tests.api import Api, referral_body
 from tests.stack import HookServer, Stack, eventually, token
 
@@ -90,6 +93,19 @@ async def _delivering(client: httpx.AsyncClient, url: str) -> set[str]:
             if line.startswith("parcours_webhook_delivering{") and line.endswith(" 1.0")}
 
 
+async def _cursor_at(api: Api, slug: str, sequence: int) -> bool:
+    """Whether the webhook group's committed cursor of `slug` has reached `sequence`."""
+    cat = Catalogue.load(prefix=api.stack.prefix)
+    tp = TopicPartition(cat.per_structure("inbox", slug).name, 0)
+    admin = AIOKafkaAdminClient(**api.stack.kafka.aiokafka())
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(cat.group_id("adapter", "-webhooks", "cpts"), partitions=[tp])
+    finally:
+        await admin.close()
+    return tp in committed and committed[tp].offset >= sequence
+
+
 class _Notifier:
     """Each CPTS refers people to the DAC; the DAC acknowledges: notifications to each CPTS."""
 
@@ -101,7 +117,14 @@ class _Notifier:
             for s in self.slugs:
                 r = await self.api.client.post(url + "/v1/referrals", json=referral_body("dac-31"), headers=token(s))
                 assert r.status_code == 202, r.text
-                await self.api.post("dac-31", f"/v1/referrals/{r.json()['referral_id']}/status", {"status": "acknowledged"})
+                ref = r.json()
+                # the DAC acts once its view holds the referral (the adapter's own wait is 3 s only)
+                await self.api.view_with("dac-31", ref["case_id"], f"referral:{ref['referral_id']}", timeout=60)
+                await self.api.post("dac-31", f"/v1/referrals/{ref['referral_id']}/status", {"status": "acknowledged"})
+
+    async def last_sequence(self, url: str, slug: str) -> int:
+        feed = (await self.api.client.get(f"{url}/v1/inbox?after={self.start[slug]}&limit=1000", headers=token(slug))).json()
+        return max(int(n["sequence"]) for n in feed["notifications"])
 
     async def all_delivered(self, url: str) -> dict[str, list[str]] | None:
         """The inbox notifications since the registration, once the endpoint has each of them."""
@@ -134,7 +157,11 @@ async def test_webhooks_are_split_between_instances_and_delivered_once_through_a
         expected = await eventually(lambda: n.all_delivered(urls["cpts"]), 60, "every notification delivered")
         assert all(expected[s] for s in slugs)
 
-        # the instance delivering the northern CPTS dies; the survivor takes its structure over
+        # the instance delivering the northern CPTS dies; the survivor takes its structure over. The
+        # kill waits for the cursor's commit, which follows each 2xx by milliseconds: a kill inside
+        # that window makes the next owner deliver the notification again (at least once, by design)
+        last = await n.last_sequence(urls["cpts"], "cpts-31-nord")
+        await eventually(lambda: _cursor_at(api, "cpts-31-nord", last), 30, "the northern CPTS's cursor committed")
         victim = next(name for name, o in owners.items() if "cpts-31-nord" in o)
         survivor = next(name for name in urls if name != victim)
         stack.kill(f"adapter-{victim}", signal.SIGKILL)

@@ -81,6 +81,9 @@ async def test_each_resource_type_reaches_the_views_and_the_bundle_obeys_consent
     assert view["referrals"][0]["admission"]["decision"] == "admitted"
     assert f"consent:{consent_id}" in view["items"]
 
+    # each structure's adapter applies the views on its own: each is awaited up to the last event
+    await api.view_with("dac-31", case_id, f"message:{message_id}")
+    await api.view_with("crt-31-nord", case_id, f"message:{message_id}")
     dac = await bundle(api, "dac-31", case_id)
     assert {k: len(v) for k, v in dac.items()} == {"EpisodeOfCare": 1, "ServiceRequest": 1, "Task": 2, "Observation": 1,
                                                     "Consent": 1, "Communication": 1}

@@ -50,7 +50,8 @@ async def test_later_referrals_of_a_followed_person_join_the_existing_follow_ups
     assert told["follow_up"] == {"followed_by": ["dac-31"]}
     assert (await api.view("crt-31-muret", case_b) or {})["items"] == [f"referral:{ref_b}"]
     assert await api.view("crt-31-muret", case_a) is None  # nothing of the DAC's case
-    assert "follow_up" not in (await api.view("cpts-31-sud", case_b) or {})["referrals"][0]  # only the recipient decides
+    sender = await api.view_with("cpts-31-sud", case_b, f"referral:{ref_b}")  # the CPTS's adapter, on its own
+    assert "follow_up" not in sender["referrals"][0]  # only the recipient decides
     # refusals: the sender may not join; a structure following nothing cannot be joined; a CRT
     # cannot refer, so it cannot add a referral to the DAC's case either (the catalogue's rights)
     refused = await api.post("cpts-31-sud", f"/v1/referrals/{ref_b}/join", {"followed_by": "dac-31"}, expect=403)

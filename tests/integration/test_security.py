@@ -22,6 +22,7 @@ from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
+from tests.stack import eventually
 
 DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED: "topic denied", KafkaError.GROUP_AUTHORIZATION_FAILED: "group denied"}
 
@@ -141,7 +142,12 @@ async def test_apply_removes_a_stale_acl_of_its_prefix_and_leaves_other_prefixes
                        "*", AclOperation.READ, AclPermissionType.ALLOW)
     for f in client.create_acls([mine, other]).values():
         f.result(timeout=15)
-    planned = await admin.plan(cat, kafka, kafka_cluster.credentials)
+
+    async def planned_removal() -> list[admin.Planned] | None:
+        """The broker's authorizer applies the new rules from the metadata log a moment later."""
+        planned = await admin.plan(cat, kafka, kafka_cluster.credentials)
+        return planned or None
+    planned = await eventually(planned_removal, 30, "the stale ACL seen by the broker")
     assert [(c.action, str(c.acl)) for c in planned if hasattr(c, "acl")] == [
         ("remove-acl", f"User:cpts-31-nord READ topic:{cat.topic('referrals').name}")]
     await admin.apply(cat, kafka, kafka_cluster.credentials)

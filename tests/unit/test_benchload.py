@@ -112,7 +112,7 @@ async def test_the_open_loop_sends_on_schedule_whatever_the_answers() -> None:
     assert f["open_accepted"] == 100
     assert f["open_sent_per_s"] > 150
     assert f["open_post_p50_ms"] >= delay * 1000
-    assert elapsed < 0.5 + delay + 0.5  # not 100 x 200 ms over a few connections
+    assert elapsed < 5.0  # concurrent: not 100 x 200 ms = 20 s over a few connections (wide: a loaded CI machine stalls)
     assert load.connections_opened > 4  # 2 warm, then more as they are all busy
     assert requests_seen[0] == b'POST /v1/cases/case-a0/messages HTTP/1.1 {"body":"Bench."}'
     assert requests_seen[1].startswith(b"POST /v1/cases/case-a1/messages ")
