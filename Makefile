@@ -5,16 +5,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: system-deps help run test test-unit test-integration test-e2e lint demo bench broker-jars asyncapi-tools clean
+.PHONY: system-deps help lock run test test-unit test-integration test-e2e lint demo bench broker-jars asyncapi-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# the packages exactly as locked (hashes checked), then the project itself on top, without resolving again
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+LOCK_VENV := build/lock-venv
+
+lock: ## re-pin every Python package (with hashes) to the newest within pyproject.toml's ranges: requirements.lock
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet 'pip-tools>=7.4,<8'
+	$(LOCK_VENV)/bin/pip-compile --quiet --allow-unsafe --extra=test --generate-hashes --no-emit-index-url --no-emit-find-links \
+	  --strip-extras --upgrade --custom-compile-command 'make lock' --output-file=requirements.lock pyproject.toml
 
 system-deps: ## Debian packages: Java and Maven (the broker), prometheus (promtool and the scrape test), wrk (the bench's load), Node.js and npm (the AsyncAPI parser)
 	@missing=""; \
