@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 LOCK_VENV := build/lock-venv
+LOCK_FLAGS := --quiet --upgrade --allow-unsafe --generate-hashes --no-emit-index-url --no-emit-find-links --strip-extras
 
-lock: ## re-pin every Python package (with hashes) to the newest within pyproject.toml's ranges: requirements.lock
+lock: ## re-pin every Python package (with hashes) to the newest within pyproject.toml's ranges: requirements.lock (all, tests included) and requirements-runtime.lock (the image's share, same versions)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet 'pip-tools>=7.4,<8'
-	$(LOCK_VENV)/bin/pip-compile --quiet --allow-unsafe --extra=test --generate-hashes --no-emit-index-url --no-emit-find-links \
-	  --strip-extras --upgrade --custom-compile-command 'make lock' --output-file=requirements.lock pyproject.toml
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra=test --output-file=requirements.lock pyproject.toml
+	grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' > $(LOCK_VENV)/pins.txt
+	CUSTOM_COMPILE_COMMAND='make lock' $(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --constraint=$(LOCK_VENV)/pins.txt \
+	  --output-file=requirements-runtime.lock pyproject.toml
 
 system-deps: ## Debian packages: Java and Maven (the broker), prometheus (promtool and the scrape test), wrk (the bench's load), Node.js and npm (the AsyncAPI parser)
 	@missing=""; \
