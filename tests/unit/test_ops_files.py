@@ -39,7 +39,8 @@ def test_every_dashboard_and_rule_metric_is_exposed() -> None:
     assert used <= exposed, f"not exposed by any service: {sorted(used - exposed)}"
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert {"ParcoursProcessorDown", "ParcoursConsumerLagGrowing", "ParcoursDeadLetters",
-            "ParcoursWebhookFailures", "ParcoursViewLatencyOverTarget"} <= alerts
+            "ParcoursWebhookFailures", "ParcoursViewLatencyOverTarget", "ParcoursValidatorDown",
+            "ParcoursWebhookBacklogGrowing"} <= alerts
 
 
 def test_metric_names_follow_prometheus_rules_and_carry_no_person_label() -> None:
@@ -59,7 +60,7 @@ def test_alert_rules_pass_promtool() -> None:
     assert promtool, "promtool missing: `make test` installs Debian's prometheus package"
     out = subprocess.run([promtool, "check", "rules", str(DOCKER / "prometheus/alerts.yml")], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 6 rules found" in out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout
 
 
 def test_compose_structure_and_referenced_files() -> None:
