@@ -204,6 +204,9 @@ class WebhookDelivery:
         for tp in tps:
             self.cursors.pop(self.topics[tp.topic], None)
             self.metrics.webhook_delivering.labels(self.topics[tp.topic]).set(0)
+            # the backlog is the delivering instance's to report: a released structure's last value
+            # would otherwise stay, flat, beside its new owner's
+            self.metrics.webhook_backlog.labels(self.topics[tp.topic]).set(0)
 
     async def _deliver_all(self, consumer: AIOKafkaConsumer, tp: TopicPartition, stopping: asyncio.Event) -> None:
         """One structure's deliveries while this instance owns it, again after any failure (a
