@@ -430,7 +430,8 @@ def _supervisor(where: Cluster, logdir: Path) -> Supervisor:
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
     for kind in ("dac", "cpts", "crt"):
-        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]))
+        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]),
+                ready=f"http://127.0.0.1:{SERVICE_PORTS[kind]}/readyz")
     return sup
 
 
@@ -496,7 +497,7 @@ def _print_endpoints(urls: dict[str, str], logdir: Path) -> None:
     print(f"  processor metrics  http://127.0.0.1:{SERVICE_PORTS['processor']}/metrics")
     print(f"  validator metrics  http://127.0.0.1:{SERVICE_PORTS['validator']}/metrics")
     sup = f"http://127.0.0.1:{SERVICE_PORTS['supervisor']}"
-    print(f"  supervisor         {sup}/readyz (503 names a service given up on)   metrics {sup}/metrics")
+    print(f"  supervisor         {sup}/readyz (503 names a service given up on or not ready)   metrics {sup}/metrics")
     print(f"  service logs       {logdir}/")
     print("\n  demo tokens (dev profile only):")
     for st in default_catalogue().registry.structures.values():

@@ -5,6 +5,10 @@ A service that dies is restarted after a delay that doubles with its recent deat
 week restarts at once today. A service that dies `budget` times within the window is given up
 on: it stays down, the others keep running, and the supervisor's `/readyz` (503, naming it) and
 `parcours_supervisor_given_up{service}` say so, instead of stopping the whole stack.
+
+`/readyz` is the stack's readiness: 200 only when no service is given up on and each service's own
+readiness URL (`add(..., ready=url)`: an adapter's `/readyz`, which also checks Kafka) answers 200;
+otherwise 503 naming the services not ready.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +44,8 @@ class Service:
     next_start: float = 0.0
     deaths: deque[float] = field(default_factory=deque)
     given_up: bool = False
+    #: the service's own readiness URL (200 when it serves), if it has one
+    ready: str | None = None
 
 
 class SupervisorMetrics:
@@ -60,8 +68,8 @@ class Supervisor:
     clock: Callable[[], float] = time.monotonic
     metrics: SupervisorMetrics = field(default_factory=SupervisorMetrics)
 
-    def add(self, name: str, *args: str) -> None:
-        self.services[name] = Service(name, list(args))
+    def add(self, name: str, *args: str, ready: str | None = None) -> None:
+        self.services[name] = Service(name, list(args), ready=ready)
         self.metrics.given_up.labels(name).set(0)
 
     def _spawn(self, svc: Service) -> None:
@@ -104,6 +112,21 @@ class Supervisor:
     def given_up(self) -> list[str]:
         return [s.name for s in self.services.values() if s.given_up]
 
+    def not_ready(self, timeout: float = 2.0) -> list[str]:
+        """The services (not given up on) whose readiness URL does not answer 200 now."""
+        out = []
+        for svc in self.services.values():
+            if svc.given_up or svc.ready is None:
+                continue
+            try:
+                with urllib.request.urlopen(svc.ready, timeout=timeout) as resp:  # noqa: S310 - our own services' URLs
+                    ok = resp.status == HTTPStatus.OK
+            except (urllib.error.URLError, OSError):  # HTTPError (a 503) included
+                ok = False
+            if not ok:
+                out.append(svc.name)
+        return out
+
     def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         """`/readyz` (503 naming the services given up on) and `/metrics`, on a thread."""
         sup = self
@@ -113,10 +136,11 @@ class Supervisor:
                 if self.path == "/metrics":
                     self._send(HTTPStatus.OK, generate_latest(sup.metrics.registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/readyz":
-                    down = sup.given_up()
-                    body = {"status": "degraded" if down else "ready", "given_up": down,
-                            "restarts": {s.name: s.restarts for s in sup.services.values()}}
-                    self._send(HTTPStatus.SERVICE_UNAVAILABLE if down else HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+                    down, waiting = sup.given_up(), sup.not_ready()
+                    body = {"status": "degraded" if down else "not_ready" if waiting else "ready", "given_up": down,
+                            "not_ready": waiting, "restarts": {s.name: s.restarts for s in sup.services.values()}}
+                    status = HTTPStatus.SERVICE_UNAVAILABLE if down or waiting else HTTPStatus.OK
+                    self._send(status, json.dumps(body).encode(), "application/json")
                 else:
                     self._send(HTTPStatus.NOT_FOUND, b'{"error": "not_found", "message": "try /readyz or /metrics"}', "application/json")
 

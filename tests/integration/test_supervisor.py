@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -75,4 +77,44 @@ def test_old_deaths_are_forgotten(tmp_path: Path) -> None:
         assert sup.given_up() == []
         assert sup.services["crasher"].restarts == 5
     finally:
+        sup.stop()
+
+
+def test_readyz_waits_for_each_services_own_readiness(tmp_path: Path) -> None:
+    """A service spawned is not yet a service serving: `/readyz` says 503, naming it, until its
+    own readiness URL answers 200 (as `parcours up` declares each adapter's `/readyz`)."""
+    own = free_port()
+    sup = Supervisor({}, tmp_path, command=[sys.executable, "-c"])
+    sup.add("adapter", STAY, ready=f"http://127.0.0.1:{own}/readyz")
+    sup.add("processor", STAY)  # no readiness URL: running is all it can say
+    sup.start()
+    server = sup.serve(port := free_port())
+
+    class Ready(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    adapter = ThreadingHTTPServer(("127.0.0.1", own), Ready)
+    serving: threading.Thread | None = None
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:  # its port does not answer yet
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert refused.value.code == 503
+        assert json.loads(refused.value.read()) | {"restarts": None} == {
+            "status": "not_ready", "given_up": [], "not_ready": ["adapter"], "restarts": None}
+        serving = threading.Thread(target=adapter.serve_forever, daemon=True)
+        serving.start()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
+            assert resp.status == 200
+            assert json.loads(resp.read())["status"] == "ready"
+    finally:
+        if serving is not None:  # shutdown() waits for serve_forever: only once it was started
+            adapter.shutdown()
+        adapter.server_close()
+        server.shutdown()
+        server.server_close()
         sup.stop()
