@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import sys
 import time
-from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -382,12 +381,12 @@ def _up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     logdir = s.broker_dir.parent / "logs"
     _apply_catalogue(where)
-    sup = _supervisor(where, logdir)
     urls = {k: f"http://127.0.0.1:{SERVICE_PORTS[k]}" for k in ("dac", "cpts", "crt")}
+    sup = _supervisor(where, logdir, urls)
     sup.start()
     status = sup.serve(SERVICE_PORTS["supervisor"])
     try:
-        _await_ready(urls, sup)
+        _await_ready(sup)
         cases = _seed(urls)
         if args.command == "demo":
             _print_views(urls, cases)
@@ -418,7 +417,7 @@ def _apply_catalogue(where: Cluster) -> None:
           f"in the catalogue; {len(changes)} changed", flush=True)
 
 
-def _supervisor(where: Cluster, logdir: Path) -> Supervisor:
+def _supervisor(where: Cluster, logdir: Path, urls: dict[str, str]) -> Supervisor:
     """Every service as a child process; each connects as its own principal, its secret read from
     the credential store the environment names."""
     import os
@@ -429,9 +428,8 @@ def _supervisor(where: Cluster, logdir: Path) -> Supervisor:
     sup = Supervisor({**os.environ, **where.env(), "PYTHONFAULTHANDLER": "1"}, logdir)
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
-    for kind in ("dac", "cpts", "crt"):
-        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]),
-                ready=f"http://127.0.0.1:{SERVICE_PORTS[kind]}/readyz")
+    for kind, url in urls.items():
+        sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]), ready=f"{url}/readyz")
     return sup
 
 
@@ -453,21 +451,15 @@ def _print_views(urls: dict[str, str], cases: dict[str, str]) -> None:
     print("\ndemo finished: every structure's view printed above")
 
 
-def _await_ready(urls: dict[str, str], sup: Supervisor, timeout: float = 120) -> None:
-    import httpx
-
+def _await_ready(sup: Supervisor, timeout: float = 120) -> None:
+    """Until the supervisor's readiness holds: every adapter answers its `/readyz`, and no service
+    has been given up on (one that has is named when the wait times out)."""
     deadline = time.monotonic() + timeout
-    for kind, url in urls.items():
-        while True:
-            sup.check()
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == HTTPStatus.OK:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise ParcoursError(f"adapter {kind} not ready after {timeout:.0f}s")
-            time.sleep(0.3)
+    while waiting := sup.given_up() + sup.not_ready():
+        sup.check()
+        if time.monotonic() > deadline:
+            raise ParcoursError(f"{', '.join(waiting)} not ready after {timeout:.0f}s")
+        time.sleep(0.3)
 
 
 async def _settled_views(urls: dict[str, str], cases: dict[str, str]) -> dict[tuple[str, str], dict[str, Any] | None]:

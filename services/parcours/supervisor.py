@@ -128,7 +128,7 @@ class Supervisor:
         return out
 
     def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-        """`/readyz` (503 naming the services given up on) and `/metrics`, on a thread."""
+        """`/readyz` (503 naming the services given up on or not ready) and `/metrics`, on a thread."""
         sup = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -122,16 +122,18 @@ class _Notifier:
                 await self.api.view_with("dac-31", ref["case_id"], f"referral:{ref['referral_id']}", timeout=60)
                 await self.api.post("dac-31", f"/v1/referrals/{ref['referral_id']}/status", {"status": "acknowledged"})
 
-    async def last_sequence(self, url: str, slug: str) -> int:
+    async def since_registration(self, url: str, slug: str) -> list[dict[str, Any]]:
+        """`slug`'s inbox notifications since its webhook registration."""
         feed = (await self.api.client.get(f"{url}/v1/inbox?after={self.start[slug]}&limit=1000", headers=token(slug))).json()
-        return max(int(n["sequence"]) for n in feed["notifications"])
+        notes: list[dict[str, Any]] = feed["notifications"]
+        return notes
+
+    async def last_sequence(self, url: str, slug: str) -> int:
+        return max(int(n["sequence"]) for n in await self.since_registration(url, slug))
 
     async def all_delivered(self, url: str) -> dict[str, list[str]] | None:
         """The inbox notifications since the registration, once the endpoint has each of them."""
-        expected = {}
-        for s in self.slugs:
-            feed = (await self.api.client.get(f"{url}/v1/inbox?after={self.start[s]}&limit=1000", headers=token(s))).json()
-            expected[s] = [n["notification_id"] for n in feed["notifications"]]
+        expected = {s: [n["notification_id"] for n in await self.since_registration(url, s)] for s in self.slugs}
         return expected if all(sorted(set(self.hooks.ids(s))) == sorted(expected[s]) for s in self.slugs) else None
 
 

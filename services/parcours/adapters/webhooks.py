@@ -202,11 +202,12 @@ class WebhookDelivery:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for tp in tps:
-            self.cursors.pop(self.topics[tp.topic], None)
-            self.metrics.webhook_delivering.labels(self.topics[tp.topic]).set(0)
+            slug = self.topics[tp.topic]
+            self.cursors.pop(slug, None)
+            self.metrics.webhook_delivering.labels(slug).set(0)
             # the backlog is the delivering instance's to report: a released structure's last value
             # would otherwise stay, flat, beside its new owner's
-            self.metrics.webhook_backlog.labels(self.topics[tp.topic]).set(0)
+            self.metrics.webhook_backlog.labels(slug).set(0)
 
     async def _deliver_all(self, consumer: AIOKafkaConsumer, tp: TopicPartition, stopping: asyncio.Event) -> None:
         """One structure's deliveries while this instance owns it, again after any failure (a
