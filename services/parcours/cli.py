@@ -387,7 +387,12 @@ def _up(args: argparse.Namespace) -> int:
     status = sup.serve(SERVICE_PORTS["supervisor"])
     try:
         _await_ready(sup)
-        cases = _seed(urls)
+        try:
+            cases = _seed(urls)
+        except ParcoursError as exc:  # the stack stops cleanly, saying which step failed and what to do
+            print(f"parcours: {exc}", file=sys.stderr, flush=True)
+            print("\nstopping ...", flush=True)
+            return 1
         if args.command == "demo":
             _print_views(urls, cases)
             return 0
@@ -434,8 +439,13 @@ def _supervisor(where: Cluster, logdir: Path, urls: dict[str, str]) -> Superviso
 
 
 def _seed(urls: dict[str, str]) -> dict[str, str]:
+    """The demo's cases: found on the cluster as they are, or told now (a story cut short is completed)."""
     from parcours import demo
 
+    found = asyncio.run(demo.present(urls))
+    if found is not None:
+        print(f"the demo territory (Haute-Garonne) is already on this cluster ({len(found)} cases): serving it", flush=True)
+        return found
     print("seeding the demo territory (Haute-Garonne) ...", flush=True)
     return asyncio.run(demo.seed(urls))
 

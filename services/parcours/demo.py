@@ -1,7 +1,10 @@
 """The demo territory's story (Haute-Garonne, 31), told through the adapters' HTTP API.
 
-Every person is synthetic. Each step carries a fixed Idempotency-Key, so seeding twice (two
-`make run`s on the same broker) changes nothing.
+Every person is synthetic. Each step carries a fixed Idempotency-Key, so its event ids, and the
+case ids they open, are known before anything is posted (`demo_cases`): a cluster that holds the
+whole story already is found as it is (`present`) and not seeded again, and a story cut short
+(a start interrupted while seeding) is completed by seeding again, each step a retry of itself.
+A step that fails raises `DemoError`: one line naming the step and what to do.
 """
 
 from __future__ import annotations
@@ -15,34 +18,64 @@ from typing import Any, TypeVar
 
 import httpx
 
+from parcours.adapters.idempotency import derived_event_id
+from parcours.errors import ParcoursError
 from parcours.topology.registry import dev_token
 
 T = TypeVar("T")
 KIND_OF = {"dac-31": "dac", "cpts-31-nord": "cpts", "cpts-31-sud": "cpts", "crt-31-muret": "crt", "crt-31-nord": "crt"}
+RUN = "demo-v1"
+#: the story's cases: label -> (the structure whose referral opens it, that referral's step)
+OPENED_BY = {
+    "hospital discharge, admitted": ("cpts-31-nord", "a-ref"),
+    "no GP, CPTS finds one": ("cpts-31-sud", "b-ref"),
+    "admission commission, refused without alternative": ("dac-31", "c-ref"),
+    "a second referral of a followed person, joined": ("cpts-31-sud", "d-ref"),
+}
+#: what to do when a step fails: the stack is up but the story could not be told on this cluster
+HINT = ("the services' logs are in .parcours/logs/; if this cluster holds a story of another version, "
+        "start on an empty one (`make clean`, or PARCOURS_TOPIC_PREFIX=<new prefix>)")
+
+
+class DemoError(ParcoursError):
+    """A step of the story failed: which one, what the adapter said, what to do."""
+
+    def __init__(self, step: str, what: str) -> None:
+        super().__init__(f"demo step {step} failed: {what}; {HINT}")
+        self.step = step
+
+
+def demo_cases(run: str = RUN) -> dict[str, str]:
+    """{label: case_id} of the story, known before it is told: an opening referral's case id derives
+    from its event id, which derives from the structure and the step's Idempotency-Key."""
+    return {label: f"case-{derived_event_id(slug, f'{run}-{step}').hex[:16]}" for label, (slug, step) in OPENED_BY.items()}
 
 
 class DemoClient:
-    def __init__(self, urls: dict[str, str], client: httpx.AsyncClient, run: str = "demo-v1") -> None:
+    def __init__(self, urls: dict[str, str], client: httpx.AsyncClient, run: str = RUN) -> None:
         self.urls, self.client, self.run = urls, client, run
 
     async def post(self, slug: str, path: str, body: dict[str, Any], step: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {dev_token(slug)}", "Idempotency-Key": f"{self.run}-{step}"}
         deadline = time.monotonic() + 90
         while True:
-            resp = await self.client.post(self.urls[KIND_OF[slug]] + path, json=body, headers=headers)
+            try:
+                resp = await self.client.post(self.urls[KIND_OF[slug]] + path, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise DemoError(step, f"{KIND_OF[slug]} adapter unreachable ({type(exc).__name__})") from None
             if resp.status_code == HTTPStatus.ACCEPTED:
                 accepted: dict[str, Any] = resp.json()
                 return accepted
             # 404: the processor has not shown the case to this structure yet (first start-up)
             if resp.status_code not in (404, 503) or time.monotonic() > deadline:
-                raise RuntimeError(f"demo step {step}: {resp.status_code} {resp.text}")
+                raise DemoError(step, f"{resp.status_code} {_reason(resp)}")
             await asyncio.sleep(0.5)
 
     async def put(self, slug: str, path: str, body: dict[str, Any]) -> None:
         """A PUT (replaces what it names: seeding twice changes nothing)."""
         resp = await self.client.put(self.urls[KIND_OF[slug]] + path, json=body, headers={"Authorization": f"Bearer {dev_token(slug)}"})
         if resp.status_code != HTTPStatus.ACCEPTED:
-            raise RuntimeError(f"demo PUT {path}: {resp.status_code} {resp.text}")
+            raise DemoError(f"PUT {path}", f"{resp.status_code} {_reason(resp)}")
 
     async def find(self, slug: str, query: str, expected: int) -> list[dict[str, Any]]:
         """The directory as `slug` sees it, once it holds `expected` offers (the adapters read the
@@ -52,7 +85,7 @@ class DemoClient:
                                          headers={"Authorization": f"Bearer {dev_token(slug)}"})
             found: list[dict[str, Any]] = resp.json()["offers"] if resp.status_code == HTTPStatus.OK else []
             return found if len(found) >= expected else None
-        return await _until(offers, f"the directory does not hold {expected} offers")
+        return await _until(offers, "directory", f"the directory does not hold {expected} offers")
 
     async def referral(self, slug: str, case_id: str, referral_id: str,
                        probe: Callable[[dict[str, Any]], bool] = lambda _: True) -> dict[str, Any]:
@@ -61,7 +94,7 @@ class DemoClient:
             view = await self.view(slug, case_id)
             found: dict[str, Any] | None = next((r for r in (view or {}).get("referrals", []) if r["referral_id"] == referral_id), None)
             return found if found is not None and probe(found) else None
-        return await _until(entry, f"referral {referral_id} not in {slug}'s view")
+        return await _until(entry, f"view of {slug}", f"referral {referral_id} not in {slug}'s view")
 
     async def view(self, slug: str, case_id: str) -> dict[str, Any] | None:
         resp = await self.client.get(f"{self.urls[KIND_OF[slug]]}/v1/cases/{case_id}",
@@ -69,16 +102,43 @@ class DemoClient:
         return resp.json() if resp.status_code == HTTPStatus.OK else None
 
 
-async def _until(probe: Callable[[], Awaitable[T | None]], failure: str, timeout: float = 90) -> T:
-    """`probe()` once it is not None, polled every half second; a RuntimeError after `timeout` s."""
+def _reason(resp: httpx.Response) -> str:
+    """The adapter's message (its JSON error body), or the start of the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    return str(body.get("message", body)) if isinstance(body, dict) else str(body)[:200]
+
+
+async def _until(probe: Callable[[], Awaitable[T | None]], step: str, failure: str, timeout: float = 90) -> T:
+    """`probe()` once it is not None, polled every half second; a DemoError after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
         found = await probe()
         if found is not None:
             return found
         if time.monotonic() > deadline:
-            raise RuntimeError(f"demo: {failure}")
+            raise DemoError(step, f"{failure} after {timeout:.0f} s")
         await asyncio.sleep(0.5)
+
+
+async def present(urls: dict[str, str], run: str = RUN) -> dict[str, str] | None:
+    """The story's cases when the cluster holds the whole story already (its last step, the join,
+    is in the DAC's view), else None. Asked once the adapters are ready (their read models caught up)."""
+    cases = demo_cases(run)
+    last_case = cases["a second referral of a followed person, joined"]
+    last_referral = f"ref-{derived_event_id('cpts-31-sud', f'{run}-d-ref').hex[:16]}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        d = DemoClient(urls, client, run)
+        try:
+            views = {case_id: await d.view("dac-31", case_id) for case_id in cases.values()}
+        except httpx.HTTPError as exc:
+            raise DemoError("look for the story", f"dac adapter unreachable ({type(exc).__name__})") from None
+    if any(view is None for view in views.values()):
+        return None
+    joined = any(r["referral_id"] == last_referral and r["status"] == "declined" for r in views[last_case]["referrals"])  # type: ignore[index]
+    return cases if joined else None
 
 
 def person(pseudonym: str, year: int, postcode: str) -> dict[str, Any]:

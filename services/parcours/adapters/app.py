@@ -437,18 +437,19 @@ def _follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
         if current_recipient(ref) != caller.slug:
             raise Forbidden(f"only the recipient ({current_recipient(ref)}) may join another follow-up",
                             rule="join: the referral's recipient")
-        if ref["status"] not in OPEN_REFERRAL:  # withdrawn by its sender, or already answered: nothing to pass on
-            raise Conflict(f"referral {referral_id} is {ref['status']}", rule="join: an open referral (submitted or acknowledged)")
         entries = store.followups(person_digest(ref["person"]["pseudonym"]))
         joined = next((c for c, followers in entries if c != case_id and body.followed_by in followers), None)
+        # the key stands for this body *and* the case joined: a retry that would land elsewhere is a 409
+        claimed = {**body.model_dump(), "joined_case": joined}
+        retry = key is not None and adapter.claims.accepted(caller.slug, f"{key}/declined", body_hash(request.url.path, claimed))
+        if ref["status"] not in OPEN_REFERRAL and not retry:  # withdrawn, or already answered: nothing to pass on
+            raise Conflict(f"referral {referral_id} is {ref['status']}", rule="join: an open referral (submitted or acknowledged)")
         if joined is None:
             raise Conflict(f"{body.followed_by} follows no other case of this referral's person",
                            rule="join: a follow-up named in the referral's follow_up.followed_by",
                            fields=[{"field": "followed_by", "rule": "a structure following the person in another case"}])
         answer: dict[str, Any] = {"joined_case": joined}
         reason = f"joined the follow-up of {body.followed_by}"
-        # the key stands for this body *and* the case joined: a retry that would land elsewhere is a 409
-        claimed = {**body.model_dump(), "joined_case": joined}
         if body.followed_by != caller.slug:  # its own follow-up needs no referral: the caller follows that case already
             content = {k: ref[k] for k in ("person", "reasons", "urgency", "context", "summary")}
 
