@@ -196,11 +196,13 @@ def _schemas(args: argparse.Namespace) -> int:
 
 def _processor(args: argparse.Namespace) -> int:
     import faulthandler
+    import threading
 
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
     from parcours.processors.app import create_app
     from parcours.processors.core import RecordProcessor
+    from parcours.processors.statelineage import processor_topics, run_engine
     from parcours.runtime import resolve_kafka
     from parcours.settings import get_settings
     from parcours.topology.catalogue import default_catalogue
@@ -213,13 +215,23 @@ def _processor(args: argparse.Namespace) -> int:
     cat = default_catalogue()
     state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
     core = RecordProcessor(cat, default_policy())
-    app, threads = create_app(cat, resolve_kafka(cat.service_principal("processor")), core, metrics, state_dir=state_dir,
-                              commit_interval=args.commit_interval if args.commit_interval is not None
-                              else get_settings().processor_commit_interval_s, instance=get_settings().processor_instance)
-    for t in threads:
-        t.start()
-    metrics.up.set(1)
-    app.run()  # until SIGTERM or SIGINT; the open transaction is aborted, never half-committed
+    kafka = resolve_kafka(cat.service_principal("processor"))
+    started: list[threading.Thread] = []
+
+    def build() -> Any:
+        app, threads = create_app(cat, kafka, core, metrics, state_dir=state_dir,
+                                  commit_interval=args.commit_interval if args.commit_interval is not None
+                                  else get_settings().processor_commit_interval_s, instance=get_settings().processor_instance)
+        for t in threads if not started else []:  # the clock and the lag reporter outlive an engine started again
+            t.start()
+            started.append(t)
+        metrics.up.set(1)
+        return app
+
+    # until SIGTERM or SIGINT (the open transaction is aborted, never half-committed); an engine whose
+    # topics changed under it is started again on a new state
+    run_engine(build, state_dir, kafka, processor_topics(cat),
+               lambda reason: metrics.cache_discarded.labels("state", reason).inc())
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from parcours.demo import demo_cases
 from parcours.runtime import Cluster
 
 
@@ -46,12 +48,24 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Pa
     assert "cpts-31-sud -> dac-31, declined; also followed by dac-31" in joined_block
 
 
-def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(kafka_cluster: Cluster, tmp_path: Path) -> None:
-    env = _env(kafka_cluster, tmp_path) | {"PARCOURS_BROKER_DIR": str(tmp_path / "broker")}
-    _run_up_once(env)
-    # at once again: the ports just closed (TIME_WAIT) must not stop a new start
-    again = _run_up_once(env | {"PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"})
-    assert "changed" in again
+def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`make run` as a user types it, on its own embedded broker: three starts on the same folders."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARCOURS_")} | {
+        "PARCOURS_BROKER_DIR": str(tmp_path / "broker"), "PARCOURS_EDGE_DIR": str(tmp_path / "edge"),
+        "PARCOURS_STATE_DIR": str(tmp_path / "state"), "PARCOURS_TOPIC_PREFIX": f"e{uuid.uuid4().hex[:8]}"}
+    first = _run_up_once(env)
+    assert "seeding the demo territory" in first
+    assert "changed" in first
+    # at once again, the same folders and topics: the ports just closed (TIME_WAIT) must not stop it,
+    # and the demo is found there, not told twice
+    again = _run_up_once(env)
+    assert "is already on this cluster (4 cases): serving it" in again
+    assert "seeding" not in again
+    # a new, empty broker beside the read models and processor state of the old one: they describe
+    # another cluster, are discarded and rebuilt; the story told again is seen whole
+    shutil.rmtree(tmp_path / "broker")
+    third = _run_up_once(env)
+    assert "seeding the demo territory" in third
 
 
 def _run_up_once(env: dict[str, str]) -> str:
@@ -78,8 +92,16 @@ def _run_up_once(env: dict[str, str]) -> str:
             slug = next((v for k, v in token.items() if k in url), "dac-31")
             resp = httpx.get(url, headers={"Authorization": f"Bearer dev-{slug}"}, timeout=10)
             assert resp.status_code == 200, (url, resp.status_code, resp.text[:200])
-        cases = httpx.get("http://127.0.0.1:8101/v1/cases", headers=headers, timeout=10).json()["cases"]
-        assert len(cases) == 4
+        # the DAC sees exactly the demo's cases (once the processor has shown them all: a start that
+        # found the demo there serves at once)
+        expected = sorted(demo_cases().values())
+        seen: list[str] = []
+        for _ in range(120):
+            seen = sorted(c["case_id"] for c in httpx.get("http://127.0.0.1:8101/v1/cases", headers=headers, timeout=10).json()["cases"])
+            if seen == expected:
+                break
+            time.sleep(0.5)
+        assert seen == expected
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have exited on its own (a failed start)
             os.killpg(proc.pid, signal.SIGINT)

@@ -39,6 +39,7 @@ from parcours.contract.directory import Age, Gir, Need, Postcode, build_offer, e
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import Identifier, build_event
 from parcours.kafkaio import KafkaAccess
+from parcours.ops.metrics import cache_discards
 from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import check_stateful, check_stateless, current_recipient, eventually_referral, eventually_view
 from parcours.readmodel.store import EdgeStore
@@ -71,6 +72,7 @@ class AdapterMetrics:
         self.webhook_delivering = Gauge("parcours_webhook_delivering", "1 for each structure whose webhooks this instance delivers", ["structure"], registry=r)
         self.webhook_failures = Counter("parcours_webhook_failures_total", "Notifications dead-lettered after the last attempt", ["structure"], registry=r)
         self.up = Gauge("parcours_adapter_up", "1 while the adapter runs", ["kind"], registry=r)
+        self.cache_discarded = cache_discards(r)
 
 
 @dataclass
@@ -133,6 +135,7 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     slugs = [s.slug for s in catalogue.registry.of_kind(kind)]
     store = EdgeStore(kafka, catalogue, slugs, path=store_path, observatory=kind in catalogue.topic("observatory").readers,
                       audit=True, territory=True)
+    store.on_discard = lambda reason: metrics.cache_discarded.labels("read_model", reason).inc()
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, kafka, publisher, catalogue, metrics, retry, sealer, kind)
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)

@@ -27,6 +27,7 @@ from aiokafka import TopicPartition
 from parcours.adapters.errors import Conflict, NotReady
 from parcours.adapters.publisher import Publisher
 from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.lineage import Watch, live_lineage
 
 log = logging.getLogger("parcours.adapter")
 _NS = uuid.UUID("0b7d4f8e-2f7c-4a0e-9d7e-5f1d6c3a9b21")
@@ -103,8 +104,15 @@ class IdempotencyClaims:
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
+            # read from the beginning at every start: claims of a topic deleted and created again,
+            # or of another cluster, are forgotten (the watch starts the tail again when that happens)
+            self.caught_up.clear()
             self.winners.clear()
+            watch = Watch(self.kafka, [self.topic], await live_lineage(self.kafka, [self.topic]))
             while True:
+                if changed := await watch.due_change():
+                    log.warning("idempotency claims read again", extra={"reason": changed})
+                    return
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 async with self._progress:
                     for records in batch.values():

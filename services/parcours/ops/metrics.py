@@ -13,6 +13,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def cache_discards(registry: CollectorRegistry) -> Counter:
+    """Local caches (`cache`: state, read_model) discarded and rebuilt from Kafka because they did not
+    describe the cluster they read (`reason`: cluster, topic, unrecorded; see `lineage.py`)."""
+    return Counter("parcours_cache_discarded_total", "Local caches discarded and rebuilt from Kafka: built from another cluster "
+                   "or topic incarnation", ["cache", "reason"], registry=registry)
+
+
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -34,6 +41,7 @@ class ProcessorMetrics:
                                    "Records the processor produced (views, inboxes, audit, marks, schedule, dead letters)", registry=r)
         self.state_writes = Counter("parcours_processor_state_writes_total",
                                     "Case-state keys written (each one a changelog record)", registry=r)
+        self.cache_discarded = cache_discards(r)
 
 
 class ValidatorMetrics:
@@ -43,6 +51,7 @@ class ValidatorMetrics:
         self.accepted = Counter("parcours_events_accepted_total", "Events accepted onto canonical topics", ["type", "kind", "channel"], registry=r)
         self.refused = Counter("parcours_events_refused_total", "Events refused", ["type", "kind", "reason", "channel"], registry=r)
         self.dead_letters = Counter("parcours_dead_letters_total", "Records sent to the dead-letter topic", ["service", "reason"], registry=r)
+        self.cache_discarded = cache_discards(r)
 
 
 def serve(registry: CollectorRegistry, port: int) -> None:

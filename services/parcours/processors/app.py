@@ -106,7 +106,8 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, 
                state_dir: Path, commit_interval: float = 1.0, instance: str | None = None) -> tuple[Application, list[threading.Thread]]:
     """The composition root: the Quix application running `core` (the transport-free step), and
     the side threads to start with it (the consent clock, the lag reporter)."""
-    _held.append(claim_state_dir(state_dir))
+    if state_dir.resolve() not in _held:  # a second engine of the same process (statelineage.run_engine) holds it already
+        _held[state_dir.resolve()] = claim_state_dir(state_dir)
     app = _application(catalogue, kafka, state_dir, commit_interval, instance)
     cadence = _Cadence()
     counts = _Counts(metrics)
@@ -119,7 +120,7 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, 
 
 
 #: the state folders' locks, held for the life of the process
-_held: list[Any] = []
+_held: dict[Path, Any] = {}  # the state folders this process holds (their locks), kept until it exits
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 

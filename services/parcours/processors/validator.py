@@ -40,6 +40,7 @@ class Validator:
                        if t.role == "ingress" and t.owner}
         self.store = EdgeStore(kafka, catalogue, list(catalogue.registry.structures), path=store_path, inbox=False,
                                observatory=False, webhooks=False)
+        self.store.on_discard = lambda reason: metrics.cache_discarded.labels("read_model", reason).inc()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

@@ -15,7 +15,8 @@ Tables:
 - `inbox(slug, sequence)`: the notifications (sequence = offset + 1 on `inbox.<slug>`);
 - `observatory(key)`, `webhooks(key)`: the compacted topics of the same names;
 - `disclosures(author, case_id, n)`: audit records of the items each structure authored;
-- `positions(topic, partition)`: the next offset to read; `meta`: schema version, last sync.
+- `positions(topic, partition)`: the next offset to read; `meta`: schema version, last sync, and
+  the lineage (cluster and topic ids) of what was read.
 """
 
 from __future__ import annotations
@@ -109,8 +110,15 @@ class Writer:
         for t in _TABLES:
             c.execute(f"DELETE FROM {t}")  # noqa: S608 - table names are constants
         c.execute("INSERT OR REPLACE INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
-        c.execute("DELETE FROM meta WHERE key='synced_at'")
+        c.execute("DELETE FROM meta WHERE key IN ('synced_at', 'lineage')")
         c.execute("COMMIT")
+
+    def lineage(self) -> str | None:
+        """What the file was read from (`lineage.Lineage`, as JSON), None before it is recorded."""
+        return self._meta("lineage")
+
+    def record_lineage(self, lineage: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES('lineage', ?)", (lineage,))
 
     def positions(self) -> dict[tuple[str, int], int]:
         return {(t, p): o for t, p, o in self.conn.execute("SELECT topic, partition, next_offset FROM positions")}

@@ -3,9 +3,10 @@ observatory and webhook registrations, kept on disk (`readmodel/db.py`) and fed 
 
 The tail resumes at the positions stored with the data (not at offset 0): a restart costs what
 was written while the process was away, not all of history. The file is read again from the
-beginning only when it cannot be trusted: another schema, a topic recreated behind it (a stored
-position past the end), or a sync older than the tombstones' lifetime on the compacted topics
-(a deletion it may have missed).
+beginning only when it cannot be trusted: another schema, another cluster or another incarnation
+of a topic than the ones it was read from (its `lineage`: cluster and topic ids, checked at start
+and every few seconds while it runs), a stored position past the end, or a sync older than the
+tombstones' lifetime on the compacted topics (a deletion it may have missed).
 
 Views arrive as one record per item on `views.<slug>` (key `<case_id>/<item>`) and are assembled
 on read with the case file's own `assemble`.
@@ -38,6 +39,7 @@ from aiokafka import TopicPartition
 from parcours.casefile.incremental import assemble
 from parcours.contract.directory import DirectoryOffer
 from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.lineage import Lineage, Watch, live_lineage, mismatch
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
 from parcours.topology.catalogue import Catalogue
@@ -73,6 +75,10 @@ class EdgeStore:
             if on:
                 self._routes[catalogue.topic(name).name] = (table, "")
         self._authors = frozenset(slugs)
+        #: told the reason (`lineage.REASONS`) each time the file is discarded because it does not
+        #: describe the cluster it reads (the service's `parcours_cache_discarded_total`)
+        self.on_discard: Callable[[str], None] | None = None
+        self._watch: Watch | None = None
         self._task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
         self._lock_fd: int | None = None
@@ -232,6 +238,10 @@ class EdgeStore:
             pending = {tp for tp in parts if end[tp] > stored.get((tp.topic, tp.partition), 0)}
             synced = await self._synced(consumer, parts) if not pending else 0.0
             while True:
+                changed = await self._watch.due_change() if self._watch else None
+                if changed:  # the next tail checks the lineage again: a new incarnation is read from scratch
+                    log.warning("read model: the topics it reads changed; reading them again", extra={"reason": changed})
+                    return
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if batch:
                     await self._apply(batch, {(tp.topic, tp.partition): records[-1].offset + 1
@@ -251,12 +261,15 @@ class EdgeStore:
         """Seek each partition to the position stored with the data (a partition never read: its
         beginning), or every one to its beginning when the file cannot be trusted."""
         stored = await self._write(lambda w: w.positions())
-        why = await self._distrust(stored, end)
+        foreign, lineage = await self._lineage(bool(stored))
+        why = foreign or await self._distrust(stored, end)
         if why:
             log.warning("read model read again from the beginning", extra={"reason": why})
             await self._write(lambda w: w.reset(why))
             self._inbox.clear()
             stored = {}
+        await self._write(lambda w: w.record_lineage(lineage.dumps()))
+        self._watch = Watch(self.kafka, list(self._routes), lineage)
         fresh = [tp for tp in parts if (tp.topic, tp.partition) not in stored]
         if fresh:
             await consumer.seek_to_beginning(*fresh)
@@ -289,6 +302,18 @@ class EdgeStore:
         pruned = await self._write(prune) if gone else 0
         if pruned:
             self._inbox = {slug: (n, last) for slug, n, last in self.db.inbox_counts()}
+
+    async def _lineage(self, has_data: bool) -> tuple[str | None, Lineage]:
+        """Why the file describes another cluster or another incarnation of a topic than the live
+        ones (None: it does not), and the lineage it holds once it is resumed or read again."""
+        live = await live_lineage(self.kafka, list(self._routes))
+        recorded = Lineage.loads(await self._write(lambda w: w.lineage()))
+        foreign = mismatch(recorded, live) if has_data or recorded is not None else None
+        if foreign is None:
+            return None, recorded.covering(live) if recorded is not None else live
+        if self.on_discard:
+            self.on_discard(foreign.reason)
+        return foreign.detail, live
 
     async def _distrust(self, stored: dict[tuple[str, int], int], end: dict[TopicPartition, int]) -> str | None:
         """Why the file cannot be resumed from (None: it can)."""
