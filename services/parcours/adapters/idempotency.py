@@ -97,6 +97,10 @@ class IdempotencyClaims:
 
     async def _tail(self) -> None:
         count = (await partition_counts(self.kafka, [self.topic])).get(self.topic, 0)
+        if not count:  # the topic does not exist (yet, or again, being created anew): the next tail looks again
+            self.caught_up.clear()
+            await asyncio.sleep(1)
+            return
         parts = [TopicPartition(self.topic, p) for p in range(count)]
         consumer = reader(self.kafka)
         await consumer.start()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def discard_state(state_dir: Path) -> None:
 def prepare_state(state_dir: Path, kafka: KafkaAccess, topics: list[str], on_discard: Callable[[str], None]) -> Lineage:
     """Check the state folder against the cluster: discard a state built from elsewhere, record the
     lineage it is built from now on, and return it."""
-    live = describe(kafka, topics)
+    live = _all_present(kafka, topics)
     path = state_dir / LINEAGE_FILE
     recorded = Lineage.loads(path.read_text()) if path.exists() else None
     foreign = mismatch(recorded, live) if _has_state(state_dir) or recorded is not None else None
@@ -71,6 +72,20 @@ def prepare_state(state_dir: Path, kafka: KafkaAccess, topics: list[str], on_dis
     tmp.write_text(keep.dumps())
     tmp.replace(path)
     return keep
+
+
+def _all_present(kafka: KafkaAccess, topics: list[str], every_s: float = 1.0) -> Lineage:
+    """The live lineage once every topic exists (topics being created again, or not applied yet)."""
+    waiting = False
+    while True:
+        live = describe(kafka, topics)
+        missing = sorted(set(topics) - set(live.topics))
+        if not missing:
+            return live
+        if not waiting:
+            log.warning("processor waiting for its topics (parcours topics apply)", extra={"missing": len(missing), "first": missing[0]})
+            waiting = True
+        time.sleep(every_s)
 
 
 class LineageWatch:

@@ -79,6 +79,7 @@ class EdgeStore:
         #: describe the cluster it reads (the service's `parcours_cache_discarded_total`)
         self.on_discard: Callable[[str], None] | None = None
         self._watch: Watch | None = None
+        self._waited = False  # the tail has said it waits for a topic that is not there
         self._task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-store")
         self._lock_fd: int | None = None
@@ -228,6 +229,13 @@ class EdgeStore:
         self.caught_up.clear()  # not ready until this tail has read up to the end offsets again
         topics = list(self._routes)
         counts = await partition_counts(self.kafka, topics)
+        if len(counts) < len(topics):  # a topic not there (yet, or again, being created anew): look again
+            log.log(logging.INFO if self._waited else logging.WARNING, "read model waiting for its topics",
+                    extra={"missing": len(topics) - len(counts)})
+            self._waited = True
+            await asyncio.sleep(1)
+            return
+        self._waited = False
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
         consumer = reader(self.kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
         await consumer.start()
