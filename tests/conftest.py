@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.runtime import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.devbroker.broker import BrokerInfo, EmbeddedBroker, free_port
-from parcours.kafkaio import KafkaAccess
 from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
 

@@ -40,10 +40,10 @@ import httpx
 import uvloop
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from parcours.bus.kafkaio import KafkaAccess, consumer_lag, produce_waiting
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
-from parcours.kafkaio import KafkaAccess, consumer_lag, produce_waiting
 from parcours.processors.app import group_id
 from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
@@ -346,7 +346,7 @@ def _restart_after_kill(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str],
 async def _until_in_view(kafka: KafkaAccess, topic: str, prefix: bytes, timeout: float = 300) -> None:
     from aiokafka import TopicPartition
 
-    from parcours.kafkaio import partition_counts, reader
+    from parcours.bus.kafkaio import partition_counts, reader
 
     consumer = reader(kafka)
     await consumer.start()

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from parcours.kafkaio import KafkaAccess
+    from parcours.bus.kafkaio import KafkaAccess
 
 BODY = b'{"body":"Bench."}'
 WRK_MARK = "PARCOURS-WRK "
@@ -302,7 +302,7 @@ class ViewTail:
         """Positioned at the topic's end before returning: every later record is seen."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from parcours.kafkaio import partition_counts
+        from parcours.bus.kafkaio import partition_counts
 
         parts = [TopicPartition(self.topic, p) for p in range((await partition_counts(self.kafka, [self.topic]))[self.topic])]
         self._consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False,

@@ -116,7 +116,7 @@ def _audit(args: argparse.Namespace) -> int:
     """The whole audit history of a case, for the data protection officer (as `svc-ops`)."""
     import json
 
-    from parcours.kafkaio import read_to_end
+    from parcours.bus.kafkaio import read_to_end
     from parcours.runtime import cluster
     from parcours.topology.catalogue import default_catalogue
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.devbroker.broker import EmbeddedBroker
 from parcours.devbroker.errors import BrokerError
-from parcours.kafkaio import KafkaAccess
 from parcours.security.credentials import CredentialStore
 from parcours.security.errors import CredentialError
 from parcours.security.sealing import DEV_KEY_ENTRY, Sealer

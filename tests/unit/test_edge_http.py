@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from parcours.adapters.app import build_adapter, create_app
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 

@@ -16,13 +16,13 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import SecretStr
 
 from parcours.adapters.app import build_adapter, create_app
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.casefile.policy import Policy, Viewer
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from parcours.contract.models import build_event
 from parcours.fhir import codes, inbound, outbound
 from parcours.fhir.errors import FhirError
-from parcours.kafkaio import KafkaAccess
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 from tests.factories import T0, ev

@@ -27,20 +27,20 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parcours.adapters import requests as rq
-from parcours.adapters.errors import AdapterError, Conflict, Forbidden, Invalid, NotFound, NotReady, Unauthorized, from_domain
+from parcours.adapters.errors import AdapterError, Conflict, Forbidden, Invalid, NotFound, NotReady, Unauthorized, http_error
 from parcours.adapters.guard import OPEN_PATHS, EdgeGuard, TokenBucket
-from parcours.adapters.idempotency import IdempotencyClaims, body_hash, derived_event_id
 from parcours.adapters.outcomes import MEDIA_TYPE as FHIR_MEDIA_TYPE
 from parcours.adapters.outcomes import is_fhir, refusal
-from parcours.adapters.publisher import Publisher
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery, check_endpoint
+from parcours.bus.idempotency import IdempotencyClaims, body_hash, derived_event_id
+from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.publisher import Publisher
 from parcours.casefile.followups import followed_elsewhere, person_digest
 from parcours.contract.directory import Age, Gir, Need, Postcode, build_offer, encode_offer
 from parcours.contract.errors import EventValidationError
 from parcours.contract.models import Identifier, build_event
-from parcours.kafkaio import KafkaAccess
+from parcours.errors import ParcoursError
 from parcours.ops.metrics import cache_discards
-from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import check_stateful, check_stateless, current_recipient, eventually_referral, eventually_view
 from parcours.readmodel.store import EdgeStore
 from parcours.security.sealing import Sealer
@@ -213,9 +213,10 @@ def _install_errors(app: FastAPI, adapter: Adapter) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == HTTPStatus.UNAUTHORIZED else None
         return _answer(request, exc.status, exc.body(), headers)
 
-    @app.exception_handler(PublishingError)
-    async def publishing_error(request: Request, exc: PublishingError) -> Response:
-        return await adapter_error(request, from_domain(exc))
+    @app.exception_handler(ParcoursError)
+    async def area_error(request: Request, exc: ParcoursError) -> Response:
+        mapped = http_error(exc)
+        return await (unexpected(request, exc) if mapped is None else adapter_error(request, mapped))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -224,7 +225,7 @@ def _install_errors(app: FastAPI, adapter: Adapter) -> None:
         return _answer(request, 422, Invalid("the request is invalid", fields=fields).body())
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    async def starlette_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's own refusals (unknown path, method, unreadable body) in the documented shape."""
         code = _HTTP_CODES.get(exc.status_code, "bad_request" if exc.status_code < HTTPStatus.INTERNAL_SERVER_ERROR else "error")
         adapter.metrics.refused.labels(_route_type(request), adapter.kind, code, _channel(request)).inc()

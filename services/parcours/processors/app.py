@@ -32,15 +32,15 @@ from quixstreams import Application, message_context
 from quixstreams.models.topics import TopicManager
 from quixstreams.state.rocksdb import RocksDBOptions
 
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag, produce_waiting
 from parcours.casefile.incremental import Outcome
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag, produce_waiting
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
 from parcours.processors.errors import EngineError
 from parcours.processors.quixstate import CaseState
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.errors import ClusterError
 
 log = logging.getLogger("parcours.processor")
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
 from parcours.contract.models import Event, ReferralSubmitted
-from parcours.kafkaio import KafkaAccess
 from parcours.ops.metrics import ValidatorMetrics
 from parcours.processors.deadletter import dead_letter_headers
 from parcours.publishing.errors import NotVisible, PublishingError
