@@ -40,12 +40,12 @@ import httpx
 import uvloop
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from parcours.bootstrap import Cluster
 from parcours.bus.kafkaio import KafkaAccess, consumer_lag, produce_waiting
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event, build_event
 from parcours.devbroker.broker import free_port
 from parcours.processors.app import group_id
-from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
@@ -116,8 +116,8 @@ def engine_baseline(prefix: str, total: int) -> float:
     output per event (runs in a subprocess: Quix owns the main thread's signals)."""
     from quixstreams import Application
 
-    from parcours.processors.app import TransactionalProducer, _without_time_alignment
-    from parcours.runtime import resolve_kafka
+    from parcours.bootstrap import resolve_kafka
+    from parcours.processors.app import TransactionalProducer, without_time_alignment
     from parcours.settings import get_settings
 
     kafka = resolve_kafka(ADMIN)
@@ -146,7 +146,7 @@ def engine_baseline(prefix: str, total: int) -> float:
             app.stop()
 
     sdf.apply(step, stateful=True, metadata=True)
-    _without_time_alignment(app)
+    without_time_alignment(app)
     app.run()
     return total / (time.perf_counter() - seen[1])
 
@@ -183,7 +183,7 @@ def _children_cpu_seconds() -> float:
 
 def _broker_pid(where: Cluster) -> dict[str, int]:
     """The embedded broker's process, when the bench runs on it (an external cluster's is not ours to read)."""
-    from parcours.runtime import embedded_broker
+    from parcours.bootstrap import embedded_broker
 
     info = embedded_broker(where.settings).status()
     return {"broker": info.pid} if info is not None and info.bootstrap == where.base.bootstrap else {}

@@ -147,7 +147,7 @@ def bare_app() -> FastAPI:
     """A FastAPI app whose only route takes the adapter's message body and does nothing."""
     from fastapi import FastAPI
 
-    from parcours.adapters.app import NO_OPENTELEMETRY
+    from parcours.adapters.http.app import NO_OPENTELEMETRY
 
     app = FastAPI(telemetry=NO_OPENTELEMETRY)  # configured as the adapter is
 

@@ -13,13 +13,13 @@ from parcours.errors import ParcoursError
 from parcours.ports import SERVICE_PORTS
 
 if TYPE_CHECKING:
-    from parcours.runtime import Cluster
+    from parcours.bootstrap import Cluster
     from parcours.supervisor import Supervisor
 
 
 def _broker(args: argparse.Namespace) -> int:
+    from parcours.bootstrap import embedded_broker
     from parcours.devbroker.broker import fetch_jars
-    from parcours.runtime import embedded_broker
     from parcours.settings import get_settings
 
     s = get_settings()
@@ -47,9 +47,9 @@ def _broker(args: argparse.Namespace) -> int:
 
 def _repair(dry_run: bool) -> int:
     """Abort the hanging transactions an unclean broker restart left (ops/transactions.py)."""
+    from parcours.bootstrap import cluster
     from parcours.devbroker.broker import fetch_jars
     from parcours.ops.transactions import Transactions
-    from parcours.runtime import cluster
     from parcours.security.credentials import ADMIN
     from parcours.settings import get_settings
 
@@ -63,7 +63,7 @@ def _repair(dry_run: bool) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from parcours.runtime import cluster
+    from parcours.bootstrap import cluster
     from parcours.security.credentials import ADMIN
     from parcours.topology import admin
     from parcours.topology.catalogue import default_catalogue
@@ -91,7 +91,7 @@ def _topics(args: argparse.Namespace) -> int:
 def _credentials(args: argparse.Namespace) -> int:
     """What a partner (or an operator) needs to connect as a principal: the client settings and
     the rights the catalogue gives it. The secret is printed only when asked (`--show-secret`)."""
-    from parcours.runtime import cluster
+    from parcours.bootstrap import cluster
     from parcours.topology.catalogue import default_catalogue
 
     cat, where = default_catalogue(), cluster()
@@ -116,8 +116,8 @@ def _audit(args: argparse.Namespace) -> int:
     """The whole audit history of a case, for the data protection officer (as `svc-ops`)."""
     import json
 
+    from parcours.bootstrap import cluster
     from parcours.bus.kafkaio import read_to_end
-    from parcours.runtime import cluster
     from parcours.topology.catalogue import default_catalogue
 
     cat = default_catalogue()
@@ -196,48 +196,23 @@ def _schemas(args: argparse.Namespace) -> int:
 
 def _processor(args: argparse.Namespace) -> int:
     import faulthandler
-    import threading
 
+    from parcours import bootstrap
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ProcessorMetrics, serve
-    from parcours.processors.app import create_app
-    from parcours.processors.core import RecordProcessor
-    from parcours.processors.statelineage import processor_topics, run_engine
-    from parcours.runtime import resolve_kafka
-    from parcours.settings import get_settings
-    from parcours.topology.catalogue import default_catalogue
-    from parcours.topology.registry import default_policy
 
     faulthandler.enable()  # a crash in native code (librdkafka, RocksDB) leaves its Python stack in the log
     setup_logging("processor")
     metrics = ProcessorMetrics()
     serve(metrics.registry, args.metrics_port)
-    cat = default_catalogue()
-    state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
-    core = RecordProcessor(cat, default_policy())
-    kafka = resolve_kafka(cat.service_principal("processor"))
-    started: list[threading.Thread] = []
-
-    def build() -> Any:
-        app, threads = create_app(cat, kafka, core, metrics, state_dir=state_dir,
-                                  commit_interval=args.commit_interval if args.commit_interval is not None
-                                  else get_settings().processor_commit_interval_s, instance=get_settings().processor_instance)
-        for t in threads if not started else []:  # the clock and the lag reporter outlive an engine started again
-            t.start()
-            started.append(t)
-        metrics.up.set(1)
-        return app
-
-    # until SIGTERM or SIGINT (the open transaction is aborted, never half-committed); an engine whose
-    # topics changed under it is started again on a new state
-    run_engine(build, state_dir, kafka, processor_topics(cat),
-               lambda reason: metrics.cache_discarded.labels("state", reason).inc())
+    service = bootstrap.processor(metrics, state_dir=Path(args.state_dir) if args.state_dir else None, commit_interval=args.commit_interval)
+    service.run()  # until SIGTERM or SIGINT; the open transaction is aborted, never half-committed
     return 0
 
 
 def _views(args: argparse.Namespace) -> int:
+    from parcours.bootstrap import resolve_kafka
     from parcours.processors import rebuild as rb
-    from parcours.runtime import resolve_kafka
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
 
@@ -265,29 +240,16 @@ def _views(args: argparse.Namespace) -> int:
 
 
 def _adapter(args: argparse.Namespace) -> int:
-    from parcours.adapters.app import build_adapter, create_app
+    from parcours import bootstrap
+    from parcours.adapters.http.app import create_app
     from parcours.adapters.serving import serve
     from parcours.ops.logs import setup_logging
     from parcours.ports import ADAPTER_PORTS, INSTANCE_PORT_STEP
-    from parcours.runtime import cluster
-    from parcours.settings import get_settings
-    from parcours.topology.catalogue import default_catalogue
 
     setup_logging(f"adapter-{args.kind}")
-    cat = default_catalogue()
-    if get_settings().profile == "production" and (dev := cat.registry.with_dev_tokens()):
-        raise ParcoursError(f"production profile refuses dev tokens (structures {dev}): set real token hashes in the registry")
+    adapter = bootstrap.adapter(args.kind, args.instance)
     port = args.port or ADAPTER_PORTS[args.kind] + INSTANCE_PORT_STEP * args.instance
     _check_port(args.host, port)
-    from parcours.adapters.webhooks import RetryPolicy
-
-    s = get_settings()
-    where = cluster(s)
-    adapter = build_adapter(args.kind, cat, where.access(cat.service_principal("adapter", args.kind)), where.sealer(),
-                            RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s,
-                            webhook_https_only=s.profile == "production",
-                            webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks,
-                            store_path=s.edge_dir / f"{cat.prefix}-adapter-{args.kind}-{args.instance}.sqlite3")
     serve(create_app(adapter), args.host, port)
     return 0
 
@@ -295,12 +257,9 @@ def _adapter(args: argparse.Namespace) -> int:
 def _validator(args: argparse.Namespace) -> int:
     import signal
 
+    from parcours import bootstrap
     from parcours.ops.logs import setup_logging
     from parcours.ops.metrics import ValidatorMetrics, serve
-    from parcours.processors.validator import Validator
-    from parcours.runtime import resolve_kafka
-    from parcours.settings import get_settings
-    from parcours.topology.catalogue import default_catalogue
 
     setup_logging("validator")
     metrics = ValidatorMetrics()
@@ -311,29 +270,23 @@ def _validator(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        cat = default_catalogue()
-        store = get_settings().edge_dir / f"{cat.prefix}-validator.sqlite3"
-        await Validator(cat, resolve_kafka(cat.service_principal("validator")), metrics, store_path=store).run(stop)
+        await bootstrap.validator(metrics).run(stop)
 
     asyncio.run(run())
     return 0
 
 
 def _webhooks(args: argparse.Namespace) -> int:
-    from parcours.adapters.webhooks import RetryPolicy, redeliver
-    from parcours.runtime import cluster
-    from parcours.topology.catalogue import default_catalogue
+    from parcours.bootstrap import redeliver_webhooks
 
-    cat, where = default_catalogue(), cluster()
-    sent, failed = asyncio.run(redeliver(cat, where.access(cat.service_principal("ops")), RetryPolicy(), where.sealer(),
-                                         args.structure))
+    sent, failed = asyncio.run(redeliver_webhooks(args.structure))
     print(f"redelivered {sent} notification(s); {failed} still failing")
     return 1 if failed else 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     from parcours import bench
-    from parcours.runtime import cluster_or_start
+    from parcours.bootstrap import cluster_or_start
     from parcours.settings import get_settings
 
     s = get_settings()
@@ -353,7 +306,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace) -> int:
     from parcours import recording
-    from parcours.runtime import resolve_kafka
+    from parcours.bootstrap import resolve_kafka
     from parcours.security.credentials import ADMIN
     from parcours.topology.catalogue import default_catalogue
 
@@ -366,7 +319,7 @@ def _record(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from parcours import recording
-    from parcours.runtime import resolve_kafka
+    from parcours.bootstrap import resolve_kafka
     from parcours.security.credentials import ADMIN
     from parcours.topology.catalogue import default_catalogue
 
@@ -381,7 +334,7 @@ def _up(args: argparse.Namespace) -> int:
     """`parcours up` and `parcours demo`: the whole backbone, seeded with the demo story."""
     import signal
 
-    from parcours.runtime import cluster_or_start
+    from parcours.bootstrap import cluster_or_start
     from parcours.settings import get_settings
 
     s = get_settings()
@@ -437,12 +390,11 @@ def _apply_catalogue(where: Cluster) -> None:
 def _supervisor(where: Cluster, logdir: Path, urls: dict[str, str]) -> Supervisor:
     """Every service as a child process; each connects as its own principal, its secret read from
     the credential store the environment names."""
-    import os
-
+    from parcours.bootstrap import child_env
     from parcours.supervisor import Supervisor
 
     # PYTHONFAULTHANDLER: a crash in native code (librdkafka, RocksDB) during start-up leaves its stack
-    sup = Supervisor({**os.environ, **where.env(), "PYTHONFAULTHANDLER": "1"}, logdir)
+    sup = Supervisor(child_env(where, PYTHONFAULTHANDLER="1"), logdir)
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
     for kind, url in urls.items():

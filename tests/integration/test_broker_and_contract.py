@@ -7,10 +7,10 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from parcours.bootstrap import Cluster
 from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event
-from parcours.runtime import Cluster
 from parcours.security.cluster import SecurityChange
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue

@@ -15,7 +15,8 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import SecretStr
 
-from parcours.adapters.app import build_adapter, create_app
+from parcours.adapters.http.app import create_app
+from parcours.bootstrap import build_adapter
 from parcours.bus.kafkaio import KafkaAccess
 from parcours.casefile.policy import Policy, Viewer
 from parcours.casefile.state import fold_all
