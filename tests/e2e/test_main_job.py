@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from parcours.bootstrap import Cluster
-from parcours.demo import demo_cases
+from parcours.devtools.demo import demo_cases
 
 
 def _env(kafka_cluster: Cluster, tmp_path: Path) -> dict[str, str]:
