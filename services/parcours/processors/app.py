@@ -34,7 +34,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from parcours.bus.errors import ClusterError
 from parcours.bus.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag, produce_waiting
-from parcours.casefile.incremental import Outcome
+from parcours.casefile.records import Outcome
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step

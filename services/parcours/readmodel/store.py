@@ -38,7 +38,7 @@ from aiokafka import TopicPartition
 
 from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
 from parcours.bus.lineage import Lineage, Watch, live_lineage, mismatch
-from parcours.casefile.incremental import assemble
+from parcours.casefile.records import assemble
 from parcours.contract.directory import DirectoryOffer
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
