@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from parcours.kafkaio import KafkaAccess
-from parcours.runtime import Cluster
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import KafkaAccess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +28,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A real broker: the configured cluster, or an embedded one started with the project's code
     (SASL/SCRAM and ACLs on, as in production; its credential store beside its data)."""
+    from parcours.bootstrap import cluster
     from parcours.devbroker.broker import EmbeddedBroker
-    from parcours.runtime import cluster
     from parcours.settings import Settings
     from tests.stack import cluster_of
 

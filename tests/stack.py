@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.devbroker.broker import BrokerInfo, EmbeddedBroker, free_port
-from parcours.kafkaio import KafkaAccess
-from parcours.runtime import Cluster
 from parcours.security.credentials import ADMIN
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
 
 def cluster_of(broker: EmbeddedBroker, info: BrokerInfo) -> Cluster:
     """An embedded broker as services see it: its address, protocol and credential store."""
-    from parcours.runtime import cluster
+    from parcours.bootstrap import cluster
     from parcours.settings import Settings
 
     return cluster(Settings(kafka_bootstrap=info.bootstrap, kafka_security_protocol=info.security_protocol, kafka_ca_file=info.cafile or "",

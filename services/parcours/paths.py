@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from parcours.settings import get_settings
 
 
 def project_root() -> Path:
     """The folder holding `schemas/` and `topics/` (overridable with PARCOURS_ROOT)."""
-    env = os.environ.get("PARCOURS_ROOT")
-    if env:
-        return Path(env)
+    configured = get_settings().root
+    if configured is not None:
+        return configured
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "schemas").is_dir() and (parent / "topics").is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,7 +12,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
+    """Every setting of every command; the one reader of the environment (`PARCOURS_*`)."""
+
     model_config = SettingsConfigDict(env_prefix="PARCOURS_", extra="ignore")
+
+    #: the folder holding `schemas/` and `topics/` (default: found above the package, else the
+    #: current folder; the image sets it)
+    root: Path | None = None
+    #: the structure registry (default: topics/structures.yaml)
+    registry: Path | None = None
+    #: the kind policy (default: topics/policy.yaml; tests shorten the deadlines with another)
+    policy: Path | None = None
 
     #: an external cluster; when empty the embedded broker's state file is used
     kafka_bootstrap: str = ""
@@ -67,3 +78,8 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's whole environment, for a child process it starts (a service, a tool)."""
+    return dict(os.environ)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from parcours.demo import demo_cases
-from parcours.runtime import Cluster
+from parcours.bootstrap import Cluster
+from parcours.devtools.demo import demo_cases
 
 
 def _env(kafka_cluster: Cluster, tmp_path: Path) -> dict[str, str]:

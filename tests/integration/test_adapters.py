@@ -16,9 +16,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.codec import Codec
 from parcours.devbroker.broker import EmbeddedBroker, free_port
-from parcours.kafkaio import KafkaAccess
 from parcours.security.credentials import ADMIN
 from parcours.settings import Settings
 from parcours.topology.catalogue import Catalogue
@@ -194,7 +194,7 @@ async def test_webhooks_signed_retried_ordered_and_redelivered(api: Api) -> None
                                 headers={"Authorization": "Bearer dev-crt-31-muret"})).json()
     secret = reg["secret"]
     # on the bus the signing secret is sealed: a reader of the webhooks topic never sees it
-    from parcours.kafkaio import read_compacted
+    from parcours.bus.kafkaio import read_compacted
 
     hooks = await read_compacted(api.stack.kafka, Catalogue.load(prefix=api.stack.prefix).topic("webhooks").name)
     registered = json.loads(hooks[b"endpoint/crt-31-muret"])
@@ -294,7 +294,7 @@ async def test_kafka_down_gives_503_and_nothing_half_written(tmp_path: Path) -> 
 
 
 def _read(kafka: KafkaAccess, topic: str):
-    from parcours.kafkaio import read_to_end
+    from parcours.bus.kafkaio import read_to_end
 
     return read_to_end(kafka, [topic])
 
@@ -382,7 +382,7 @@ async def test_withdrawal_and_renewed_consent_are_audited_and_shown_to_the_autho
     """The person withdraws, then renews, their consent: the CRT's view follows, the audit topic
     holds each disclosure and withdrawal with its basis, the author sees them through its
     disclosures, nobody else does, and `parcours audit case` prints them."""
-    from parcours.kafkaio import read_to_end
+    from parcours.bus.kafkaio import read_to_end
 
     case, ref = await _case_for(api)
     m = (await api.post("dac-31", f"/v1/cases/{case}/messages", {"body": "Point de situation."})).json()["message_id"]

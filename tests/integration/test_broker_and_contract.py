@@ -7,10 +7,10 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event
-from parcours.kafkaio import KafkaAccess
-from parcours.runtime import Cluster
 from parcours.security.cluster import SecurityChange
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
@@ -108,7 +108,7 @@ async def test_reads_made_one_after_the_other_stop_at_one_moment(kafka: KafkaAcc
     """`views rebuild` reads one topic after the other, rule-changing topics first, all up to the end
     offsets of its start (taken once, by the process that shares the partitions out to its workers):
     a record written meanwhile (a message after a withdrawal it did not read) is not read either."""
-    from parcours.kafkaio import end_offsets, read_to_end
+    from parcours.bus.kafkaio import end_offsets, read_to_end
     from parcours.processors.rebuild import _in_reading_order
 
     cat = Catalogue.load(prefix=prefix)

@@ -21,12 +21,12 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import consumer_lag, read_to_end
 from parcours.contract.codec import Codec
-from parcours.kafkaio import consumer_lag, read_to_end
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
 from parcours.processors.app import group_id
-from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 from tests.factories import ev

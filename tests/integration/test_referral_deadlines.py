@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from parcours.runtime import Cluster
+from parcours.bootstrap import Cluster
 from tests.api import Api, referral_body
 from tests.stack import Stack, eventually
 

@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+from parcours.bootstrap import Cluster
 from parcours.processors import rebuild as rb
-from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from tests.stack import Stack, eventually
 

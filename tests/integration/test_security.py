@@ -17,8 +17,8 @@ from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from confluent_kafka import Consumer, KafkaError
 from confluent_kafka.admin import AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, ResourcePatternType, ResourceType
 
-from parcours.kafkaio import KafkaAccess
-from parcours.runtime import Cluster
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.security.credentials import ADMIN
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue

@@ -11,8 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.devbroker.broker import EmbeddedBroker
-from parcours.kafkaio import KafkaAccess
 from parcours.security.credentials import ADMIN
 from parcours.settings import Settings
 from parcours.topology import admin

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from parcours import benchload as bl
 from parcours.devbroker.broker import free_port
+from parcours.devtools import benchload as bl
 
 
 def test_the_response_head_is_parsed() -> None:
@@ -70,7 +70,7 @@ def test_open_loop_figures() -> None:
 
 
 def test_an_open_loop_that_fell_behind_its_schedule_is_reported_as_not_valid() -> None:
-    from parcours.bench import kept_schedule
+    from parcours.devtools.benchreport import kept_schedule
 
     on_time = {"open_rate_target": 500.0, "open_sent_per_s": 499.0, "open_send_lag_p99_ms": 3.0}
     assert kept_schedule(on_time)
@@ -122,7 +122,7 @@ async def test_the_open_loop_sends_on_schedule_whatever_the_answers() -> None:
 def bare() -> Iterator[str]:
     """The bare endpoint, served as the bench serves it."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from parcours.benchload import serve_bare; serve_bare(int(sys.argv[1]))",
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from parcours.devtools.benchbare import serve_bare; serve_bare(int(sys.argv[1]))",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -164,7 +164,7 @@ def test_wrk_counts_the_answers_and_the_refusals(bare: str, tmp_path: Path) -> N
 
 
 def test_the_processor_time_is_split_between_the_step_and_the_rest() -> None:
-    from parcours.bench import time_split
+    from parcours.devtools.benchkit import time_split
 
     first = {"events": 100.0, "parcours_processor_step_seconds_total": 1.0,
              "parcours_processor_records_written_total": 500.0, "parcours_processor_state_writes_total": 300.0,
@@ -189,7 +189,8 @@ def test_the_cpu_meter_counts_a_process_and_the_finished_children() -> None:
     import subprocess
     import sys
 
-    from parcours.bench import CpuMeter, _cpu_report
+    from parcours.devtools.benchkit import CpuMeter
+    from parcours.devtools.benchreport import _cpu_report
 
     meter = CpuMeter({"bench": os.getpid()})
     sum(i * i for i in range(2_000_000))  # CPU in this process
@@ -206,8 +207,8 @@ def test_instances_are_timed_from_the_moment_each_has_processed_an_event(monkeyp
     import types
     from typing import cast
 
-    from parcours import bench
-    from parcours.bench import ProcessorRun, rate_of_instances
+    from parcours.devtools import benchkit as bench
+    from parcours.devtools.benchkit import ProcessorRun, rate_of_instances
 
     clock = [0.0]  # one second per poll of the metrics
     monkeypatch.setattr(bench, "time", types.SimpleNamespace(

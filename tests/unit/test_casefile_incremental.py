@@ -10,7 +10,8 @@ from datetime import timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
+from parcours.casefile.incremental import DictStore, IncrementalCaseFile
+from parcours.casefile.records import assemble
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from parcours.contract.models import build_event

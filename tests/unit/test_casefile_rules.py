@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
+from parcours.casefile.incremental import DictStore, IncrementalCaseFile
 from parcours.casefile.policy import Policy, Viewer, concerned, next_change
+from parcours.casefile.records import assemble
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from tests.factories import T0, ev

@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from parcours.casefile.incremental import DictStore, IncrementalCaseFile, assemble
+from parcours.casefile.incremental import DictStore, IncrementalCaseFile
 from parcours.casefile.policy import Policy, Viewer
+from parcours.casefile.records import assemble
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from parcours.contract.errors import EventValidationError

@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.processors.clock import ConsentClock
 from parcours.topology.catalogue import Catalogue
 

@@ -12,10 +12,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from parcours.adapters.app import build_adapter, create_app
+from parcours.adapters.http.app import create_app
+from parcours.bootstrap import build_adapter
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.directory import SCHEMA_FILE, DirectoryOffer, build_offer, decode_offer, department_of, encode_offer
 from parcours.contract.errors import DecodeError, EventValidationError
-from parcours.kafkaio import KafkaAccess
 from parcours.paths import schemas_dir
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.security.sealing import Sealer

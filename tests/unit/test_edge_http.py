@@ -10,8 +10,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from parcours.adapters.app import build_adapter, create_app
-from parcours.kafkaio import KafkaAccess
+from parcours.adapters.http.app import create_app
+from parcours.bootstrap import build_adapter
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 

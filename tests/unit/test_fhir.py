@@ -15,14 +15,15 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import SecretStr
 
-from parcours.adapters.app import build_adapter, create_app
+from parcours.adapters.http.app import create_app
+from parcours.bootstrap import build_adapter
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.casefile.policy import Policy, Viewer
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from parcours.contract.models import build_event
 from parcours.fhir import codes, inbound, outbound
 from parcours.fhir.errors import FhirError
-from parcours.kafkaio import KafkaAccess
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 from tests.factories import T0, ev

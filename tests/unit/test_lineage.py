@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parcours.lineage import Lineage, mismatch
+from parcours.bus.lineage import Lineage, mismatch
 from parcours.processors.statelineage import LINEAGE_FILE, discard_state
 
 BUILT = Lineage("cluster-A", {"views.dac-31": "id-1", "inbox.dac-31": "id-2"})

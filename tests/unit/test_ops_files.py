@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from parcours.adapters.app import AdapterMetrics
+from parcours.adapters.http.metrics import AdapterMetrics
 from parcours.ops.metrics import ProcessorMetrics, ValidatorMetrics, exposed_names
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"

@@ -6,8 +6,8 @@ import asyncio
 import gc
 from typing import Any
 
-from parcours.adapters.publisher import Publisher
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.publisher import Publisher
 from parcours.topology.catalogue import Catalogue
 
 

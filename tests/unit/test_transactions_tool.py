@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.ops.transactions import Hanging, java_properties, parse_hanging, preparing
 
 FIND_HANGING = (

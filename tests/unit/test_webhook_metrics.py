@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from parcours.adapters.app import AdapterMetrics
+from parcours.adapters.http.metrics import AdapterMetrics
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.topology.catalogue import Catalogue
 

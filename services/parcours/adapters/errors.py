@@ -1,7 +1,10 @@
-"""Errors of the adapters; each carries its HTTP status and a stable code for clients."""
+"""Errors of the HTTP edge, each with its status and a stable code for clients; and `http_error`,
+the one mapping from the errors of the other areas (publishing rules, contract, bus) to them."""
 
 from __future__ import annotations
 
+from parcours.bus.errors import KafkaUnavailable, KeyReused, NotCaughtUp
+from parcours.contract.errors import EventValidationError
 from parcours.errors import ParcoursError
 from parcours.publishing.errors import BadReference, NotPermitted, NotVisible, PublishingError, TooLate
 
@@ -55,7 +58,7 @@ class Invalid(AdapterError):
     status, code = 422, "invalid"
 
 
-class KafkaUnavailable(AdapterError):
+class BusUnavailable(AdapterError):
     status, code = 503, "kafka_unavailable"
 
 
@@ -63,11 +66,30 @@ class NotReady(AdapterError):
     status, code = 503, "not_ready"
 
 
-_FROM_DOMAIN: dict[type[PublishingError], type[AdapterError]] = {
+_FROM_RULES: dict[type[PublishingError], type[AdapterError]] = {
     NotPermitted: Forbidden, BadReference: Invalid, NotVisible: NotFound, TooLate: Conflict}
 
 
 def from_domain(exc: PublishingError) -> AdapterError:
     """The HTTP answer to a refusal of the publishing rules."""
-    cls = next((c for d, c in _FROM_DOMAIN.items() if isinstance(exc, d)), AdapterError)
+    cls = next((c for d, c in _FROM_RULES.items() if isinstance(exc, d)), AdapterError)
     return cls(exc.message, rule=exc.rule, fields=exc.fields)
+
+
+def http_error(exc: ParcoursError) -> AdapterError | None:
+    """The HTTP answer to an error of any area: a refusal of the publishing rules, an event the
+    contract refuses, the bus down or not caught up, an idempotency key reused. None: an error no
+    client caused nor can retry (a bug, answered 500 and logged)."""
+    if isinstance(exc, AdapterError):
+        return exc
+    if isinstance(exc, PublishingError):
+        return from_domain(exc)
+    if isinstance(exc, EventValidationError):
+        return Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors])
+    if isinstance(exc, KafkaUnavailable):
+        return BusUnavailable(str(exc))
+    if isinstance(exc, NotCaughtUp):
+        return NotReady(str(exc))
+    if isinstance(exc, KeyReused):
+        return Conflict(str(exc), rule=exc.rule)
+    return None

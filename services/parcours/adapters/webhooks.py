@@ -26,9 +26,9 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from parcours.adapters.errors import Invalid
-from parcours.adapters.publisher import Publisher
+from parcours.bus.kafkaio import KafkaAccess, keep_tailing
+from parcours.bus.publisher import Publisher
 from parcours.fhir.outbound import MEDIA_TYPE, notification
-from parcours.kafkaio import KafkaAccess, keep_tailing
 from parcours.readmodel.store import EdgeStore
 from parcours.security.errors import SealError
 from parcours.security.sealing import Sealer
@@ -334,7 +334,7 @@ class _Owners(ConsumerRebalanceListener):  # type: ignore[misc]
 async def redeliver(catalogue: Catalogue, kafka: KafkaAccess, retry: RetryPolicy, sealer: Sealer,
                     structure: str | None = None) -> tuple[int, int]:
     """Send dead-lettered notifications again; tombstone those delivered. Returns (sent, failed)."""
-    from parcours.kafkaio import read_compacted
+    from parcours.bus.kafkaio import read_compacted
 
     hooks = {k.decode(): json.loads(v) for k, v in (await read_compacted(kafka, catalogue.topic("webhooks").name)).items()}
     dead = await read_compacted(kafka, catalogue.topic("webhook-deadletters").name)

@@ -19,22 +19,20 @@ parties, a redirection, a consent) and a clock tick (a consent expiring) re-eval
 of the case, which is what they may change.
 
 A view is written as one record per item (`ItemRecord`), never as a whole case: a record's size is
-bounded by its item's, and `assemble` turns a structure's item records back into the view.
+bounded by its item's, and `records.assemble` turns a structure's item records back into the view.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from parcours.casefile import followups
-from parcours.casefile.deadlines import LateAnswer, Overdue, next_due, overdue, track
-from parcours.casefile.followups import FollowUp
+from parcours.casefile.deadlines import next_due, overdue, track
 from parcours.casefile.policy import (
     REFERRAL_EVENTS,
     Basis,
@@ -48,8 +46,9 @@ from parcours.casefile.policy import (
     own,
     to_ms,
 )
+from parcours.casefile.records import AuditRecord, ItemRecord, Notice, Outcome
 from parcours.casefile.state import canonical_digest
-from parcours.casefile.view import REFERRAL_LISTS, View, add_to_referral, iso, item_key, referral_entry, render, with_clock
+from parcours.casefile.view import iso, item_key, render, with_clock
 from parcours.contract.models import ConsentRecorded, Event
 
 
@@ -126,60 +125,6 @@ def _order(doc: dict[str, Any]) -> tuple[int, str]:
 def _entry(doc: dict[str, Any], now_ms: int) -> dict[str, Any]:
     terms = doc["m"].get("terms")
     return with_clock(doc["entry"], terms[4], now_ms) if terms else doc["entry"]
-
-
-# --- outputs ---------------------------------------------------------------------------
-class ItemRecord(NamedTuple):
-    """One item of one structure's view of a case; `value` None: the item left the view."""
-
-    structure: str
-    case_id: str
-    item: str
-    value: bytes | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.case_id}/{self.item}"
-
-
-class Notice(NamedTuple):
-    """A notification: ids only, never content."""
-
-    structure: str
-    case_id: str
-    body: dict[str, Any]
-
-    def encode(self) -> bytes:
-        return orjson.dumps(self.body, option=orjson.OPT_SORT_KEYS)
-
-
-class AuditRecord(NamedTuple):
-    """A change in what a structure may see (`disclosed`, `withdrawn`) and its legal basis: ids,
-    kinds and reasons only, never content; `audit_id` is deterministic (a replay writes the same)."""
-
-    case_id: str
-    body: dict[str, Any]
-
-    def encode(self) -> bytes:
-        return orjson.dumps(self.body, option=orjson.OPT_SORT_KEYS)
-
-
-@dataclass
-class Outcome:
-    items: list[ItemRecord] = field(default_factory=list)
-    notices: list[Notice] = field(default_factory=list)
-    audits: list[AuditRecord] = field(default_factory=list)
-    #: the case's next consent expiry or referral deadline changed: (case_id, due ms or None)
-    schedule: tuple[str, int | None] | None = None
-    duplicate: bool = False
-    #: referrals a tick found past their deadline without an answer (each reported once)
-    overdue: list[Overdue] = field(default_factory=list)
-    #: a referral's first answer, after its deadline
-    late: LateAnswer | None = None
-    #: an overdue referral whose answer turned out to be in time: its mark is withdrawn
-    retract: Overdue | None = None
-    #: the case's entries in the territory's follow-up index changed (followups.py)
-    follow_up: FollowUp | None = None
 
 
 # --- the rules (policy.py) on documents --------------------------------------------------
@@ -437,37 +382,3 @@ class _Pass:
         self.idx["next"] = due
         self.out.schedule = (self.case_id, due)
         return True
-
-
-# --- reading views back ----------------------------------------------------------------
-def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) -> View | None:
-    """A structure's view of a case from its item records: equal to `project` of the same events."""
-    recs = sorted(records, key=lambda r: (r["first"][0], r["first"][1]))
-    if not recs:
-        return None
-    referrals: dict[str, dict[str, Any]] = {}
-    lists: dict[str, list[dict[str, Any]]] = {"evaluation": [], "message": [], "consent": [], "rupture": []}
-    for r in recs:
-        if r["item"].startswith("referral:"):
-            e = r["entry"]
-            referrals[e["referral_id"]] = referral_entry(e)
-    for r in recs:
-        kind = r["item"].split(":", 1)[0]
-        if kind in REFERRAL_LISTS:
-            add_to_referral(referrals, kind, r["entry"])
-        elif kind in lists:
-            lists[kind].append(r["entry"])
-    last = max(recs, key=lambda r: (r["last"][0], r["last"][1]))
-    return {
-        "case_id": case_id,
-        "structure": structure,
-        "version": sum(r["n"] for r in recs),
-        "updated_at": iso(from_ms(last["last"][0])),
-        "referrals": list(referrals.values()),
-        "evaluations": lists["evaluation"],
-        "messages": lists["message"],
-        "consents": lists["consent"],
-        "ruptures": lists["rupture"],
-        "items": sorted(r["item"] for r in recs),
-    }
-

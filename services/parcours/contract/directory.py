@@ -14,7 +14,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from parcours.contract.errors import DecodeError, EventValidationError
-from parcours.contract.models import Identifier, Slug, _Model, utc_ms, validation_errors
+from parcours.contract.models import ContractModel, Identifier, Slug, utc_ms, validation_errors
 from parcours.paths import schemas_dir
 
 Need = Literal["coordination", "home_support", "hospital_discharge", "gp_search", "evaluation", "respite",
@@ -38,7 +38,7 @@ def department_of(postcode: str) -> str:
     return postcode[:2]
 
 
-class DirectoryOffer(_Model):
+class DirectoryOffer(ContractModel):
     structure: Slug
     offer_id: Identifier
     title: Annotated[str, Field(min_length=1, max_length=200)]

@@ -52,7 +52,9 @@ def _no_control(value: object) -> None:
             _no_control(v)
 
 
-class _Model(BaseModel):
+class ContractModel(BaseModel):
+    """What every model of the contract is: closed (no extra field), frozen, stripped text without control characters."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     @field_validator("*", mode="after")
@@ -62,7 +64,7 @@ class _Model(BaseModel):
         return value
 
 
-class Person(_Model):
+class Person(ContractModel):
     """Pseudonymous: a pseudonym (no spaces, so no plain names), the birth year and the postcode."""
 
     pseudonym: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
@@ -70,12 +72,12 @@ class Person(_Model):
     postcode: Annotated[str, Field(pattern=r"^([0-9]{5}|2[AB][0-9]{3})$")]
 
 
-class ReferralContext(_Model):
+class ReferralContext(ContractModel):
     type: Literal["home", "hospital_discharge", "emergency_visit", "other"]
     date: Date | None = None
 
 
-class Event(_Model):
+class Event(ContractModel):
     """Fields every event carries. Subclasses set `event_type` and `item_field`."""
 
     event_type: ClassVar[str]

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.devbroker.errors import BrokerError, ToolMissingError
-from parcours.kafkaio import KafkaAccess
 from parcours.security.credentials import ADMIN, CredentialStore
 
 KAFKA_VERSION = "4.3.1"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from fhir.resources.R4B.communication import Communication
@@ -22,10 +21,21 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.subscription import Subscription
 from fhir.resources.R4B.task import Task
-from pydantic import ValidationError
 
 from parcours.fhir import codes
-from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
+from parcours.fhir.elements import (
+    Issues,
+    case_of,
+    code_in,
+    day,
+    extension,
+    instant,
+    one_category,
+    reference_id,
+    structure_of,
+    text_of,
+    validate,
+)
 
 
 class Inbound(NamedTuple):
@@ -51,144 +61,14 @@ class Inbound(NamedTuple):
         return f"{self.paths[head]}.{rest}" if head in self.paths and rest else field
 
 
-class _Issues:
-    """Issues gathered while a resource is read, raised together."""
-
-    def __init__(self) -> None:
-        self.found: list[Issue] = []
-
-    def add(self, expression: str, rule: str, code: str = "invalid") -> None:
-        self.found.append(Issue(code, expression, rule))
-
-    def raise_any(self) -> None:
-        if self.found:
-            raise FhirError(self.found)
-
-
-def validate(resource_type: str, raw: Any, model: Any) -> Any:
-    """`raw` as the `model` of `resource_type`, or FhirUnreadable/FhirError naming each element."""
-    if not isinstance(raw, dict):
-        raise FhirUnreadable([Issue("structure", None, f"the body must be a FHIR {resource_type} (a JSON object)")])
-    if raw.get("resourceType") != resource_type:
-        raise FhirUnreadable([Issue("structure", "resourceType", f"resourceType must be {resource_type} on this endpoint")])
-    try:
-        resource = model.model_validate(raw)
-    except ValidationError as exc:
-        raise FhirError([_issue(resource_type, e) for e in exc.errors()]) from None
-    except RecursionError:
-        raise FhirUnreadable([Issue("too-costly", resource_type, "nested too deep")]) from None
-    except Exception as exc:  # noqa: BLE001 - fhir.resources raises plain errors (KeyError for an unknown contained type)
-        raise FhirError([Issue("invalid", resource_type, f"not a valid {resource_type} ({type(exc).__name__})")]) from None
-    if resource.modifierExtension:  # FHIR: a modifier the receiver does not know must be refused
-        raise FhirError([Issue("not-supported", f"{resource_type}.modifierExtension", "no modifier extension is understood here")])
-    return resource
-
-
-def _issue(resource_type: str, err: Any) -> Issue:
-    path = resource_type
-    for part in err["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    path = path.replace(".class_fhir", ".class").replace(".for_fhir", ".for")
-    kind = err["type"]
-    if "missing" in kind:
-        return Issue("required", path, "required")
-    if kind == "extra_forbidden":
-        return Issue("structure", path, "not an element of this resource")
-    return Issue("value", path, str(err["msg"]).removeprefix("Value error, ")[:500])
-
-
 def parse(resource_type: str, raw: Any) -> Inbound:
     """A posted resource as the event it asks for."""
     model, mapper = _MAPPERS[resource_type]
     resource = validate(resource_type, raw, model)
-    issues = _Issues()
+    issues = Issues()
     inbound = mapper(resource, issues)
     issues.raise_any()
     return inbound
-
-
-# --- references, codings, extensions ----------------------------------------------------
-
-def reference_id(ref: Any, resource_type: str) -> str | None:
-    """The Parcours id a Reference points to: `<Type>/<id>` (relative or absolute) or an
-    identifier of the type's Parcours id system."""
-    if ref is None:
-        return None
-    if ref.reference:
-        m = re.match(rf"^(?:.*/)?{resource_type}/([^/]+)$", ref.reference)
-        return m[1] if m else None
-    ident = ref.identifier
-    if ident is not None and ident.system == codes.ID_SYSTEM.get(resource_type) and ident.value:
-        return str(ident.value)
-    return None
-
-
-def structure_of(ref: Any, *systems: str) -> str | None:
-    """The slug (or kind) a Reference names by identifier."""
-    ident = getattr(ref, "identifier", None)
-    if ident is not None and ident.system in (systems or (codes.STRUCTURE,)) and ident.value:
-        return str(ident.value)
-    return None
-
-
-def code_in(concepts: Any, system: str) -> str | None:
-    """The first code of `system` in a CodeableConcept or a list of them."""
-    for concept in concepts if isinstance(concepts, list) else [concepts]:
-        for coding in (getattr(concept, "coding", None) or []):
-            if coding.system == system and coding.code:
-                return str(coding.code)
-    return None
-
-
-def extension(resource: Any, url: str) -> Any:
-    return next((e for e in (resource.extension or []) if e.url == url), None)
-
-
-def instant(value: Any, where: str, issues: _Issues) -> str | None:
-    """A FHIR dateTime as an ISO instant with its time zone; a date alone or a partial date
-    ("2031") says no instant, and is refused rather than guessed."""
-    if value is None:
-        return None
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.isoformat()
-    issues.add(where, "a dateTime with its time and time zone (e.g. 2027-01-31T23:59:59+01:00)")
-    return None
-
-
-def day(value: Any, where: str, issues: _Issues) -> str | None:
-    """A FHIR date or dateTime as a day (YYYY-MM-DD); a partial date is refused."""
-    if value is None:
-        return None
-    if isinstance(value, (date, datetime)):
-        return (value.date() if isinstance(value, datetime) else value).isoformat()
-    issues.add(where, "a full date (YYYY-MM-DD)")
-    return None
-
-
-def _one_category(concepts: Any, where: str, issues: _Issues) -> str | None:
-    """The item's category: at most one code of the category system (an item has one category)."""
-    found = [c.code for concept in concepts or [] for c in concept.coding or [] if c.system == codes.CATEGORY and c.code]
-    if len(found) > 1:
-        issues.add(where, f"at most one code of {codes.CATEGORY}: an item has one category")
-    return str(found[0]) if found else None
-
-
-def _text(concept: Any) -> str | None:
-    if concept is None:
-        return None
-    if concept.text:
-        return str(concept.text)
-    coding = next(iter(concept.coding or []), None)
-    return None if coding is None else (coding.display or coding.code)
-
-
-def _case(refs: list[Any] | None, where: str, issues: _Issues, *, required: bool = True) -> str | None:
-    found = [c for c in (reference_id(r, "EpisodeOfCare") for r in refs or []) if c]
-    if len(found) > 1:
-        issues.add(where, "names one case (EpisodeOfCare/<case_id>), not several")
-    if not found and required:
-        issues.add(where, "a reference to the case: EpisodeOfCare/<case_id>", "required")
-    return found[0] if found else None
 
 
 # --- each resource --------------------------------------------------------------------------
@@ -200,7 +80,7 @@ _REFERRAL_PATHS = {
     "person.postcode": "Patient.address.postalCode", "case_id": "ServiceRequest.supportingInfo"}
 
 
-def _service_request(sr: ServiceRequest, issues: _Issues) -> Inbound:
+def _service_request(sr: ServiceRequest, issues: Issues) -> Inbound:
     """A referral: to the `performer`, about the contained pseudonymous Patient `subject`."""
     if sr.status != "active":
         issues.add("ServiceRequest.status", "a referral is posted active")
@@ -214,14 +94,14 @@ def _service_request(sr: ServiceRequest, issues: _Issues) -> Inbound:
     fields: dict[str, Any] = {
         "to_structure": performers[0] if len(performers) == 1 else None,
         "person": person,
-        "reasons": [t for t in (_text(r) for r in sr.reasonCode or []) if t],
+        "reasons": [t for t in (text_of(r) for r in sr.reasonCode or []) if t],
         "urgency": codes.URGENCY_OF_PRIORITY.get(priority, priority),
         "summary": "\n\n".join(n.text for n in sr.note or [] if n.text) or None,
     }
     context = _context(sr, issues)
     if context is not None:
         fields["context"] = context
-    case_id = _case(sr.supportingInfo, "ServiceRequest.supportingInfo", issues, required=False)
+    case_id = case_of(sr.supportingInfo, "ServiceRequest.supportingInfo", issues, required=False)
     return Inbound("ReferralSubmitted", fields, case_id, None, structure_of(sr.requester), _REFERRAL_PATHS)
 
 
@@ -230,7 +110,7 @@ _PATIENT_ELEMENTS = tuple(f for f in Patient.model_fields if not f.endswith("__e
     "id", "identifier", "birthDate", "address", "resource_type", "fhir_comments"))
 
 
-def _person(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
+def _person(sr: ServiceRequest, issues: Issues) -> dict[str, Any] | None:
     """The contained Patient: a pseudonym, a birth year, a postcode, and nothing else that could
     identify the person (Parcours carries no names, no full birth dates, no national ids)."""
     local = (sr.subject.reference or "") if sr.subject else ""
@@ -260,7 +140,7 @@ def _person(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
             "postcode": addresses[0].postalCode if addresses else None}
 
 
-def _context(sr: ServiceRequest, issues: _Issues) -> dict[str, Any] | None:
+def _context(sr: ServiceRequest, issues: Issues) -> dict[str, Any] | None:
     ext = extension(sr, codes.EXT_CONTEXT)
     if ext is None:
         return None
@@ -280,7 +160,7 @@ _STATUS_PATHS = {"referral_id": "Task.focus", "status": "Task.status", "reason":
                  "reasons": "Task.note", "alternative": f"Task.output({codes.ADMISSION_OUTPUT}#alternative).valueReference"}
 
 
-def _task(task: Task, issues: _Issues) -> Inbound:
+def _task(task: Task, issues: Issues) -> Inbound:
     """A referral's new status, or (businessStatus of the admission system) a CRT's admission decision."""
     referral_id = reference_id(task.focus, "ServiceRequest")
     if referral_id is None:
@@ -292,7 +172,7 @@ def _task(task: Task, issues: _Issues) -> Inbound:
         fields: dict[str, Any] = {
             "referral_id": referral_id, "decision": decision, "volet": volet.valueInteger if volet else None,
             "start_date": day(start, "Task.executionPeriod.start", issues),
-            "reasons": [n.text for n in task.note or [] if n.text] + ([_text(task.statusReason)] if _text(task.statusReason) else [])}
+            "reasons": [n.text for n in task.note or [] if n.text] + ([text_of(task.statusReason)] if text_of(task.statusReason) else [])}
         alternative = next((structure_of(o.valueReference) for o in task.output or []
                             if code_in(o.type, codes.ADMISSION_OUTPUT) == "alternative"), None)
         if alternative is not None:  # a refusal's structure proposed instead (none: counted as without alternative)
@@ -307,7 +187,7 @@ def _task(task: Task, issues: _Issues) -> Inbound:
         if task.status != "rejected":
             issues.add("Task.status", "a redirection is rejected, with businessStatus redirected and the new recipient as owner")
         status, redirect_to = "redirected", structure_of(task.owner)
-    fields = {"referral_id": referral_id, "status": status, "reason": _text(task.statusReason), "redirect_to": redirect_to}
+    fields = {"referral_id": referral_id, "status": status, "reason": text_of(task.statusReason), "redirect_to": redirect_to}
     return Inbound("ReferralStatusChanged", fields, None, referral_id, None, _STATUS_PATHS)
 
 
@@ -316,7 +196,7 @@ _CONSENT_PATHS = {"grantee": "Consent.provision.actor", "categories": "Consent.p
                   "method": f"Consent.extension({codes.EXT_METHOD})", "case_id": "Consent.provision.data"}
 
 
-def _consent(consent: Consent, issues: _Issues) -> Inbound:
+def _consent(consent: Consent, issues: Issues) -> Inbound:
     """Sharing (permit) or refusing (deny) some categories of a case with a structure or a kind."""
     if consent.status != "active":
         issues.add("Consent.status", "a consent is recorded active (a withdrawal is a new Consent whose provision.type is deny)")
@@ -344,7 +224,7 @@ def _consent(consent: Consent, issues: _Issues) -> Inbound:
         "valid_until": instant(prov.period.end if prov.period else None, "Consent.provision.period.end", issues),
         "method": method.valueCode if method else None,
     }
-    case_id = _case([d.reference for d in prov.data or []], "Consent.provision.data", issues)
+    case_id = case_of([d.reference for d in prov.data or []], "Consent.provision.data", issues)
     return Inbound("ConsentRecorded", fields, case_id, None, None, _CONSENT_PATHS)
 
 
@@ -352,7 +232,7 @@ _MESSAGE_PATHS = {"body": "Communication.payload.contentString", "reply_to": "Co
                   "category": "Communication.category", "case_id": "Communication.about"}
 
 
-def _communication(comm: Communication, issues: _Issues) -> Inbound:
+def _communication(comm: Communication, issues: Issues) -> Inbound:
     """A message in a case's discussion: `about` the case, one text payload."""
     if comm.status not in ("completed", "in-progress"):
         issues.add("Communication.status", "completed or in-progress (a message sent)")
@@ -363,10 +243,10 @@ def _communication(comm: Communication, issues: _Issues) -> Inbound:
     if len(replies) > 1 or None in replies:
         issues.add("Communication.inResponseTo", "at most one reference: Communication/<message_id>")
     fields: dict[str, Any] = {"body": texts[0] if texts else None, "reply_to": replies[0] if len(replies) == 1 else None}
-    category = _one_category(comm.category, "Communication.category", issues)
+    category = one_category(comm.category, "Communication.category", issues)
     if category is not None:
         fields["category"] = category
-    case_id = _case(comm.about, "Communication.about", issues)
+    case_id = case_of(comm.about, "Communication.about", issues)
     return Inbound("MessagePosted", fields, case_id, None, None, _MESSAGE_PATHS)
 
 
@@ -374,7 +254,7 @@ _EVALUATION_PATHS = {"type": "Observation.code", "gir": "Observation.value[x]", 
                      "category": "Observation.category", "case_id": "Observation.focus"}
 
 
-def _observation(obs: Observation, issues: _Issues) -> Inbound:
+def _observation(obs: Observation, issues: Issues) -> Inbound:
     """An evaluation (AGGIR with its GIR, ICOPE step 1, multidimensional): its results as components."""
     if obs.status not in ("final", "amended", "corrected", "preliminary"):
         issues.add("Observation.status", "final, amended, corrected or preliminary (an evaluation made)")
@@ -392,10 +272,10 @@ def _observation(obs: Observation, issues: _Issues) -> Inbound:
             issues.add("Observation.valueCodeableConcept", f"a GIR of {codes.CISIS} ({', '.join(codes.GIR_OF_CODE)})")
     results: dict[str, Any] = {}
     for i, comp in enumerate(obs.component or []):
-        name = _text(comp.code)
+        name = text_of(comp.code)
         value = comp.valueString if comp.valueString is not None else comp.valueInteger
         if value is None and comp.valueCodeableConcept is not None:
-            value = _text(comp.valueCodeableConcept)
+            value = text_of(comp.valueCodeableConcept)
         if value is None and comp.dataAbsentReason is not None:
             value = ""  # an empty result (the JSON API takes "")
         if not name or value is None:
@@ -405,14 +285,14 @@ def _observation(obs: Observation, issues: _Issues) -> Inbound:
         else:
             results[name] = str(value)
     fields: dict[str, Any] = {"type": kind, "results": results, "gir": gir}
-    category = _one_category(obs.category, "Observation.category", issues)
+    category = one_category(obs.category, "Observation.category", issues)
     if category is not None:
         fields["category"] = category
-    case_id = _case(obs.focus, "Observation.focus", issues)
+    case_id = case_of(obs.focus, "Observation.focus", issues)
     return Inbound("EvaluationRecorded", fields, case_id, None, None, _EVALUATION_PATHS)
 
 
-_MAPPERS: dict[str, tuple[Any, Callable[[Any, _Issues], Inbound]]] = {
+_MAPPERS: dict[str, tuple[Any, Callable[[Any, Issues], Inbound]]] = {
     "ServiceRequest": (ServiceRequest, _service_request),
     "Task": (Task, _task),
     "Consent": (Consent, _consent),
@@ -440,7 +320,7 @@ def subscription(raw: Any) -> SubscriptionRequest:
     """A posted R4 Subscription in the backport's shape: criteria = the topic, a rest-hook channel,
     an `application/fhir+json` payload with `id-only` (or `empty`) content."""
     sub: Subscription = validate("Subscription", raw, Subscription)
-    issues = _Issues()
+    issues = Issues()
     if sub.criteria != codes.TOPIC:
         issues.add("Subscription.criteria", f"the topic Parcours publishes: {codes.TOPIC}")
     channel = sub.channel

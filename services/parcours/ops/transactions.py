@@ -27,8 +27,8 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from parcours.bus.kafkaio import SCRAM, KafkaAccess
 from parcours.errors import ParcoursError
-from parcours.kafkaio import SCRAM, KafkaAccess
 
 TOOL = "org.apache.kafka.tools.TransactionsCommand"
 #: what `abort` says when the transaction it was given is no longer open

@@ -32,15 +32,15 @@ from quixstreams import Application, message_context
 from quixstreams.models.topics import TopicManager
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from parcours.casefile.incremental import Outcome
-from parcours.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag, produce_waiting
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import LIBRDKAFKA_PARTITIONER, KafkaAccess, consumer_lag, produce_waiting
+from parcours.casefile.records import Outcome
 from parcours.ops.metrics import ProcessorMetrics
 from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
 from parcours.processors.errors import EngineError
 from parcours.processors.quixstate import CaseState
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.errors import ClusterError
 
 log = logging.getLogger("parcours.processor")
 
@@ -104,10 +104,9 @@ LIVE_COMMIT_S = 0.025
 
 def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, metrics: ProcessorMetrics, *,
                state_dir: Path, commit_interval: float = 1.0, instance: str | None = None) -> tuple[Application, list[threading.Thread]]:
-    """The composition root: the Quix application running `core` (the transport-free step), and
-    the side threads to start with it (the consent clock, the lag reporter)."""
-    if state_dir.resolve() not in _held:  # a second engine of the same process (statelineage.run_engine) holds it already
-        _held[state_dir.resolve()] = claim_state_dir(state_dir)
+    """The Quix application running `core` (the transport-free step) on `state_dir` (claimed by
+    the caller: `claim_state_dir`), and the side threads to start with it (the consent clock, the
+    lag reporter). `parcours.bootstrap.processor` wires it."""
     app = _application(catalogue, kafka, state_dir, commit_interval, instance)
     cadence = _Cadence()
     counts = _Counts(metrics)
@@ -119,8 +118,6 @@ def create_app(catalogue: Catalogue, kafka: KafkaAccess, core: RecordProcessor, 
     return app, [threading.Thread(target=clock.run, name="consent-clock", daemon=True), lag]
 
 
-#: the state folders' locks, held for the life of the process
-_held: dict[Path, Any] = {}  # the state folders this process holds (their locks), kept until it exits
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
@@ -217,7 +214,7 @@ def _pipeline(app: Application, core: RecordProcessor, topics: list[Any], count:
         emit(done, time.perf_counter() - t0)
 
     sdf.apply(step, stateful=True, metadata=True)
-    _without_time_alignment(app)
+    without_time_alignment(app)
 
 
 class _Counts:
@@ -378,7 +375,7 @@ class _Cadence:
         return True
 
 
-def _without_time_alignment(app: Application) -> None:
+def without_time_alignment(app: Application) -> None:
     """Merged topics make Quix align partitions by timestamp, which costs a watermark round trip
     per buffer refill (~20% of the step). The case fold is order-independent, so alignment buys
     nothing here. If a Quix version renames the flag, alignment stays on: slower, still correct."""

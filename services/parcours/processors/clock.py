@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor.clock")

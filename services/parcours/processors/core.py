@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from parcours.casefile import followups
-from parcours.casefile.incremental import IncrementalCaseFile, Notice, Outcome, dumps, loads
+from parcours.casefile.incremental import IncrementalCaseFile, dumps, loads
 from parcours.casefile.policy import Policy, from_ms
+from parcours.casefile.records import Notice, Outcome
 from parcours.casefile.view import iso
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError

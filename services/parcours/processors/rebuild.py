@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from parcours.casefile.incremental import assemble
-from parcours.kafkaio import KafkaAccess, end_offsets, read_latest, read_to_end
+from parcours.bus.kafkaio import KafkaAccess, end_offsets, read_latest, read_to_end
+from parcours.casefile.records import assemble
 from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from parcours.kafkaio import KafkaAccess
-from parcours.lineage import WATCH_INTERVAL_S, Lineage, describe, mismatch
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.lineage import WATCH_INTERVAL_S, Lineage, describe, mismatch
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.errors import ClusterError
 
 log = logging.getLogger("parcours.processor")
 

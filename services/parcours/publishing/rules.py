@@ -1,4 +1,5 @@
-"""What a structure may publish: the same rules for the HTTP edge and the Kafka ingress path.
+"""What a structure may publish: the rules `publishing.accept` applies at every door (the JSON and
+FHIR routes, the Kafka ingress).
 
 Stateless rules come from the topic catalogue and the registry; stateful ones (the case is
 visible to the publisher, only a referral's recipient changes its status or decides on
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from parcours.contract.models import (
     KINDS,
@@ -42,6 +43,13 @@ class CaseViews(Protocol):
 
     async def until(self, probe: Callable[[], T | None], wait: float) -> T | None:
         """`probe()` once it is not None (woken by the read model's changes), or None after `wait` s."""
+
+
+class CaseLookups(CaseViews, Protocol):
+    """The case views, and whether any structure sees anything of a case (a referral's rule)."""
+
+    def case_exists(self, case_id: str) -> bool: ...
+
 
 def check_kind(catalogue: Catalogue, caller: Structure, event_type: str) -> None:
     if not catalogue.may_publish(caller.kind, event_type):
@@ -109,9 +117,30 @@ async def check_stateful(store: CaseViews, caller: Structure, event: Event, wait
             check_opening(ref, event, now)
         return
     if isinstance(event, ReferralSubmitted) or event.case_id is None:
-        return  # a referral may open a case: each entry point checks an attached case itself
-    if await store.until(lambda: store.has_case(caller.slug, event.case_id) or None, wait) is None:
-        raise NotVisible(f"no case {event.case_id} visible to {caller.slug}")
+        return  # a referral may open a case: `check_referral_case`
+    await _check_visible(store, caller, event.case_id, wait)
+
+
+#: who chose the case a referral goes into: the door (a new case's id it made, or the case a join
+#: leads to), the publisher naming an existing case of its own, or the publisher choosing the id
+#: itself, of a new case or of its own (the Kafka ingress: every event carries its `case_id`)
+ReferralCase = Literal["door", "existing", "publisher"]
+
+
+async def check_referral_case(store: CaseLookups, caller: Structure, event: ReferralSubmitted, case: ReferralCase,
+                              wait: float = 0.0) -> None:
+    """A referral opens a new case or goes into one its publisher sees, never into someone else's:
+    a case the door chose passes; an `existing` case must be visible to the publisher (waiting up to
+    `wait` s for the processor to write it); a case the `publisher` chose is a new one when no
+    structure knows it, else it must be visible likewise."""
+    if case == "door" or (case == "publisher" and not store.case_exists(event.case_id)):
+        return
+    await _check_visible(store, caller, event.case_id, wait)
+
+
+async def _check_visible(store: CaseViews, caller: Structure, case_id: str, wait: float) -> None:
+    if await store.until(lambda: store.has_case(caller.slug, case_id) or None, wait) is None:
+        raise NotVisible(f"no case {case_id} visible to {caller.slug}")
 
 
 def check_opening(ref: dict[str, Any], event: CommissionOpened, now: datetime | None = None) -> None:

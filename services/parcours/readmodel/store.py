@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 
-from parcours.casefile.incremental import assemble
+from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.bus.lineage import Lineage, Watch, live_lineage, mismatch
+from parcours.casefile.records import assemble
 from parcours.contract.directory import DirectoryOffer
-from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
-from parcours.lineage import Lineage, Watch, live_lineage, mismatch
 from parcours.readmodel.db import Reader, Record, Writer
 from parcours.readmodel.errors import StoreError
 from parcours.topology.catalogue import Catalogue

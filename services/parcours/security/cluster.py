@@ -27,10 +27,10 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.security.credentials import CredentialStore
 from parcours.topology.catalogue import Acl, Catalogue
-from parcours.topology.errors import ClusterError
 
 SCRAM_ITERATIONS = 8192
 _RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "transactional_id": ResourceType.TRANSACTIONAL_ID}

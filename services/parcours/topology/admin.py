@@ -17,11 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.security import cluster as security
 from parcours.security.credentials import CredentialStore
 from parcours.topology.catalogue import Catalogue, TopicSpec
-from parcours.topology.errors import ClusterError
 
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source of a topic-level override
 

@@ -7,7 +7,6 @@ names a topic or a producer right.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from parcours.contract.models import KINDS as CONTRACT_KINDS
 from parcours.contract.schemas import SchemaSet, default_schema_set
 from parcours.paths import topics_dir
+from parcours.settings import get_settings
 from parcours.topology.errors import CatalogueError
 from parcours.topology.registry import Registry, default_registry
 from parcours.topology.yamlfile import fields, line, load
@@ -350,7 +350,5 @@ def _cached(prefix: str, profile: str) -> Catalogue:
 
 def default_catalogue() -> Catalogue:
     """The catalogue for this process's settings (prefix and profile), loaded once."""
-    from parcours.settings import get_settings
-
     s = get_settings()
-    return _cached(os.environ.get("PARCOURS_TOPIC_PREFIX", s.topic_prefix), s.profile)
+    return _cached(s.topic_prefix, s.profile)

@@ -1,4 +1,5 @@
-"""Errors of the topology: the catalogue, the structure registry, the kind policy, the cluster."""
+"""Errors of the topology: the catalogue, the structure registry, the kind policy, the live cluster's drift
+(a cluster that fails an operation raises the bus's `ClusterError`)."""
 
 from parcours.errors import ParcoursError
 
@@ -13,10 +14,6 @@ class CatalogueError(TopologyError):
     def __init__(self, path: object, line: int | None, message: str) -> None:
         self.path, self.line = path, line
         super().__init__(f"{path}:{line if line is not None else '?'}: {message}")
-
-
-class ClusterError(TopologyError):
-    """The cluster refused or failed an operation (wraps aiokafka errors)."""
 
 
 class DriftError(TopologyError):

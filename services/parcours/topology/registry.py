@@ -12,6 +12,7 @@ from typing import Any
 
 from parcours.contract.models import CATEGORIES, KINDS, SLUG_PATTERN
 from parcours.paths import topics_dir
+from parcours.settings import get_settings
 from parcours.topology.errors import CatalogueError
 from parcours.topology.yamlfile import fields, line, load
 
@@ -139,16 +140,11 @@ def _deadlines(path: Path, raw: Any) -> dict[str, int]:
 
 @lru_cache(maxsize=4)
 def default_registry(path: Path | None = None) -> Registry:
-    import os
-
-    env = os.environ.get("PARCOURS_REGISTRY")
-    return Registry.load(path or (Path(env) if env else topics_dir() / "structures.yaml"))
+    """topics/structures.yaml, or the file PARCOURS_REGISTRY names."""
+    return Registry.load(path or get_settings().registry or topics_dir() / "structures.yaml")
 
 
 @lru_cache(maxsize=1)
 def default_policy() -> KindPolicy:
     """topics/policy.yaml, or the file PARCOURS_POLICY names (tests shorten the deadlines)."""
-    import os
-
-    env = os.environ.get("PARCOURS_POLICY")
-    return KindPolicy.load(Path(env) if env else topics_dir() / "policy.yaml")
+    return KindPolicy.load(get_settings().policy or topics_dir() / "policy.yaml")

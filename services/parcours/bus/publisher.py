@@ -3,7 +3,8 @@
 A send either completes (the event is durably on Kafka) or fails within `timeout_ms`. aiokafka
 never expires a batch whose partition leader is still known (a dead broker keeps its leadership
 in the cached metadata), so on timeout the producer is aborted, its sender task cancelled: the
-record cannot leave later, a 503 is truthful, and a new producer is made on the next request.
+record cannot leave later, "nothing was written" (`KafkaUnavailable`, a 503 at the edge) is
+truthful, and a new producer is made on the next request.
 (A broker that wrote the record and died before acknowledging it is the one case left; the
 Idempotency-Key makes the retry converge on the same event.)
 """
@@ -17,10 +18,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from parcours.adapters.errors import KafkaUnavailable
+from parcours.bus.errors import KafkaUnavailable
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.codec import Codec
 from parcours.contract.models import Event
-from parcours.kafkaio import KafkaAccess
 from parcours.topology.catalogue import Catalogue
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from parcours.adapters.idempotency import derived_event_id
+from parcours.bus.idempotency import derived_event_id
 from parcours.errors import ParcoursError
 from parcours.topology.registry import dev_token
 

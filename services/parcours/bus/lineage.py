@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from parcours.kafkaio import KafkaAccess
-from parcours.topology.errors import ClusterError
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import KafkaAccess
 
 #: how often a running service compares its cache's lineage with the cluster's
 WATCH_INTERVAL_S = 5.0

@@ -1,7 +1,7 @@
 """The FHIR R4 entry point of an adapter (`/fhir/r4/...`, `application/fhir+json`).
 
 Thin, like the JSON handlers: read the resource, map it (`parcours.fhir.inbound`) onto the same
-event fields the JSON API takes, and go through the same path (`_submit`: idempotency, contract,
+event fields the JSON API takes, and go through the same path (`submit`: idempotency, contract,
 rights, the case's visibility, publish, 202 once Kafka acknowledged). Reads go through the
 structure's consent-filtered view. Every refusal is an OperationOutcome (`refusal`).
 """
@@ -17,24 +17,17 @@ import orjson
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import Response
 
-from parcours.adapters.app import (
-    VIEW_WAIT_S,
-    Adapter,
-    _record_access,
-    _route_type,
-    _submit,
-    _visible_case,
-    caller_of,
-    idempotency_key,
-)
-from parcours.adapters.errors import AdapterError, Forbidden, NotFound, from_domain
+from parcours.adapters.errors import AdapterError, Forbidden, NotFound, from_domain, http_error
+from parcours.adapters.http.deps import VIEW_WAIT_S, Adapter, caller_of, idempotency_key
+from parcours.adapters.http.submit import record_access, submit, visible_case
 from parcours.adapters.outcomes import PREFIX
 from parcours.adapters.webhooks import check_endpoint, handshake
 from parcours.contract.models import Identifier
+from parcours.errors import ParcoursError
 from parcours.fhir import inbound, outbound
 from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
 from parcours.publishing.errors import PublishingError
-from parcours.publishing.rules import check_kind, eventually_referral
+from parcours.publishing.rules import ReferralCase, check_kind, eventually_referral
 
 MEDIA_TYPE = outbound.MEDIA_TYPE
 
@@ -75,20 +68,14 @@ async def read_resource(request: Request) -> Any:
         raise FhirUnreadable([Issue("structure", None, "the body is not JSON (application/fhir+json)")]) from None
 
 
-def install(app: FastAPI, adapter: Adapter) -> None:
-    """The FHIR routes of an adapter, and their answers to FHIR errors."""
-
-    @app.exception_handler(FhirError)
-    async def fhir_error(request: Request, exc: FhirError) -> Response:
-        adapter.metrics.refused.labels(_route_type(request), adapter.kind, "invalid", "fhir").inc()
-        return fhir_response(outbound.outcome(exc.issues), exc.status)
-
+def fhir_routes(app: FastAPI, adapter: Adapter) -> None:
+    """The FHIR routes of an adapter (their refusals: `answers.install_errors`)."""
     _write_routes(app, adapter)
     _read_routes(app, adapter)
 
 
 def _new_id(prefix: str, field: str, parsed: inbound.Inbound, case_id: str | None) -> Callable[[str], tuple[dict[str, Any], dict[str, Any]]]:
-    """The `build` of `_submit` for a resource that creates an item `<prefix>-<short>` in `case_id`."""
+    """The `build` of `submit` for a resource that creates an item `<prefix>-<short>` in `case_id`."""
     def build(short: str) -> tuple[dict[str, Any], dict[str, Any]]:
         item_id = f"{prefix}-{short}"
         fields = {**parsed.fields, "case_id": case_id or f"case-{short}", field: item_id}
@@ -98,14 +85,15 @@ def _new_id(prefix: str, field: str, parsed: inbound.Inbound, case_id: str | Non
 
 async def _post(adapter: Adapter, request: Request, caller: Any, key: str | None, raw: Any, parsed: inbound.Inbound,
                 build: Callable[[str], tuple[dict[str, Any], dict[str, Any]]],
-                location: Callable[[dict[str, Any]], str]) -> Response:
-    """`_submit`, with the contract's field names turned back into the resource's elements."""
+                location: Callable[[dict[str, Any]], str], referral_case: ReferralCase = "existing") -> Response:
+    """`submit`, with the contract's field names turned back into the resource's elements."""
     try:
-        answer = await _submit(adapter, request, caller, key, raw, parsed.event_type, build, channel="fhir")
-    except PublishingError as exc:
-        raise _located(from_domain(exc), parsed) from None
-    except AdapterError as exc:
-        raise _located(exc, parsed) from None
+        answer = await submit(adapter, request, caller, key, raw, parsed.event_type, build, channel="fhir", referral_case=referral_case)
+    except ParcoursError as exc:
+        mapped = http_error(exc)
+        if mapped is None:
+            raise
+        raise _located(mapped, parsed) from None
     ids = {k: str(v) for k, v in answer.items() if k != "event_id"}
     where = location(answer)
     base = base_url(request)
@@ -168,10 +156,9 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:
         if parsed.author is not None and parsed.author != caller.slug:
             raise Forbidden(f"ServiceRequest.requester is {parsed.author}, not the authenticated {caller.slug}",
                             rule="source is the authenticated structure")
-        if parsed.case_id is not None:
-            await _visible_case(store, caller, parsed.case_id, VIEW_WAIT_S)
         return await _post(adapter, request, caller, key, raw, parsed,
-                           _new_id("ref", "referral_id", parsed, parsed.case_id), lambda a: f"ServiceRequest/{a['referral_id']}")
+                           _new_id("ref", "referral_id", parsed, parsed.case_id), lambda a: f"ServiceRequest/{a['referral_id']}",
+                           "door" if parsed.case_id is None else "existing")
 
     @route("/Task", "FhirTask", "A referral's status (Task.status) or an admission decision (Task.businessStatus)")
     async def post_task(request: Request) -> Response:
@@ -235,8 +222,8 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
     async def get_case(request: Request, case_id: Annotated[Identifier, Path()]) -> Response:
         """The whole view (`$everything`), audited as a read of the case."""
         caller = caller_of(request)
-        view = await _visible_case(store, caller, case_id)
-        await _record_access(adapter, caller, case_id)  # no record, no read
+        view = await visible_case(store, caller, case_id)
+        await record_access(adapter, caller, case_id)  # no record, no read
         return fhir_response(outbound.case_bundle(view, base_url(request)))
 
     @app.get(PREFIX + "/EpisodeOfCare/{case_id}", name="FhirEpisode", tags=["fhir"], response_class=Response,
@@ -245,4 +232,4 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
                                            "description": "the case"}})
     async def get_episode(request: Request, case_id: Annotated[Identifier, Path()]) -> Response:
         caller = caller_of(request)
-        return fhir_response(outbound.episode(await _visible_case(store, caller, case_id)))
+        return fhir_response(outbound.episode(await visible_case(store, caller, case_id)))

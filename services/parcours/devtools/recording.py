@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from fastavro import parse_schema, reader, writer
 
-from parcours.kafkaio import KafkaAccess, partition_counts, read_to_end
+from parcours.bus.kafkaio import KafkaAccess, partition_counts, read_to_end
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.errors import TopologyError
 

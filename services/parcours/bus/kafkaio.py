@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from parcours.topology.errors import ClusterError
+from parcours.bus.errors import ClusterError
 
 #: every librdkafka producer of the project partitions keys as aiokafka and the Java client do
 #: (murmur2): co-partitioning by case id needs one partitioner for all who write a case's records,

@@ -5,10 +5,8 @@
   answer arrived, cycling over the bench's cases (a Lua script written to a temporary file; its
   `done()` hook prints the figures as one JSON line). Non-2xx answers are counted (wrk counts every
   status ≥ 400) and left out of the accepted rate.
-- **The reference**: a bare FastAPI endpoint that does nothing but validate a pydantic body and
-  answer 202 `{}` on the adapter's message path, served exactly as `parcours adapter` serves
-  (`adapters.serving.serve`: uvicorn on uvloop and httptools, in a process of its own),
-  driven by the same wrk settings in the same run: what the framework gives on this machine.
+- **The reference**: a bare FastAPI endpoint (`benchbare`), driven by the same wrk settings in
+  the same run: what the framework gives on this machine.
 - **Open loop, latency**: `OpenLoop` sends POSTs at a fixed rate whatever the answers (a request
   is never held back by a slow one: another keep-alive connection is taken or opened), over raw
   HTTP/1.1 with pre-encoded requests, and measures each latency from the request's *scheduled*
@@ -30,12 +28,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from parcours.kafkaio import KafkaAccess
+    from parcours.bus.kafkaio import KafkaAccess
 
 BODY = b'{"body":"Bench."}'
 WRK_MARK = "PARCOURS-WRK "
@@ -135,36 +129,6 @@ def run_wrk(base: str, script: str, *, seconds: float, connections: int, threads
     if res.returncode != 0:
         raise RuntimeError(f"bench: wrk failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
     return parse_wrk(res.stdout)
-
-
-# --- the bare endpoint ---------------------------------------------------------------------------
-
-class BareMessage(BaseModel):
-    body: str
-
-
-def bare_app() -> FastAPI:
-    """A FastAPI app whose only route takes the adapter's message body and does nothing."""
-    from fastapi import FastAPI
-
-    from parcours.adapters.app import NO_OPENTELEMETRY
-
-    app = FastAPI(telemetry=NO_OPENTELEMETRY)  # configured as the adapter is
-
-    @app.post("/v1/cases/{case_id}/messages", status_code=202)
-    async def post_message(case_id: str, body: BareMessage) -> dict[str, Any]:
-        return {}
-
-    return app
-
-
-def serve_bare(port: int, host: str = "127.0.0.1") -> None:
-    """Serve `bare_app` as `parcours adapter` serves the adapter (`adapters.serving`)."""
-    from parcours.adapters.serving import serve
-    from parcours.ops.logs import setup_logging
-
-    setup_logging("bench-bare")
-    serve(bare_app(), host, port)
 
 
 # --- open loop -----------------------------------------------------------------------------------
@@ -302,7 +266,7 @@ class ViewTail:
         """Positioned at the topic's end before returning: every later record is seen."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        from parcours.kafkaio import partition_counts
+        from parcours.bus.kafkaio import partition_counts
 
         parts = [TopicPartition(self.topic, p) for p in range((await partition_counts(self.kafka, [self.topic]))[self.topic])]
         self._consumer = AIOKafkaConsumer(**self.kafka.aiokafka(), group_id=None, enable_auto_commit=False,

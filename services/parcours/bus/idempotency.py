@@ -7,8 +7,8 @@ stands for is decided by a claim on the `idempotency` topic (keyed by `<slug>/<k
 claim of a key lands on one partition, in one order): an instance appends its claim (the body's
 digest), reads the partition up to its own record, and the first claim of the key in the log
 wins. A later request with the same body proceeds (its event is the same event); one with another
-body gets 409, even when the two raced on two instances or one came after a restart. Claims live
-as long as the topic's retention (7 days): the key's window.
+body is refused (`KeyReused`: 409 at the edge), even when the two raced on two instances or one
+came after a restart. Claims live as long as the topic's retention (7 days): the key's window.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from parcours.adapters.errors import Conflict, NotReady
-from parcours.adapters.publisher import Publisher
-from parcours.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
-from parcours.lineage import Watch, live_lineage
+from parcours.bus.errors import KeyReused, NotCaughtUp
+from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.bus.lineage import Watch, live_lineage
+from parcours.bus.publisher import Publisher
 
 log = logging.getLogger("parcours.adapter")
 _NS = uuid.UUID("0b7d4f8e-2f7c-4a0e-9d7e-5f1d6c3a9b21")
@@ -70,18 +70,18 @@ class IdempotencyClaims:
 
     async def claim(self, slug: str, key: str, digest: str, occurred_at: datetime) -> datetime:
         """The `occurred_at` of the key's event (the first claimant's: a retry publishes the very
-        same event); raise Conflict when another body holds the key."""
+        same event); raise KeyReused when another body holds the key."""
         name = f"{slug}/{key}".encode()
         winner = self.winners.get(name)
         if winner is None:
             if not self.caught_up.is_set():
-                raise NotReady("idempotency keys are still loading")
+                raise NotCaughtUp("idempotency keys are still loading")
             claim = {"digest": digest, "occurred_at": occurred_at.isoformat()}
             meta = await self.publisher.send(self.topic, name, json.dumps(claim).encode())
             await self._reach(meta.partition, meta.offset)
             winner = self.winners.get(name)
         if winner is None or winner[0] != digest:
-            raise Conflict("Idempotency-Key reused with a different request", rule="one Idempotency-Key, one request")
+            raise KeyReused("Idempotency-Key reused with a different request", rule="one Idempotency-Key, one request")
         return datetime.fromisoformat(winner[1])
 
     async def _reach(self, partition: int, offset: int) -> None:
@@ -90,7 +90,7 @@ class IdempotencyClaims:
             try:
                 await asyncio.wait_for(self._progress.wait_for(lambda: self._read.get(partition, 0) > offset), self.wait_s)
             except TimeoutError:
-                raise NotReady("idempotency claims are not readable in time; retry with the same key") from None
+                raise NotCaughtUp("idempotency claims are not readable in time; retry with the same key") from None
 
     async def _run(self) -> None:
         await keep_tailing(self._tail, "idempotency")
