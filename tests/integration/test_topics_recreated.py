@@ -16,10 +16,10 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from parcours.kafkaio import KafkaAccess
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
-from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 from tests.api import Api, referral_body
