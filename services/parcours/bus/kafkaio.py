@@ -238,32 +238,43 @@ async def consumer_lag(kafka: KafkaAccess, group: str, partitions: Iterable[tupl
     with aiokafka (an admin request and a group-less consumer): never a member of the group. (Not
     confluent-kafka's AdminClient: its offset calls crashed the process, SIGSEGV in librdkafka, about
     once in 16 calls against a broker whose group coordinator was still loading.)"""
-    parts = [TopicPartition(t, p) for t, p in partitions]
-    admin = AIOKafkaAdminClient(**kafka.aiokafka())
+    parts = list(partitions)
+    committed = await committed_offsets(kafka, group, parts)
     consumer = reader(kafka)
     try:
-        await admin.start()
         await consumer.start()
+        ends = await consumer.end_offsets([TopicPartition(t, p) for t, p in parts])
+    except KafkaError as exc:
+        raise ClusterError(f"lag of {group}: {exc}") from exc
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): max(0, n - max(committed[(tp.topic, tp.partition)], 0)) for tp, n in ends.items()}
+
+
+async def committed_offsets(kafka: KafkaAccess, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """`group`'s committed offset per partition, -1 where it has none (an admin request: never a
+    member of the group)."""
+    parts = [TopicPartition(t, p) for t, p in partitions]
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
+    try:
+        await admin.start()
         for attempt in range(LAG_ATTEMPTS):
             try:
                 committed = await admin.list_consumer_group_offsets(group, partitions=parts)
                 if len(committed) >= len(parts):
                     break
                 # a group-level error (its coordinator loading) comes back as no partitions at all
-                # (aiokafka reads only per-partition errors): never report that as the whole topic's lag
+                # (aiokafka reads only per-partition errors): never report that as no offset
                 if attempt == LAG_ATTEMPTS - 1:
-                    raise ClusterError(f"lag of {group}: the group's offsets could not be read")
+                    raise ClusterError(f"offsets of {group}: the group's offsets could not be read")
             except KafkaError as exc:
                 # aiokafka's admin does not retry a retriable answer itself (the group's coordinator
                 # still loading, or moving): ask again, a few times, before reporting a failure
                 if not getattr(exc, "retriable", False) or attempt == LAG_ATTEMPTS - 1:
                     raise
             await asyncio.sleep(LAG_RETRY_S)
-        ends = await consumer.end_offsets(parts)
     except KafkaError as exc:
-        raise ClusterError(f"lag of {group}: {exc}") from exc
+        raise ClusterError(f"offsets of {group}: {exc}") from exc
     finally:
-        await consumer.stop()
         await admin.close()
-    return {(tp.topic, tp.partition): max(0, ends[tp] - max(committed[tp].offset, 0) if tp in committed else ends[tp])
-            for tp in parts}
+    return {(tp.topic, tp.partition): committed[tp].offset if tp in committed else -1 for tp in parts}

@@ -25,6 +25,13 @@ _DEFAULT_CF = "default"
 _SEPARATOR = b"|"
 
 
+def store_key(prefix: bytes, key: str) -> bytes:
+    """The RocksDB key (and changelog record key) of `key` in the store of the record key `prefix`
+    (the case id): Quix's `_serialize_key` for a str key, the prefix and separator (none without a
+    prefix), then the key as JSON. `state rebuild` writes the changelog with it."""
+    return (prefix + _SEPARATOR if prefix else b"") + orjson.dumps(key)
+
+
 def _internals_present(state: Any) -> bool:
     from quixstreams.utils import json as quix_json
 
@@ -70,9 +77,7 @@ class CaseState:
         return True
 
     def _key(self, key: str) -> bytes:
-        # Quix's `_serialize_key` for a str key: prefix and separator (none without a prefix), the key as JSON
-        prefix: bytes = self._prefix
-        return (prefix + _SEPARATOR if prefix else b"") + orjson.dumps(key)
+        return store_key(self._prefix, key)
 
     def get_bytes(self, key: str, default: bytes | None = None) -> bytes | None:
         if not self._fast or self._tx._status is not self.started:  # noqa: SLF001

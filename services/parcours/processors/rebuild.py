@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from parcours.bus.kafkaio import KafkaAccess, end_offsets, read_latest, read_to_end
 from parcours.casefile.records import assemble
@@ -27,8 +27,14 @@ from parcours.processors.core import MemoryState, RecordProcessor
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 
+K = TypeVar("K", bound=tuple[Any, ...])
+
 #: (structure, "<case_id>/<item>") -> item record
 Views = dict[tuple[str, bytes], bytes]
+#: (input partition, case id) -> the case's store, key -> value bytes (`state rebuild`)
+States = dict[tuple[int, bytes], dict[str, bytes]]
+#: (topic, key) -> the last record the step wrote on one of the `Scope.kept` topics (None: a tombstone)
+Latest = dict[tuple[str, bytes], bytes | None]
 
 
 @dataclass
@@ -41,48 +47,70 @@ class Rebuild:
     cases: int
     undecodable: int
     seconds: float = 0.0
+    states: States = field(default_factory=dict, repr=False)
+    latest: Latest = field(default_factory=dict, repr=False)
 
 
-def _state_of(states: dict[bytes, MemoryState], key: bytes) -> Callable[[], MemoryState]:
-    return lambda: states.setdefault(key, MemoryState())
+@dataclass(frozen=True)
+class Scope:
+    """What a rebuild reads and keeps. `views rebuild`: the canonical topics to their end, the step
+    in `views_only` mode at one `now`. `state rebuild` (staterebuild.py): the processor's input topics
+    (clock ticks too) to the positions given, the whole step (`whole_step`), each record at its own
+    time (its timestamp, never before `floor_ms`), the cases' stores and the last record per key of
+    the `kept` topics."""
+
+    topics: tuple[str, ...]
+    ends: Mapping[tuple[str, int], int]
+    now: datetime | None = None
+    whole_step: bool = False
+    floor_ms: int = 0
+    kept: frozenset[str] = frozenset()
+
+
+def _state_of(states: dict[tuple[int, bytes], MemoryState], where: tuple[int, bytes]) -> Callable[[], MemoryState]:
+    # per input partition, as Quix keeps one store per partition
+    return lambda: states.setdefault(where, MemoryState())
 
 
 async def rebuild(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime | None = None,
-                  progress: Progress | None = None, workers: int | None = None) -> Rebuild:
-    """Every view again from the canonical topics, up to their end offsets of one moment (the start).
-    The canonical topics are co-partitioned by case, so their partitions are shared out between
-    `workers` processes (default: one per core), each running the processor's step over the cases
-    of its partitions; their views are then merged. `progress(done, seconds, total)`: records read,
-    of `total` up to the end offsets (an upper bound: records before a topic's first offset are
-    gone)."""
-    now = now or datetime.now(UTC)
-    canonical = [t.name for t in catalogue.canonical()]
-    # the cluster's partitions, not the catalogue's: a topic with more (a drift) is still read whole
-    ends = await end_offsets(kafka, canonical)
+                  progress: Progress | None = None, workers: int | None = None, scope: Scope | None = None) -> Rebuild:
+    """Every view again from the canonical topics, up to their end offsets of one moment (the start)
+    (or what `scope` says). The canonical topics are co-partitioned by case, so their partitions are
+    shared out between `workers` processes (default: one per core), each running the processor's
+    step over the cases of its partitions; their views are then merged. `progress(done, seconds,
+    total)`: records read, of `total` up to the end offsets (an upper bound: records before a
+    topic's first offset are gone)."""
+    if scope is None:
+        canonical = [t.name for t in catalogue.canonical()]
+        # the cluster's partitions, not the catalogue's: a topic with more (a drift) is still read whole
+        scope = Scope(tuple(canonical), await end_offsets(kafka, canonical), now or datetime.now(UTC))
+    ends = scope.ends
     total = sum(ends.values())
     partitions = 1 + max((p for _, p in ends), default=0)
     workers = max(1, min(workers or os.cpu_count() or 1, partitions))
     if workers == 1:
         one = None if progress is None else (lambda done, secs: progress(done, secs, total))
-        return await _rebuild_partitions(catalogue, kafka, policy, now, canonical, None, ends, one)
+        return await _rebuild_partitions(catalogue, kafka, policy, scope, None, one)
     t0 = time.monotonic()
     shares = share_out(ends, workers)
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop and client threads
     done = ctx.Array("q", workers)
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(done,)) as pool:
-        futures = [loop.run_in_executor(pool, _worker, catalogue, kafka, policy, now, canonical, share, ends, w)
+        futures = [loop.run_in_executor(pool, _worker, catalogue, kafka, policy, scope, share, w)
                    for w, share in enumerate(shares)]
         while not all(f.done() for f in futures):
             await asyncio.wait(futures, timeout=_REDRAW_S)
             if progress:
                 progress(sum(done[:]), time.monotonic() - t0, total)
         parts = [f.result() for f in futures]
-    views: Views = {}
-    for part in parts:
-        views.update(part.views)
-    return Rebuild(views, sum(p.events for p in parts), sum(p.cases for p in parts), sum(p.undecodable for p in parts),
-                   time.monotonic() - t0)
+    out = Rebuild({}, sum(p.events for p in parts), sum(p.cases for p in parts), sum(p.undecodable for p in parts),
+                  time.monotonic() - t0)
+    for part in parts:  # the workers' partitions are disjoint
+        out.views.update(part.views)
+        out.states.update(part.states)
+        out.latest.update(part.latest)
+    return out
 
 
 def share_out(ends: Mapping[tuple[str, int], int], workers: int) -> list[list[int]]:
@@ -109,42 +137,47 @@ def _init_worker(done: Any) -> None:
     _DONE = done
 
 
-def _worker(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
-            partitions: list[int], ends: Mapping[tuple[str, int], int], w: int) -> Rebuild:
+def _worker(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, scope: Scope, partitions: list[int],
+            w: int) -> Rebuild:
     def count(n: int, _secs: float) -> None:
         _DONE[w] = n
 
-    return asyncio.run(_rebuild_partitions(catalogue, kafka, policy, now, topics, partitions, ends, count))
+    return asyncio.run(_rebuild_partitions(catalogue, kafka, policy, scope, partitions, count))
 
 
-async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, now: datetime, topics: list[str],
-                              partitions: list[int] | None, ends: Mapping[tuple[str, int], int],
-                              progress: Callable[[int, float], None] | None) -> Rebuild:
-    core = RecordProcessor(catalogue, policy, views_only=True)
+async def _rebuild_partitions(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPolicy, scope: Scope,
+                              partitions: list[int] | None, progress: Callable[[int, float], None] | None) -> Rebuild:
+    core = RecordProcessor(catalogue, policy, views_only=not scope.whole_step)
     slug_of = {name: slug for slug, name in core.views.items()}
-    states: dict[bytes, MemoryState] = {}
+    states: dict[tuple[int, bytes], MemoryState] = {}
     views: Views = {}
+    latest: Latest = {}
     events = bad = 0
     t0 = time.monotonic()
-    async for records in _in_reading_order(catalogue, kafka, topics, partitions, ends):
+    async for records in _in_reading_order(catalogue, kafka, list(scope.topics), partitions, scope.ends):
         for r in records:
+            now = scope.now or datetime.fromtimestamp(max(r.timestamp, scope.floor_ms) / 1000, UTC)
             step = core.process(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []),
-                                _state_of(states, r.key), now)
+                                _state_of(states, (r.partition, r.key)), now)
             if step.dead_letter:
                 bad += 1  # the processor dead-lettered it too
                 continue
             events += 1
             for o in step.outputs:
-                slug = slug_of.get(o.topic)
-                if slug is None or o.key is None:
+                if o.key is None:
                     continue
-                if o.value is None:
+                slug = slug_of.get(o.topic)
+                if slug is None:
+                    if o.topic in scope.kept:
+                        latest[(o.topic, o.key)] = o.value
+                elif o.value is None:
                     views.pop((slug, o.key), None)
                 else:
                     views[(slug, o.key)] = o.value
         if progress:
             progress(events + bad, time.monotonic() - t0)
-    return Rebuild(views, events, len(states), bad, time.monotonic() - t0)
+    kept = {where: s.data for where, s in states.items()} if scope.whole_step else {}
+    return Rebuild(views, events, len({case for _, case in states}), bad, time.monotonic() - t0, kept, latest)
 
 
 #: the events that may change who sees what (a referral's parties, a redirection, a commission's
@@ -226,17 +259,21 @@ def differences(live: Views, rebuilt: Views) -> list[str]:
     return out
 
 
+def changed(live: Mapping[K, bytes], rebuilt: Mapping[K, bytes | None]) -> list[tuple[K, bytes | None]]:
+    """What to write for the live records to become the rebuilt ones: each key whose value differs,
+    with its rebuilt value (None, a tombstone, for a live key the rebuild does not have), in key order."""
+    return [(k, rebuilt.get(k)) for k in sorted(set(live) | set(rebuilt)) if live.get(k) != rebuilt.get(k)]
+
+
 async def write(catalogue: Catalogue, kafka: KafkaAccess, live: Views, rebuilt: Views) -> int:
     """Publish what differs; return how many records were written."""
     producer = kafka.producer(max_request_size=16 * 1024 * 1024)
     await producer.start()
-    n = 0
+    todo = changed(live, rebuilt)
     try:
-        for slug, key in sorted(set(live) | set(rebuilt)):
-            if live.get((slug, key)) != rebuilt.get((slug, key)):
-                await producer.send(catalogue.per_structure("views", slug).name, rebuilt.get((slug, key)), key=key)
-                n += 1
+        for (slug, key), value in todo:
+            await producer.send(catalogue.per_structure("views", slug).name, value, key=key)
         await producer.flush()
     finally:
         await producer.stop()
-    return n
+    return len(todo)
