@@ -106,6 +106,13 @@ def _admin_parsers(sub: Any) -> None:
     t.set_defaults(func=commands.topics)
 
 
+def _state_parser(sub: Any) -> None:
+    st = sub.add_parser("state", help="rebuild the processor's state from its input topics (every processor instance stopped)")
+    st.add_argument("action", choices=["rebuild"])
+    st.add_argument("--state-dir", help="the processor's state folder, removed once rebuilt (default: as `parcours processor`)")
+    st.set_defaults(func=commands.state)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parcours", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("action", choices=["rebuild"])
     v.add_argument("--write", action="store_true", help="publish the rebuilt views where they differ")
     v.set_defaults(func=commands.views)
+
+    _state_parser(sub)
 
     pr = sub.add_parser("processor", help="the case-file processor (Quix Streams, exactly-once)")
     pr.add_argument("--metrics-port", type=int, default=8104)

@@ -1,6 +1,6 @@
 """The administrative commands of `parcours` (the broker, topics, credentials, the audit trail,
-generated documents, schemas, views rebuild): what each does and prints, once `cli` has parsed
-its arguments. Each imports what it needs when it runs."""
+generated documents, schemas, views and state rebuild): what each does and prints, once `cli` has
+parsed its arguments. Each imports what it needs when it runs."""
 
 from __future__ import annotations
 
@@ -218,3 +218,22 @@ def views(args: argparse.Namespace) -> int:
         return 1 if diffs else 0
 
     return asyncio.run(run())
+
+
+def state(args: argparse.Namespace) -> int:
+    """`parcours state rebuild`: the processor's state from its input topics (processors/staterebuild.py)."""
+    from parcours.bootstrap import resolve_kafka
+    from parcours.processors import rebuild as rb
+    from parcours.processors.staterebuild import rebuild_state
+    from parcours.security.credentials import ADMIN
+    from parcours.settings import get_settings
+    from parcours.topology.catalogue import default_catalogue
+    from parcours.topology.registry import default_policy
+
+    cat = default_catalogue()
+    state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
+    # the admin: it rewrites the processor's changelog and commits its group's offsets
+    done = asyncio.run(rebuild_state(cat, resolve_kafka(ADMIN), default_policy(), state_dir, progress=rb.print_progress()))
+    print(file=sys.stderr)
+    print(done.summary())
+    return 0
