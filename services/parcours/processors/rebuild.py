@@ -4,7 +4,8 @@ It reads every canonical topic from the beginning and feeds each record to the p
 step (`RecordProcessor.process`) over in-memory stores, so live and rebuilt views come from the
 same code. The topics are co-partitioned by case, so the work is split by partition between one
 process per core. `compare` reports how the live `views.<slug>` topics differ; `write` publishes the
-rebuilt item records (and tombstones for items that should not exist).
+rebuilt item records (and tombstones for items that should not exist). `state rebuild`
+(staterebuild.py) reads and runs the step through the same code, with a `Scope` of its own.
 """
 
 from __future__ import annotations
