@@ -167,7 +167,7 @@ async def rebuild_state(catalogue: Catalogue, kafka: KafkaAccess, policy: KindPo
         now = datetime.now(UTC)
         scope = rb.Scope(tuple(topics), until, whole_step=True, floor_ms=floor_ms(catalogue, now),
                          kept=frozenset({core.followups, core.schedule}))
-        result = await rb.rebuild(catalogue, kafka, policy, now, progress, workers, scope)
+        result = await rb.rebuild(catalogue, kafka, policy, progress=progress, workers=workers, scope=scope)
         changelog = catalogue.topic("case-state").name
         state = rb.changed(await read_changelog(kafka, changelog), changelog_of(result.states))
         views = {(catalogue.per_structure("views", slug).name, key): v for (slug, key), v in result.views.items()}
