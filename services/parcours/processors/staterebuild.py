@@ -24,14 +24,16 @@ from another cluster. Every processor instance stopped first (the command refuse
 4. In the same Kafka transaction: the views, the follow-up index and the clock schedule where they
    differ (never inbox, audit or observatory records), and the group's offsets at the cut
    (`send_offsets_to_transaction`: accepted for a group without members).
-5. The local state folder (RocksDB, now stale) is removed. A folder elsewhere (another host's
-   instance) must be emptied by hand: docs/operations.md.
+5. The local state (RocksDB, now stale) and its recorded lineage are removed: the processor
+   restores the state from the changelog on start. A state folder elsewhere (another instance's)
+   needs nothing: built from this changelog, it restores the records written here after its own
+   position, which end on the rebuilt state; built from another (a changelog created again since,
+   another cluster), its lineage check discards it at start (statelineage.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from parcours.processors.app import claim_state_dir, group_id
 from parcours.processors.core import RecordProcessor
 from parcours.processors.errors import ProcessorError
 from parcours.processors.quixstate import store_key
+from parcours.processors.statelineage import LINEAGE_FILE, discard_state
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.errors import ClusterError
 from parcours.topology.registry import KindPolicy
@@ -201,9 +204,10 @@ async def _publish(catalogue: Catalogue, kafka: KafkaAccess, group: str, changel
 
 
 def _remove_local(state_dir: Path, group: str) -> Path | None:
-    """Quix keeps the processor's RocksDB stores in `<state_dir>/<group>`."""
+    """The local state (Quix's stores are in `<state_dir>/<group>`) and the lineage it recorded (the
+    processor records the cluster's on start); the stores' folder if there was one."""
     stores = state_dir / group
-    if not stores.exists():
-        return None
-    shutil.rmtree(stores)
-    return stores
+    found = stores.exists()
+    discard_state(state_dir)
+    (state_dir / LINEAGE_FILE).unlink(missing_ok=True)
+    return stores if found else None
