@@ -19,13 +19,13 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from parcours.bootstrap import Cluster
+from parcours.bus.kafkaio import consumer_lag, partition_counts, read_to_end
 from parcours.contract.codec import Codec
-from parcours.kafkaio import consumer_lag, partition_counts, read_to_end
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
 from parcours.processors.app import group_id
 from parcours.processors.staterebuild import StateRebuildError, rebuild_state
-from parcours.runtime import Cluster
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 from tests.factories import ev

@@ -44,7 +44,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from parcours.kafkaio import KafkaAccess, committed_offsets, end_offsets, read_latest, read_to_end
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import KafkaAccess, committed_offsets, end_offsets, read_latest, read_to_end
 from parcours.processors import rebuild as rb
 from parcours.processors.app import claim_state_dir, group_id
 from parcours.processors.core import RecordProcessor
@@ -52,7 +53,6 @@ from parcours.processors.errors import ProcessorError
 from parcours.processors.quixstate import store_key
 from parcours.processors.statelineage import LINEAGE_FILE, discard_state
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.errors import ClusterError
 from parcours.topology.registry import KindPolicy
 
 #: the column family of the processor's store, in the header Quix's recovery requires
