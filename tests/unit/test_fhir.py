@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fhir.resources.R4B.bundle import Bundle
-from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import SecretStr
 
 from parcours.adapters.http.app import create_app
@@ -22,7 +20,7 @@ from parcours.casefile.policy import Policy, Viewer
 from parcours.casefile.state import fold_all
 from parcours.casefile.view import project
 from parcours.contract.models import build_event
-from parcours.fhir import codes, inbound, outbound
+from parcours.fhir import codes, inbound, outbound, r4
 from parcours.fhir.errors import FhirError
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
@@ -33,34 +31,40 @@ POLICY = Policy({"cpts": frozenset({"social", "medical", "functional"})})
 CASE = {"reference": "EpisodeOfCare/case-1"}
 
 
+def _given(resource: dict[str, Any]) -> dict[str, Any]:
+    """A sample with the elements set to None left out (FHIR JSON has no null)."""
+    return {k: v for k, v in resource.items() if v is not None}
+
+
 def service_request(**kw: Any) -> dict[str, Any]:
-    return {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+    return _given({"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
             "contained": [{"resourceType": "Patient", "id": "p", "identifier": [{"system": codes.PSEUDONYM, "value": "P-3c9e41"}],
                            "birthDate": "1937", "address": [{"postalCode": "31600"}]}],
             "subject": {"reference": "#p"}, "performer": [{"identifier": {"system": codes.STRUCTURE, "value": "crt-31-muret"}}],
-            "reasonCode": [{"text": "retour à domicile"}], "note": [{"text": "Sortie d'hospitalisation."}], **kw}
+            "reasonCode": [{"text": "retour à domicile"}], "note": [{"text": "Sortie d'hospitalisation."}], **kw})
 
 
 def task(**kw: Any) -> dict[str, Any]:
-    return {"resourceType": "Task", "status": "received", "intent": "order", "focus": {"reference": "ServiceRequest/ref-1"}, **kw}
+    return _given({"resourceType": "Task", "status": "received", "intent": "order", "focus": {"reference": "ServiceRequest/ref-1"}, **kw})
 
 
 def consent(**kw: Any) -> dict[str, Any]:
     provision = {"type": "permit", "actor": [{"role": {"text": "grantee"}, "reference": {"identifier": {"system": codes.KIND, "value": "crt"}}}],
                  "class": [{"system": codes.CATEGORY, "code": "discussion"}], "data": [{"meaning": "related", "reference": CASE}]}
-    return {"resourceType": "Consent", "status": "active", "scope": {"coding": [{"system": codes.CONSENT_SCOPE, "code": "patient-privacy"}]},
-            "category": [{"text": "partage"}], "extension": [{"url": codes.EXT_METHOD, "valueCode": "oral"}],
-            "provision": provision, **kw}
+    return _given({"resourceType": "Consent", "status": "active", "scope": {"coding": [{"system": codes.CONSENT_SCOPE, "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
+            "extension": [{"url": codes.EXT_METHOD, "valueCode": "oral"}], "provision": provision, **kw})
 
 
 def communication(**kw: Any) -> dict[str, Any]:
-    return {"resourceType": "Communication", "status": "completed", "about": [CASE], "payload": [{"contentString": "Bonjour."}], **kw}
+    return _given({"resourceType": "Communication", "status": "completed", "about": [CASE], "payload": [{"contentString": "Bonjour."}], **kw})
 
 
 def observation(**kw: Any) -> dict[str, Any]:
-    return {"resourceType": "Observation", "status": "final", "focus": [CASE],
+    return _given({"resourceType": "Observation", "status": "final", "focus": [CASE],
             "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": "aggir"}]}, "valueInteger": 3,
-            "component": [{"code": {"text": "transferts"}, "valueString": "B"}], **kw}
+            "component": [{"code": {"text": "transferts"}, "valueString": "B"}], **kw})
 
 
 # --- resources in ------------------------------------------------------------------------------
@@ -103,10 +107,10 @@ def test_a_refusals_alternative_goes_out_as_the_tasks_output() -> None:
 
     entry = {"event_id": "e-1", "decision": "refused", "volet": 2, "start_date": None, "reasons": ["hors secteur"],
              "alternative": "crt-31-nord", "by": "crt-31-muret", "at": "2026-11-30T10:00:00Z"}
-    out = _admission_task("ref-1", entry).model_dump(mode="json", exclude_none=True)
+    out = _admission_task("ref-1", entry)
     assert out["output"] == [{"type": {"coding": [{"system": codes.ADMISSION_OUTPUT, "code": "alternative"}]},
                               "valueReference": {"type": "Organization", "identifier": {"system": codes.STRUCTURE, "value": "crt-31-nord"}}}]
-    assert "output" not in _admission_task("ref-1", {**entry, "alternative": None}).model_dump(mode="json", exclude_none=True)
+    assert "output" not in _admission_task("ref-1", {**entry, "alternative": None})
 
 
 def test_consent_communication_and_observation() -> None:
@@ -137,8 +141,8 @@ def _patient(**kw: Any) -> dict[str, Any]:
 RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("ServiceRequest", service_request(status="draft"), "ServiceRequest.status", "invalid"),
     ("ServiceRequest", service_request(intent="proposal"), "ServiceRequest.intent", "invalid"),
-    ("ServiceRequest", service_request(performer=[]), "ServiceRequest.performer", "required"),
-    ("ServiceRequest", service_request(subject={"reference": "Patient/123"}), "ServiceRequest.subject", "required"),
+    ("ServiceRequest", service_request(performer=None), "ServiceRequest.performer", "required"),
+    ("ServiceRequest", service_request(subject={"reference": "Patient/123"}, contained=None), "ServiceRequest.subject", "required"),
     ("ServiceRequest", _patient(name=[{"family": "Martin"}]), "Patient.name", "security"),
     ("ServiceRequest", _patient(birthDate="1937-03-02"), "Patient.birthDate", "invalid"),
     ("ServiceRequest", _patient(identifier=[{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "1370299999999"}]), "Patient.identifier", "invalid"),
@@ -152,7 +156,7 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("Consent", consent(provision={"type": "permit", "data": [{"meaning": "related", "reference": CASE}]}), "Consent.provision.actor", "required"),
     ("Consent", consent(provision={"type": "permit", "actor": [{"role": {"text": "g"}, "reference": {"identifier": {"system": codes.KIND, "value": "crt"}}}]}),
      "Consent.provision.data", "required"),
-    ("Communication", communication(about=[]), "Communication.about", "required"),
+    ("Communication", communication(about=None), "Communication.about", "required"),
     ("Communication", communication(payload=[{"contentString": "a"}, {"contentString": "b"}]), "Communication.payload", "required"),
     ("Communication", communication(inResponseTo=[{"reference": "Patient/1"}]), "Communication.inResponseTo", "invalid"),
     ("Observation", observation(code={"text": "grille"}), "Observation.code", "required"),
@@ -172,11 +176,50 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("Observation", observation(valueInteger=None, valueString="GIR 3"), "Observation.valueString", "invalid"),
     ("ServiceRequest", _patient(gender="female"), "Patient.gender", "security"),
     ("ServiceRequest", service_request(contained=[*service_request()["contained"], {"resourceType": "RelatedPerson", "id": "r",
-                                                                                    "patient": {"reference": "#p"}, "name": [{"family": "Martin"}]}]),
+                                                                                    "patient": {"reference": "#p"}, "name": [{"family": "Martin"}]}],
+                                      supportingInfo=[{"reference": "#r"}]),
      "ServiceRequest.contained[1]", "security"),
     ("Task", task(status="completed", executionPeriod={"start": "2026"}, extension=[{"url": codes.EXT_VOLET, "valueInteger": 2}],
                   businessStatus={"coding": [{"system": codes.ADMISSION, "code": "admitted"}]}), "Task.executionPeriod.start", "invalid"),
 ]
+
+
+_SUBSCRIPTION_STATUS = {"resourceType": "SubscriptionStatus", "id": "s", "status": "active", "type": "event-notification",
+                        "topic": codes.TOPIC}
+_MASKED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "MASKED"}
+_DATA_ABSENT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "asked-declined"}]}
+
+#: what FHIR R4 itself refuses, before any rule of the bridge (its structure, its invariants, its required codes)
+R4_RULES: list[tuple[str, dict[str, Any], str, str]] = [
+    # an R4B-only resource, contained
+    ("ServiceRequest", service_request(contained=[*service_request()["contained"], _SUBSCRIPTION_STATUS], supportingInfo=[{"reference": "#s"}]),
+     "ServiceRequest.contained[1]", "structure"),
+    ("Observation", observation(dataAbsentReason=_DATA_ABSENT), "Observation.dataAbsentReason", "invalid"),  # obs-6
+    ("Observation", observation(component=[{"code": {"text": "a"}, "valueString": "B", "dataAbsentReason": _DATA_ABSENT}]),
+     "Observation.component[0].dataAbsentReason", "invalid"),
+    ("Communication", communication(extension=[{"url": "urn:x", "valueString": "v", "extension": [{"url": "a", "valueString": "b"}]}]),
+     "Communication.extension[0]", "invalid"),  # ext-1
+    ("Communication", communication(extension=[{"url": "urn:x"}]), "Communication.extension[0]", "invalid"),  # ext-1
+    ("ServiceRequest", service_request(contained=[*service_request()["contained"], {"resourceType": "Organization", "id": "o", "name": "x"}]),
+     "ServiceRequest.contained[1]", "invalid"),  # dom-3
+    ("Consent", consent(policyRule=None), "Consent.policyRule", "required"),  # ppc-1
+    ("Consent", consent(patient={"reference": "#p"}, contained=[{"resourceType": "Patient", "id": "p", "meta": {"security": [_MASKED]}}]),
+     "Consent.contained[0].meta.security", "invalid"),  # dom-5
+    ("Communication", communication(subject={"reference": "#nobody"}), "Communication.subject.reference", "invalid"),  # ref-1
+    ("Communication", communication(about=[{}]), "Communication.about[0]", "invalid"),  # ele-1
+    ("Communication", communication(priority="soon"), "Communication.priority", "code-invalid"),
+    ("Communication", communication(payload=[]), "Communication.payload", "value"),  # no empty array in FHIR JSON
+    ("Communication", communication(sent="2026-11-02T10:00:00"), "Communication.sent", "value"),  # a time needs its zone
+    ("Consent", consent(provision={**consent()["provision"], "period": {"start": "2031-01-01", "end": "2030-01-01"}}),
+     "Consent.provision.period", "invalid"),  # per-1
+    ("Task", task(authoredOn="2026-11-02", lastModified="2026-11-01"), "Task.lastModified", "invalid"),  # inv-1
+    ("Observation", observation(valueInteger=None, valueDecimal=3.5), "Observation.valueDecimal", "structure"),  # not an R4 value[x]
+]
+
+
+@pytest.mark.parametrize(("resource_type", "raw", "expression", "code"), R4_RULES)
+def test_what_fhir_r4_refuses_is_refused_naming_the_element(resource_type: str, raw: dict[str, Any], expression: str, code: str) -> None:
+    assert (code, expression) in _issues(resource_type, raw)
 
 
 @pytest.mark.parametrize(("resource_type", "raw", "expression", "code"), RULES)
@@ -238,8 +281,8 @@ def _bundle(events: list[Any], viewer: Viewer) -> dict[str, Any]:
     view = project(fold_all("case-1", events), viewer, POLICY, NOW)
     assert view is not None
     raw = outbound.case_bundle(view, "https://edge/fhir/r4")
-    Bundle.model_validate_json(raw)  # a valid R4 Bundle
     out: dict[str, Any] = json.loads(raw)
+    assert r4.issues(out) == []  # a valid R4 Bundle
     return out
 
 
@@ -275,7 +318,8 @@ def test_the_bundle_holds_what_the_view_holds_and_reads_back_as_the_same_events(
 
 def test_an_empty_result_and_a_hidden_person_still_make_a_valid_bundle() -> None:
     """An empty result (the JSON API takes it) is a component without value; a consent whose
-    reader may not know the person points to a masked stand-in (FHIR wants a patient there)."""
+    reader may not know the person names it by a display alone, as the case does (no contained
+    stand-in: a contained resource may not carry the security label that would say so, dom-5)."""
     events = [ev("EvaluationRecorded", results={"adl": ""}, category="discussion", at=1),
               ev("ConsentRecorded", categories=["discussion"], grantee="cpts-31-nord", at=0)]
     res = _resources(_bundle(events, Viewer("cpts-31-nord", "cpts")))
@@ -283,8 +327,9 @@ def test_an_empty_result_and_a_hidden_person_still_make_a_valid_bundle() -> None
     assert "valueString" not in component
     assert inbound.parse("Observation", {**res["Observation"][0], "focus": [CASE]}).fields["results"] == {"adl": ""}
     masked = res["Consent"][0]
-    assert masked["patient"] == {"reference": "#person"}
-    assert masked["contained"][0]["meta"]["security"][0]["code"] == "MASKED"
+    assert masked["patient"] == res["EpisodeOfCare"][0]["patient"]
+    assert "identifier" not in masked["patient"]
+    assert "contained" not in masked
     assert masked["policyRule"]["coding"][0]["code"] == "OPTIN"
 
 
@@ -313,7 +358,7 @@ def test_notifications_are_backport_bundles_with_ids_only() -> None:
             "item": "message:msg-1", "view_version": 3, "sequence": 12}
     raw = outbound.notification("event-notification", "sub-crt-31-muret", "https://edge/fhir/r4", 4, note)
     bundle = json.loads(raw)
-    Bundle.model_validate(bundle)
+    assert r4.issues(bundle) == []
     assert bundle["type"] == "history"
     assert bundle["meta"]["profile"] == [codes.NOTIFICATION_PROFILE]
     status = {p["name"]: p for p in bundle["entry"][0]["resource"]["parameter"]}
@@ -354,7 +399,9 @@ def _client(kind: str) -> httpx.AsyncClient:
 
 def _outcome(resp: httpx.Response) -> list[dict[str, Any]]:
     assert resp.headers["content-type"] == "application/fhir+json"
-    issues: list[dict[str, Any]] = OperationOutcome.model_validate_json(resp.content).model_dump(mode="json")["issue"]
+    body = resp.json()
+    assert (body["resourceType"], r4.issues(body)) == ("OperationOutcome", [])
+    issues: list[dict[str, Any]] = body["issue"]
     return issues
 
 
@@ -373,7 +420,7 @@ async def test_every_refusal_on_the_fhir_routes_is_an_operation_outcome() -> Non
         _outcome(r)
         r = await c.post("/fhir/r4/Communication", headers=auth, json=consent())
         assert (r.status_code, _outcome(r)[0]["expression"]) == (400, ["resourceType"])
-        r = await c.post("/fhir/r4/Communication", headers=auth, json=communication(about=[]))
+        r = await c.post("/fhir/r4/Communication", headers=auth, json=communication(about=None))
         assert r.status_code == 422
         assert _outcome(r)[0]["expression"] == ["Communication.about"]
         r = await c.get("/fhir/r4/EpisodeOfCare/bad id/$everything", headers=auth)
@@ -411,3 +458,14 @@ async def test_the_fhir_routes_are_in_the_openapi_document() -> None:
         responses = doc["paths"][f"/fhir/r4/{path}"]["post"]["responses"]
         assert "application/fhir+json" in responses["422"]["content"]
     assert "/fhir/r4/EpisodeOfCare/{case_id}/$everything" in doc["paths"]
+
+
+async def test_what_fhir_r4_refuses_is_a_422_operation_outcome_naming_the_element() -> None:
+    """The five inputs that are not R4 (an R4B-only contained SubscriptionStatus, obs-6, ext-1,
+    dom-3, ppc-1), refused over HTTP before any rule of the bridge."""
+    auth = {"Authorization": "Bearer dev-dac-31", "content-type": "application/fhir+json"}
+    async with _client("dac") as c:
+        for resource_type, raw, expression, _code in R4_RULES[:7]:
+            r = await c.post(f"/fhir/r4/{resource_type}", headers=auth, json=raw)
+            assert r.status_code == 422, (expression, r.text)
+            assert [expression] in [i.get("expression") for i in _outcome(r)], r.text

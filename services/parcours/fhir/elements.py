@@ -1,6 +1,8 @@
-"""Reading the elements of a FHIR R4 resource: validating it against its `fhir.resources` model,
-gathering the issues found (`Issues`), and the references, codings, extensions and dates the
-mappers of `inbound` read."""
+"""Reading the elements of a FHIR R4 resource: validating it as FHIR R4 (`r4`: the 4.0.1
+structure and invariants), reading it through its `fhir.resources` class (R4B, which for the
+resources posted here has R4's elements: R4 has refused whatever it does not hold), gathering the
+issues found (`Issues`), and the references, codings, extensions and dates the mappers of
+`inbound` read."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from parcours.fhir import codes
+from parcours.fhir import codes, r4
 from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
 
 
@@ -34,6 +36,12 @@ def validate(resource_type: str, raw: Any, model: Any) -> Any:
         raise FhirUnreadable([Issue("structure", None, f"the body must be a FHIR {resource_type} (a JSON object)")])
     if raw.get("resourceType") != resource_type:
         raise FhirUnreadable([Issue("structure", "resourceType", f"resourceType must be {resource_type} on this endpoint")])
+    try:
+        wrong = r4.issues(raw)
+    except (ValueError, RecursionError):  # fhirkit: nested deeper than any FHIR resource is
+        raise FhirUnreadable([Issue("too-costly", resource_type, "nested too deep")]) from None
+    if wrong:
+        raise FhirError(wrong)
     try:
         resource = model.model_validate(raw)
     except ValidationError as exc:

@@ -1,5 +1,5 @@
-"""FHIR R4 resources in, the contract's events out: each resource is validated by its
-`fhir.resources` model, then mapped onto the very fields the JSON API takes, so the same
+"""FHIR R4 resources in, the contract's events out: each resource is checked as FHIR R4 (`r4`)
+and read through its `fhir.resources` class, then mapped onto the very fields the JSON API takes, so the same
 contract, rights and consent rules apply whichever door an event comes through.
 
 What a resource must carry beyond FHIR's own rules (README, "FHIR R4 bridge") is checked here and

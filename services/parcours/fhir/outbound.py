@@ -3,7 +3,8 @@ notifications in the shape of the Subscriptions backport (handshake, heartbeat, 
 
 Everything here is built from a view that the processor already filtered by the consent rules
 (`casefile/view.py` is their specification): the Bundle holds exactly what the JSON view holds,
-in FHIR's words, and nothing else. Each resource is validated by its `fhir.resources` model.
+in FHIR's words, and nothing else. Each resource is checked as FHIR R4 (4.0.1, `r4.checked`)
+before it leaves.
 """
 
 from __future__ import annotations
@@ -14,20 +15,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from fhir.resources.R4B.bundle import Bundle
-from fhir.resources.R4B.capabilitystatement import CapabilityStatement
-from fhir.resources.R4B.communication import Communication
-from fhir.resources.R4B.consent import Consent
-from fhir.resources.R4B.episodeofcare import EpisodeOfCare
-from fhir.resources.R4B.flag import Flag
-from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.operationoutcome import OperationOutcome
-from fhir.resources.R4B.parameters import Parameters
-from fhir.resources.R4B.servicerequest import ServiceRequest
-from fhir.resources.R4B.subscription import Subscription
-from fhir.resources.R4B.task import Task
+import orjson
 
-from parcours.fhir import codes
+from parcours.fhir import codes, r4
 from parcours.fhir.errors import Issue
 
 MEDIA_TYPE = "application/fhir+json"
@@ -36,10 +26,9 @@ log = logging.getLogger("parcours.fhir")
 
 def outcome(issues: Iterable[Issue]) -> bytes:
     """An OperationOutcome, as bytes ready to send."""
-    out = OperationOutcome.model_validate({"resourceType": "OperationOutcome", "issue": [
+    return _json(resource({"resourceType": "OperationOutcome", "issue": [
         {"severity": i.severity, "code": i.code, "diagnostics": i.diagnostics,
-         **({"expression": [i.expression]} if i.expression else {})} for i in issues]})
-    return out.model_dump_json(exclude_none=True).encode()
+         **({"expression": [i.expression]} if i.expression else {})} for i in issues]}))
 
 
 def accepted(event_type: str, event_id: str, ids: dict[str, str]) -> bytes:
@@ -110,20 +99,20 @@ def case_bundle(view: dict[str, Any], base: str) -> bytes:
             res = build()
         except ValueError as exc:  # an item FHIR cannot express (a bug here): said, not hidden, not fatal
             log.error("item not expressible in FHIR", extra={"item_kind": item.split(":", 1)[0], "error": type(exc).__name__})
-            entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "outcome"}, "resource": OperationOutcome.model_validate(
+            entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "outcome"}, "resource": resource(
                 {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "exception",
                                                                  "diagnostics": f"{item} could not be expressed in FHIR; read it on /v1/cases"}]})})
             continue
-        full = f"{base}/{res.get_resource_type()}/{res.id}" if res.id else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, item)}"
+        full = f"{base}/{res['resourceType']}/{res['id']}" if "id" in res else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, item)}"
         entries.append({"fullUrl": full, "resource": res, "search": {"mode": "match" if item == "case" else "include"}})
-    bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "searchset", "total": 1,
+    bundle = resource({"resourceType": "Bundle", "type": "searchset", "total": 1,
                                     "timestamp": _now(), "meta": {"lastUpdated": view["updated_at"]}, "entry": entries})
-    return bundle.model_dump_json(exclude_none=True).encode()
+    return _json(bundle)
 
 
 def episode(view: dict[str, Any]) -> bytes:
     """The case alone (`GET /fhir/r4/EpisodeOfCare/<case>`): what a notification's focus names."""
-    return _episode(view, _patient_ref(view)).model_dump_json(exclude_none=True).encode()
+    return _json(_episode(view, _patient_ref(view)))
 
 
 def _patient_ref(view: dict[str, Any]) -> dict[str, Any]:
@@ -137,23 +126,19 @@ def _patient_ref(view: dict[str, Any]) -> dict[str, Any]:
 
 #: the person of a case whose referral the reader does not see: named by nothing
 _HIDDEN = "the person of the case (not disclosed to this structure)"
-#: a contained stand-in where FHIR requires a patient and the reader may not know who it is
-_MASKED_PATIENT = {"resourceType": "Patient", "id": "person", "meta": {"security": [
-    {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "MASKED"}]}}
 
-
-def _episode(view: dict[str, Any], patient: dict[str, Any]) -> EpisodeOfCare:
-    return EpisodeOfCare.model_validate({
+def _episode(view: dict[str, Any], patient: dict[str, Any]) -> dict[str, Any]:
+    return resource({
         "resourceType": "EpisodeOfCare", **_ids("EpisodeOfCare", view["case_id"]), "status": "active", "patient": patient,
         "meta": {"versionId": str(view["version"]), "lastUpdated": view["updated_at"]}})
 
 
-def _service_request(r: dict[str, Any], case_id: str) -> ServiceRequest:
+def _service_request(r: dict[str, Any], case_id: str) -> dict[str, Any]:
     person = r["person"]
     context = r.get("context")
     ext = [{"url": codes.EXT_CONTEXT, "extension": [{"url": "type", "valueCode": context["type"]}] + (
         [{"url": "date", "valueDate": context["date"]}] if context.get("date") else [])}] if context else None
-    return ServiceRequest.model_validate({
+    return resource({
         "resourceType": "ServiceRequest", **_ids("ServiceRequest", r["referral_id"]),
         "status": codes.REQUEST_OF_STATUS.get(r.get("status"), "active"), "intent": "order",
         "priority": codes.PRIORITY_OF_URGENCY[r["urgency"]],
@@ -165,17 +150,17 @@ def _service_request(r: dict[str, Any], case_id: str) -> ServiceRequest:
         "supportingInfo": [ref("EpisodeOfCare", case_id)], "extension": ext})
 
 
-def _status_task(referral_id: str, s: dict[str, Any]) -> Task:
+def _status_task(referral_id: str, s: dict[str, Any]) -> dict[str, Any]:
     business = {"coding": [{"system": codes.REFERRAL_STATUS, "code": s["status"]}]}
-    return Task.model_validate({
+    return resource({
         "resourceType": "Task", **_ids("Task", s["event_id"]), "status": codes.TASK_OF_STATUS[s["status"]],
         "businessStatus": business, "intent": "order", "focus": ref("ServiceRequest", referral_id),
         "statusReason": {"text": s["reason"]} if s.get("reason") else None, "authoredOn": s["at"],
         "requester": org(s["by"]), "owner": org(s.get("redirect_to"))})
 
 
-def _admission_task(referral_id: str, a: dict[str, Any]) -> Task:
-    return Task.model_validate({
+def _admission_task(referral_id: str, a: dict[str, Any]) -> dict[str, Any]:
+    return resource({
         "resourceType": "Task", **_ids("Task", a["event_id"]), "status": "completed", "intent": "order",
         "businessStatus": {"coding": [{"system": codes.ADMISSION, "code": a["decision"]}]},
         "focus": ref("ServiceRequest", referral_id), "authoredOn": a["at"], "owner": org(a["by"]),
@@ -186,10 +171,10 @@ def _admission_task(referral_id: str, a: dict[str, Any]) -> Task:
         "extension": [{"url": codes.EXT_VOLET, "valueInteger": a["volet"]}]})
 
 
-def _observation(e: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Observation:
+def _observation(e: dict[str, Any], case_id: str, patient: dict[str, Any]) -> dict[str, Any]:
     gir = e.get("gir")
     value = {"valueCodeableConcept": {"coding": [{"system": codes.CISIS, "code": codes.GIR_CODE[gir], "display": f"GIR {gir}"}]}} if gir else {}
-    return Observation.model_validate({
+    return resource({
         "resourceType": "Observation", **_ids("Observation", e["evaluation_id"]), "status": "final",
         "category": [_category(e["category"])], "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": e["type"]}]},
         "subject": patient if "identifier" in patient else None, "focus": [ref("EpisodeOfCare", case_id)],
@@ -198,8 +183,8 @@ def _observation(e: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Ob
                       for k, v in e["results"].items()] or None})
 
 
-def _communication(m: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Communication:
-    return Communication.model_validate({
+def _communication(m: dict[str, Any], case_id: str, patient: dict[str, Any]) -> dict[str, Any]:
+    return resource({
         "resourceType": "Communication", **_ids("Communication", m["message_id"]), "status": "completed",
         "category": [_category(m["category"])], "subject": patient if "identifier" in patient else None,
         "about": [ref("EpisodeOfCare", case_id)], "sent": m["at"], "sender": org(m["by"]),
@@ -207,13 +192,12 @@ def _communication(m: dict[str, Any], case_id: str, patient: dict[str, Any]) -> 
         "payload": [{"contentString": m["body"]}]})
 
 
-def _consent(c: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Consent:
-    hidden = "identifier" not in patient  # FHIR wants a patient under patient-privacy: a masked stand-in
-    return Consent.model_validate({
+def _consent(c: dict[str, Any], case_id: str, patient: dict[str, Any]) -> dict[str, Any]:
+    return resource({
         "resourceType": "Consent", **_ids("Consent", c["consent_id"]), "status": "active" if c.get("active", True) else "inactive",
         "scope": {"coding": [{"system": codes.CONSENT_SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}],
-        "patient": {"reference": "#person"} if hidden else patient, "contained": [_MASKED_PATIENT] if hidden else None,
+        "patient": patient,
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                                    "code": "OPTIN" if c["decision"] == "permit" else "OPTOUT"}]},
         "dateTime": c["at"], "performer": [org(c["by"])],
@@ -224,8 +208,8 @@ def _consent(c: dict[str, Any], case_id: str, patient: dict[str, Any]) -> Consen
                       "data": [{"meaning": "related", "reference": ref("EpisodeOfCare", case_id)}]}})
 
 
-def _flag(r: dict[str, Any], patient: dict[str, Any]) -> Flag:
-    return Flag.model_validate({
+def _flag(r: dict[str, Any], patient: dict[str, Any]) -> dict[str, Any]:
+    return resource({
         "resourceType": "Flag", **_ids("Flag", r["rupture_id"]), "status": "active",
         "category": [{"text": "care-pathway rupture"}], "code": {"coding": [{"system": codes.RUPTURE_TYPE, "code": r["type"]}],
                                                                  "text": r["description"]},
@@ -242,14 +226,14 @@ def capability_statement(kind: str, base: str, version: str) -> bytes:
     # $everything on EpisodeOfCare is standard from R5 on; in R4 it is this server's own operation
     episode = {"type": "EpisodeOfCare", "interaction": [{"code": "read"}],
                "operation": [{"name": "everything", "definition": "urn:parcours:OperationDefinition:EpisodeOfCare-everything"}]}
-    statement = CapabilityStatement.model_validate({
+    statement = resource({
         "resourceType": "CapabilityStatement", "status": "active", "date": _now(), "kind": "instance",
         "name": f"Parcours{kind.upper()}Adapter", "title": f"Parcours {kind.upper()} adapter, FHIR R4 bridge",
         "software": {"name": "Parcours", "version": version}, "implementation": {"description": f"Parcours {kind.upper()} adapter", "url": base},
         "fhirVersion": "4.0.1", "format": [MEDIA_TYPE, "json"],
         "rest": [{"mode": "server", "security": {"description": "Authorization: Bearer <the structure's token>"},
                   "resource": [*posted, episode]}]})
-    return statement.model_dump_json(exclude_none=True).encode()
+    return _json(statement)
 
 
 # --- notifications (Subscriptions backport, id-only) ---------------------------------------
@@ -260,12 +244,12 @@ def subscription_answer(sub_id: str, base: str, endpoint: str, content: str, hea
     channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, "payload": MEDIA_TYPE, "_payload": payload_ext}
     if heartbeat_s:
         channel["extension"] = [{"url": codes.EXT_HEARTBEAT, "valueUnsignedInt": heartbeat_s}]
-    sub = Subscription.model_validate({
+    sub = resource({
         "resourceType": "Subscription", "id": sub_id, "status": "active", "criteria": codes.TOPIC,
         "reason": "Parcours case changes visible to the subscriber", "channel": channel,
         "meta": {"profile": [codes.BACKPORT + "backport-subscription"]},
         "extension": [{"url": codes.EXT_SECRET, "valueString": secret}]})
-    return sub.model_dump_json(exclude_none=True).encode()
+    return _json(sub)
 
 
 def notification(kind: str, subscription: str, base: str, since_start: int, note: dict[str, Any] | None = None,
@@ -289,12 +273,12 @@ def notification(kind: str, subscription: str, base: str, since_start: int, note
             entries.append({"fullUrl": focus, "request": {"method": "PUT", "url": focus.removeprefix(base + "/")},
                             "response": {"status": "200"}})
         params.append({"name": "notification-event", "part": event})
-    status = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": Parameters.model_validate(
+    status = {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": resource(
         {"resourceType": "Parameters", "meta": {"profile": [codes.STATUS_PROFILE]}, "parameter": params}),
         "request": {"method": "GET", "url": f"Subscription/{subscription}/$status"}, "response": {"status": "200"}}
-    bundle = Bundle.model_validate({"resourceType": "Bundle", "type": "history", "timestamp": _now(),
+    bundle = resource({"resourceType": "Bundle", "type": "history", "timestamp": _now(),
                                     "meta": {"profile": [codes.NOTIFICATION_PROFILE]}, "entry": [status, *entries]})
-    return bundle.model_dump_json(exclude_none=True).encode()
+    return _json(bundle)
 
 
 def _focus(note: dict[str, Any], base: str) -> str:
@@ -303,6 +287,25 @@ def _focus(note: dict[str, Any], base: str) -> str:
     is what to read. (A case id FHIR's id syntax cannot hold is written as it is: the server
     resolves it.)"""
     return f"{base}/EpisodeOfCare/{note['case_id']}"
+
+
+def resource(raw: dict[str, Any]) -> dict[str, Any]:
+    """A resource Parcours writes: its absent elements (None, empty) left out, checked as FHIR R4
+    (ValueError if it is not: a bug, reported where the resource was to go)."""
+    return r4.checked(_pruned(raw))
+
+
+def _pruned(value: Any) -> Any:
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None and v not in ([], {})}
+    if isinstance(value, list):
+        return [v for v in (_pruned(x) for x in value) if v is not None and v != {}]
+    return value
+
+
+def _json(raw: dict[str, Any]) -> bytes:
+    return orjson.dumps(raw)
 
 
 def _now() -> str:
