@@ -32,6 +32,8 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: routes anyone may call: probes, metrics, the API description
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc",
                         "/asyncapi.json", "/fhir/r4/metadata"})
+#: and the FHIR bridge's own definitions (its extensions and code systems: what metadata points to)
+OPEN_PREFIXES = ("/fhir/r4/StructureDefinition/", "/fhir/r4/CodeSystem/", "/fhir/r4/ValueSet/")
 
 
 @dataclass
@@ -63,7 +65,7 @@ class EdgeGuard:
         self._table: list[tuple[Any, Any, str]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         route = self._route(scope)

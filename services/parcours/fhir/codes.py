@@ -18,6 +18,9 @@ ADMISSION = "urn:parcours:admission-decision"
 ADMISSION_OUTPUT = "urn:parcours:admission-output"
 REFERRAL_STATUS = "urn:parcours:referral-status"
 RUPTURE_TYPE = "urn:parcours:rupture-type"
+#: the codes of the consent-method extension and of the referral-context extension's `type`
+CONSENT_METHOD = "urn:parcours:consent-method"
+CONTEXT_TYPE = "urn:parcours:referral-context-type"
 #: Parcours' ids of what FHIR ids cannot always hold (`_` and `:` are allowed in ours)
 ID_SYSTEM = {"EpisodeOfCare": "urn:parcours:case", "ServiceRequest": "urn:parcours:referral",
              "Communication": "urn:parcours:message", "Observation": "urn:parcours:evaluation",

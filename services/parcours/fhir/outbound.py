@@ -9,15 +9,17 @@ before it leaves.
 
 from __future__ import annotations
 
+import html
 import logging
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
-from parcours.fhir import codes, r4
+from parcours.fhir import codes, definitions, r4
 from parcours.fhir.errors import Issue
 
 MEDIA_TYPE = "application/fhir+json"
@@ -103,11 +105,26 @@ def case_bundle(view: dict[str, Any], base: str) -> bytes:
                 {"resourceType": "OperationOutcome", "issue": [{"severity": "warning", "code": "exception",
                                                                  "diagnostics": f"{item} could not be expressed in FHIR; read it on /v1/cases"}]})})
             continue
-        full = f"{base}/{res['resourceType']}/{res['id']}" if "id" in res else f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, item)}"
+        if "id" in res:
+            full = f"{base}/{res['resourceType']}/{res['id']}"
+        else:  # a searchset's resources have ids: the uuid of its fullUrl (the Parcours id is its identifier)
+            full = entry_url(case_id, item)
+            res = {"resourceType": res["resourceType"], "id": full.removeprefix("urn:uuid:"), **res}
         entries.append({"fullUrl": full, "resource": res, "search": {"mode": "match" if item == "case" else "include"}})
-    bundle = resource({"resourceType": "Bundle", "type": "searchset", "total": 1,
-                                    "timestamp": _now(), "meta": {"lastUpdated": view["updated_at"]}, "entry": entries})
+    bundle = resource({"resourceType": "Bundle", "type": "searchset", "total": 1, "timestamp": _now(),
+                       "meta": {"lastUpdated": view["updated_at"]}, "entry": entries,
+                       "link": [{"relation": "self", "url": f"{base}/EpisodeOfCare/{quote(case_id, safe='')}/$everything"}]})
     return _json(bundle)
+
+
+#: the namespace of the entries' urn:uuid fullUrls (an item whose id FHIR's id syntax cannot hold)
+_ENTRY_NS = uuid.UUID("b8f3c1d2-6a4e-5f70-9c2b-1d3e5f7a9b0c")
+
+
+def entry_url(case_id: str, item: str) -> str:
+    """The fullUrl of an item FHIR cannot name by id: the same for the same item of the same case
+    in every Bundle, and another in every other case."""
+    return f"urn:uuid:{uuid.uuid5(_ENTRY_NS, case_id + chr(10) + item)}"
 
 
 def episode(view: dict[str, Any]) -> bytes:
@@ -171,15 +188,25 @@ def _admission_task(referral_id: str, a: dict[str, Any]) -> dict[str, Any]:
         "extension": [{"url": codes.EXT_VOLET, "valueInteger": a["volet"]}]})
 
 
+#: the consent's grantee: who may read what it permits (HL7 v3 ParticipationType, in FHIR's SecurityRoleType)
+_GRANTEE_ROLE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP",
+                             "display": "information recipient"}]}
+#: an evaluation's result left empty (the JSON API takes ""): present in the grid, its value not known
+_EMPTY_RESULT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "unknown", "display": "Unknown"}],
+                 "text": "empty"}
+#: an evaluation is an assessment instrument (FHIR's observation-category), besides its Parcours category
+_SURVEY = {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey", "display": "Survey"}
+
+
 def _observation(e: dict[str, Any], case_id: str, patient: dict[str, Any]) -> dict[str, Any]:
     gir = e.get("gir")
     value = {"valueCodeableConcept": {"coding": [{"system": codes.CISIS, "code": codes.GIR_CODE[gir], "display": f"GIR {gir}"}]}} if gir else {}
     return resource({
         "resourceType": "Observation", **_ids("Observation", e["evaluation_id"]), "status": "final",
-        "category": [_category(e["category"])], "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": e["type"]}]},
+        "category": [_category(e["category"]), {"coding": [_SURVEY]}], "code": {"coding": [{"system": codes.EVALUATION_TYPE, "code": e["type"]}]},
         "subject": patient if "identifier" in patient else None, "focus": [ref("EpisodeOfCare", case_id)],
         "effectiveDateTime": e["at"], "performer": [org(e["by"])], **value,
-        "component": [{"code": {"text": k}, **({"valueString": v} if v else {"dataAbsentReason": {"text": "empty"}})}
+        "component": [{"code": {"text": k}, **({"valueString": v} if v else {"dataAbsentReason": _EMPTY_RESULT})}
                       for k, v in e["results"].items()] or None})
 
 
@@ -202,7 +229,7 @@ def _consent(c: dict[str, Any], case_id: str, patient: dict[str, Any]) -> dict[s
                                    "code": "OPTIN" if c["decision"] == "permit" else "OPTOUT"}]},
         "dateTime": c["at"], "performer": [org(c["by"])],
         "extension": [{"url": codes.EXT_METHOD, "valueCode": c["method"]}],
-        "provision": {"type": c["decision"], "actor": [{"role": {"text": "grantee"}, "reference": _grantee(c["grantee"])}],
+        "provision": {"type": c["decision"], "actor": [{"role": _GRANTEE_ROLE, "reference": _grantee(c["grantee"])}],
                       "class": [{"system": codes.CATEGORY, "code": k} for k in c["categories"]],
                       "period": {"end": c["valid_until"]} if c.get("valid_until") else None,
                       "data": [{"meaning": "related", "reference": ref("EpisodeOfCare", case_id)}]}})
@@ -226,13 +253,16 @@ def capability_statement(kind: str, base: str, version: str) -> bytes:
     # $everything on EpisodeOfCare is standard from R5 on; in R4 it is this server's own operation
     episode = {"type": "EpisodeOfCare", "interaction": [{"code": "read"}],
                "operation": [{"name": "everything", "definition": "urn:parcours:OperationDefinition:EpisodeOfCare-everything"}]}
+    published = [{"type": t, "interaction": [{"code": "read"}], "documentation": "Parcours' own: " + ", ".join(
+        f"{d['url']} ({d['id']})" for d in definitions.all_definitions() if d["resourceType"] == t)}
+        for t in definitions.PUBLISHED]
     statement = resource({
         "resourceType": "CapabilityStatement", "status": "active", "date": _now(), "kind": "instance",
         "name": f"Parcours{kind.upper()}Adapter", "title": f"Parcours {kind.upper()} adapter, FHIR R4 bridge",
         "software": {"name": "Parcours", "version": version}, "implementation": {"description": f"Parcours {kind.upper()} adapter", "url": base},
         "fhirVersion": "4.0.1", "format": [MEDIA_TYPE, "json"],
         "rest": [{"mode": "server", "security": {"description": "Authorization: Bearer <the structure's token>"},
-                  "resource": [*posted, episode]}]})
+                  "resource": [*posted, episode, *published]}]})
     return _json(statement)
 
 
@@ -290,9 +320,30 @@ def _focus(note: dict[str, Any], base: str) -> str:
 
 
 def resource(raw: dict[str, Any]) -> dict[str, Any]:
-    """A resource Parcours writes: its absent elements (None, empty) left out, checked as FHIR R4
-    (ValueError if it is not: a bug, reported where the resource was to go)."""
-    return r4.checked(_pruned(raw))
+    """A resource Parcours writes: its absent elements (None, empty) left out, a minimal generated
+    narrative, checked as FHIR R4 (ValueError if it is not: a bug, reported where it was to go)."""
+    out: dict[str, Any] = _pruned(raw)
+    if out["resourceType"] not in _NOT_DOMAIN and "text" not in out:
+        out = {"resourceType": out["resourceType"], **({"id": out["id"]} if "id" in out else {}), "text": _narrative(out), **out}
+    return r4.checked(out)
+
+
+_NOT_DOMAIN = frozenset({"Bundle", "Parameters", "Binary"})
+
+
+def _narrative(raw: dict[str, Any]) -> dict[str, str]:
+    """What the resource is, in a line or two of XHTML, from its own elements only (a narrative
+    says nothing the resource does not)."""
+    ident = raw.get("id") or next((i["value"] for i in raw.get("identifier") or [] if i.get("value")), None)
+    lines = [" ".join(str(x) for x in (raw["resourceType"], ident) if x)]
+    lines += [f"{key}: {raw[key]}" for key in ("title", "status", "intent", "priority", "criteria", "url") if isinstance(raw.get(key), str)]
+    for key in ("code", "businessStatus"):
+        coded = [c["code"] for c in (raw.get(key) or {}).get("coding") or [] if c.get("code")]
+        if coded:
+            lines.append(f"{key}: {', '.join(coded)}")
+    lines += [f"{i['severity']}: {i.get('diagnostics') or i['code']}" for i in raw.get("issue") or []]
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{body}</div>'}
 
 
 def _pruned(value: Any) -> Any:

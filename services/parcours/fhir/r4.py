@@ -190,10 +190,7 @@ def _observation(raw: dict[str, Any]) -> list[Issue]:
     codes = {(c.get("system"), c.get("code")) for c in (raw.get("code") or {}).get("coding") or []}
     for i, comp in enumerate(raw.get("component") or []):
         where = f"Observation.component[{i}]"
-        has_value = any(_CHOICE.match(k) for k in comp)
-        if comp.get("dataAbsentReason") and has_value:
-            out.append(Issue("invalid", f"{where}.dataAbsentReason", "obs-6: a dataAbsentReason SHALL only be present without a value[x]"))
-        if has_value and codes & {(c.get("system"), c.get("code")) for c in (comp.get("code") or {}).get("coding") or []}:
+        if any(_CHOICE.match(k) for k in comp) and codes & {(c.get("system"), c.get("code")) for c in (comp.get("code") or {}).get("coding") or []}:
             out.append(Issue("invalid", where, "obs-7: a component with the Observation's own code SHALL NOT have a value"))
     return out
 

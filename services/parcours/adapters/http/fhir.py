@@ -24,7 +24,7 @@ from parcours.adapters.outcomes import PREFIX
 from parcours.adapters.webhooks import check_endpoint, handshake
 from parcours.contract.models import Identifier
 from parcours.errors import ParcoursError
-from parcours.fhir import inbound, outbound
+from parcours.fhir import definitions, inbound, outbound
 from parcours.fhir.errors import FhirError, FhirUnreadable, Issue
 from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import ReferralCase, check_kind, eventually_referral
@@ -205,6 +205,20 @@ def _write_routes(app: FastAPI, adapter: Adapter) -> None:
         return fhir_response(body, 201, {"Location": f"{base}/Subscription/{sub_id}"})
 
 
+def _definition_route(app: FastAPI, resource_type: str) -> None:
+    """`GET /fhir/r4/<resource_type>/<id>`: one of Parcours' own definitions (no token, like metadata)."""
+
+    @app.get(f"{PREFIX}/{resource_type}/{{rid}}", name=f"Fhir{resource_type}", tags=["fhir"], response_class=Response,
+             summary=f"One of Parcours' own {resource_type}s (its extensions and code systems; no token)",
+             responses={404: RESPONSES[404], 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": f"a FHIR R4 {resource_type}"}}},
+                                                   "description": "the definition"}})
+    async def get_definition(rid: Annotated[str, Path(pattern="^[A-Za-z0-9.-]{1,64}$")]) -> Response:
+        found = definitions.definition(resource_type, rid)
+        if found is None:
+            raise NotFound(f"no {resource_type} {rid} here")
+        return fhir_response(orjson.dumps(found))
+
+
 def _read_routes(app: FastAPI, adapter: Adapter) -> None:
     store = adapter.store
 
@@ -225,6 +239,9 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
         view = await visible_case(store, caller, case_id)
         await record_access(adapter, caller, case_id)  # no record, no read
         return fhir_response(outbound.case_bundle(view, base_url(request)))
+
+    for resource_type in definitions.PUBLISHED:
+        _definition_route(app, resource_type)
 
     @app.get(PREFIX + "/EpisodeOfCare/{case_id}", name="FhirEpisode", tags=["fhir"], response_class=Response,
              summary="The case alone (what a notification's focus names), if you see it",
