@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: system-deps help lock run test test-unit test-integration test-e2e lint demo bench broker-jars asyncapi-tools clean
+.PHONY: system-deps help lock run test test-unit test-integration test-e2e lint demo bench broker-jars fhir-validator asyncapi-tools clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -53,13 +53,25 @@ asyncapi-tools: $(ASYNCAPI_TOOLS) ## the official AsyncAPI parser (npm, pinned b
 broker-jars: $(STAMP) ## fetch the Apache Kafka jars from Maven Central (cached under ~/.cache/parcours)
 	$(BIN)/parcours broker fetch
 
+# HAPI FHIR's validator for the conformance tier (tests/conformance): the closure of its pom, in a
+# folder named by the pom's digest (a changed pom, a new folder), fetched once
+FHIR_VALIDATOR_POM := tools/fhir-validator/pom.xml
+FHIR_VALIDATOR_LIB = $(HOME)/.cache/parcours/fhir-validator-$(shell sha256sum $(FHIR_VALIDATOR_POM) | cut -c1-12)/lib
+
+fhir-validator: ## fetch HAPI FHIR's validator (hapi-fhir-validation 8.6.5, base R4 definitions) from Maven Central (cached under ~/.cache/parcours)
+	@lib="$(FHIR_VALIDATOR_LIB)"; if [ ! -f "$$lib/.complete" ]; then \
+	  rm -rf "$$lib.partial" && \
+	  mvn -B -q -f $(FHIR_VALIDATOR_POM) org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory="$$lib.partial" && \
+	  rm -rf "$$lib" && mv "$$lib.partial" "$$lib" && touch "$$lib/.complete"; fi
+
 run: system-deps $(STAMP) broker-jars ## the main job: the whole backbone on the embedded broker, seeded with the demo
 	$(BIN)/parcours up
 
 demo: $(STAMP) broker-jars ## run the demo scenario, print every structure's view, exit
 	$(BIN)/parcours demo
 
-test: system-deps $(STAMP) broker-jars asyncapi-tools lint ## lint, then every test tier (unit, integration on a real broker, e2e)
+test: system-deps $(STAMP) broker-jars fhir-validator asyncapi-tools lint ## lint, then every test tier (unit, integration on a real broker, e2e, FHIR conformance)
 	$(BIN)/pytest -q tests
 
 test-unit: $(STAMP) ## the fast pure tests only
