@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from parcours.contract.models import Event
@@ -51,5 +52,18 @@ def fold_all(case_id: str, events: list[Event]) -> CaseState:
 
 def canonical_digest(e: Event) -> str:
     """Decides between two payloads sharing an event id: a digest, so that stores keep it small."""
-    return hashlib.blake2b((e.event_type + e.model_dump_json()).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b((e.event_type + e.model_dump_json(exclude=_unset_identity(e))).encode(), digest_size=16).hexdigest()
+
+
+#: the person's fields added with the identity (ReferralSubmitted v2): left out of the digest when
+#: unset, so an event written before them keeps its digest (a replay is still a duplicate, not a twin)
+_IDENTITY_FIELDS = ("identity", "identity_sealed", "person_key")
+
+
+def _unset_identity(e: Event) -> dict[str, Any] | None:
+    person = getattr(e, "person", None)
+    if person is None:
+        return None
+    unset = {f for f in _IDENTITY_FIELDS if getattr(person, f) is None}
+    return {"person": unset} if unset else None
 
