@@ -236,13 +236,14 @@ class IncrementalCaseFile:
         tracked = track(refs, event, self.policy.deadlines, replaces=bool(removed))
         fu = idx.setdefault("fu", followups.new_state())
         fu_changed, follow = followups.track(fu, case_id, event)
+        active = followups.activity(fu, event)
         keys = self._all_keys(store, cnt) if rules_change else [key]
         if removed:  # what the losing twin gave the rules (a consent, a referral's parties) goes with it
             self._reindex(idx, [d for k in keys for d in (loaded.get(k) or store.get("k:" + k) or {"docs": []})["docs"]])
         step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=rules_change, removed=removed)
-        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed or fu_changed,
+        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed or fu_changed or active is not None,
                        cnt_changed=new_key)
-        out.late, out.retract, out.follow_up = tracked.late, tracked.retract, follow
+        out.late, out.retract, out.follow_up, out.activity = tracked.late, tracked.retract, follow, active
         return out
 
     # --- internals ------------------------------------------------------------------------

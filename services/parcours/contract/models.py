@@ -46,6 +46,11 @@ class Person(ContractModel):
     identity_sealed: Annotated[str, Field(pattern=SEALED_PATTERN)] | None = None
     person_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
+    @property
+    def data_key_id(self) -> str | None:
+        """The id of the data key the identity is sealed under (the blob's second part)."""
+        return self.identity_sealed.split(".", 2)[1] if self.identity_sealed else None
+
     @model_validator(mode="after")
     def _one_identity(self) -> Person:
         if self.identity is not None and self.identity_sealed is not None:
