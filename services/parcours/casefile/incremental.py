@@ -289,7 +289,8 @@ class _Pass:
         #: per item, a document a twin replaced: what a withdrawal of an emptied item is audited on
         self.removed = removed or {}
         self.store, self.case_id, self.idx, self.cnt, self.now_ms = store, case_id, idx, cnt, now_ms
-        self.announce = case_file.announce
+        self.announce, self.kinds = case_file.announce, case_file.kinds
+        self.self_granted: frozenset[str] | None = None
         self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed, case_file.fingerprint)
         self.structs = sorted(idx["structs"])
         self.counters: dict[str, list[int]] = cnt["s"]
@@ -370,7 +371,17 @@ class _Pass:
             self.out.audits.append(AuditRecord(case_id, {
                 "audit_id": f"{case_id}:{key}:{slug}:{change}:{c[1]}", "change": change, "structure": slug,
                 "case_id": case_id, "item": key, "item_type": m["t"], "category": m["cat"], "author": m["src"],
-                "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": at}))
+                "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": at,
+                # a permit its recorder granted itself (written or digital, with its proof): flagged for the person
+                **({"self_granted": True} if b.reason == "consent" and b.ref in self._self_granted() else {})}))
+
+    def _self_granted(self) -> frozenset[str]:
+        """The case's consents whose recorder is their grantee (by slug or by kind)."""
+        if self.self_granted is None:
+            terms = [_terms(c) for c in self.idx["consents"]]
+            self.self_granted = frozenset(t.consent_id for t in terms
+                                          if t.decision == "permit" and t.grantee in (t.source, self.kinds.get(t.source)))
+        return self.self_granted
 
     def _schedule(self) -> bool:
         """The case's next consent expiry (the end of the rules' interval) or referral deadline; True

@@ -55,15 +55,17 @@ def canonical_digest(e: Event) -> str:
     return hashlib.blake2b((e.event_type + e.model_dump_json(exclude=_unset_identity(e))).encode(), digest_size=16).hexdigest()
 
 
-#: the person's fields added with the identity (ReferralSubmitted v2): left out of the digest when
-#: unset, so an event written before them keeps its digest (a replay is still a duplicate, not a twin)
-_IDENTITY_FIELDS = ("identity", "identity_sealed", "person_key")
+#: fields added by later schema versions (ReferralSubmitted v2's person identity, ConsentRecorded
+#: v2's proof): left out of the digest when unset, so an event written before them keeps its
+#: digest (a replay is still a duplicate, not a twin)
+_PERSON_FIELDS = ("identity", "identity_sealed", "person_key")
 
 
 def _unset_identity(e: Event) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
     person = getattr(e, "person", None)
-    if person is None:
-        return None
-    unset = {f for f in _IDENTITY_FIELDS if getattr(person, f) is None}
-    return {"person": unset} if unset else None
-
+    if person is not None and (unset := {f for f in _PERSON_FIELDS if getattr(person, f) is None}):
+        out["person"] = unset
+    if getattr(e, "proof", "") is None:
+        out["proof"] = True
+    return out or None

@@ -229,10 +229,30 @@ class ConsentRecorded(Event):
     decision: Literal["permit", "deny"]
     valid_until: datetime | None = None
     method: Literal["oral", "written", "digital"]
+    #: a document reference proving the consent (a permit its recorder grants itself must name one)
+    proof: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
     _utc_until = field_validator("valid_until")(
         classmethod(lambda cls, v: None if v is None else utc_ms(v))
     )
+
+    def self_grant_problems(self, recorder_kind: str | None = None) -> list[tuple[str, str]]:
+        """Why this consent may not stand as a permit its recorder grants itself (its slug, or its
+        kind when known): such a permit is written or digital and names its proof."""
+        if self.decision != "permit" or self.grantee not in (self.source, recorder_kind):
+            return []
+        problems = []
+        if self.method not in ("written", "digital"):
+            problems.append(("method", "a permit its recorder grants itself is written or digital"))
+        if not self.proof:
+            problems.append(("proof", "a permit its recorder grants itself names its proof (a document reference)"))
+        return problems
+
+    @model_validator(mode="after")
+    def _self_grant(self) -> ConsentRecorded:
+        for field, rule in self.self_grant_problems():
+            raise ValueError(f"{field}: {rule}")
+        return self
 
 
 class MessagePosted(Event):

@@ -48,7 +48,8 @@ def view_routes(app: FastAPI, adapter: Adapter) -> None:
         await visible_case(store, caller, case_id)
         records = [r for r in store.disclosures(caller.slug, case_id) if r["structure"] != caller.slug]
         return {"case_id": case_id, "structure": caller.slug, "disclosures": [
-            {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause")} for r in records]}
+            {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause", "self_granted") if k in r}
+            for r in records]}
 
     @app.get("/v1/cases", tags=["views"])
     async def list_cases(request: Request, after: Annotated[str, Query(max_length=200)] = "",
