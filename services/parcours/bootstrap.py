@@ -186,6 +186,7 @@ def identity_vault(store: EdgeStore, catalogue: Catalogue, publisher: Publisher,
 def adapter(kind: str, instance: int = 0, settings: Settings | None = None) -> Adapter:
     """Instance `instance` of the adapter of `kind`, as the settings say: its principal, the
     profile's rules (no dev token in production, webhook endpoints), its read model's file."""
+    from parcours.adapters.retention import Retention
     from parcours.adapters.webhooks import RetryPolicy
 
     s = settings or get_settings()
