@@ -151,7 +151,7 @@ async def test_identity_shown_to_parties_matched_by_ins_never_in_clear_and_erase
         records = await _every_record(stack)
         read = {topic.removeprefix(f"{stack.prefix}.") for topic, _ in records}
         assert {"referrals", "views.dac-31", "views.crt-31-muret", "inbox.dac-31", "audit", "case-state", "followups",
-                "identity-keys", "person-activity", "idempotency"} <= read, read
+                "identity-keys", "person-activity"} <= read, read
         assert _leaks(records, traits) == []
         # (the scan finds a trait where there is one: Bob's, in clear on the southern CPTS's ingress topic)
         assert {t for _, t in _leaks(await _every_record(stack, ingress=True), traits)} == set(_traits(BOB))
