@@ -24,12 +24,15 @@ from parcours.bus.kafkaio import read_to_end
 from parcours.contract.codec import Codec
 from parcours.contract.models import build_event
 from parcours.devtools.persons import synthetic_identity
+from parcours.fhir import codes
+from parcours.fhir.patient import PROFILE_INS, patient_out
 from parcours.topology.catalogue import Catalogue
 from tests.api import Api, referral_body
 from tests.stack import Stack, eventually
 
 ALICE = synthetic_identity(11)  # referred by the northern CPTS, then by the DAC, then by the southern CPTS
 BOB = synthetic_identity(12)  # written by the southern CPTS on its ingress topic
+CAROL = synthetic_identity(13)  # posted as a FHIR ServiceRequest's contained FR Core Patient INS
 
 
 def _person(identity: dict[str, Any], pseudonym: str) -> dict[str, Any]:
@@ -146,8 +149,11 @@ async def test_identity_shown_to_parties_matched_by_ins_never_in_clear_and_erase
             return refs[0].get("follow_up", {}).get("followed_by") if refs else None
         assert await eventually(followed, 30, "the INS match in the follow-up index") == ["dac-31"]
 
+        # FR Core Patient INS in (a FHIR ServiceRequest) and out (`$everything`, to its recipient)
+        carol_case = await _fhir_in_and_out(stack, api)
+
         # never in clear: every key, value and header of every topic (ingress excepted), every metric
-        traits = _traits(ALICE) + _traits(BOB)
+        traits = _traits(ALICE) + _traits(BOB) + _traits(CAROL)
         records = await _every_record(stack)
         read = {topic.removeprefix(f"{stack.prefix}.") for topic, _ in records}
         assert {"referrals", "views.dac-31", "views.crt-31-muret", "inbox.dac-31", "audit", "case-state", "followups",
@@ -161,6 +167,32 @@ async def test_identity_shown_to_parties_matched_by_ins_never_in_clear_and_erase
             assert [t for t in traits if t in metrics] == [], name
 
         await _erase_and_check(stack, api, traits, (case, ref1, ref2), r3, (bob_case, bob_ref))
+        assert carol_case  # Carol's identity, sealed under her own key, is not the erased person's
+
+
+async def _fhir_in_and_out(stack: Stack, api: Api) -> str:
+    """The northern CPTS posts a ServiceRequest about Carol, a contained FR Core Patient INS; the
+    DAC reads the case's `$everything`: the same Patient, its INS slice and names."""
+    person = {"pseudonym": "P-fhir-31", "birth_year": int(CAROL["birth_date"][:4]), "postcode": "31000", "identity": CAROL}
+    sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "routine",
+          "contained": [patient_out(person) | {"id": "p"}], "subject": {"reference": "#p"},
+          "performer": [{"identifier": {"system": codes.STRUCTURE, "value": "dac-31"}}],
+          "reasonCode": [{"text": "isolement"}], "note": [{"text": "Situation synthétique par FHIR."}]}
+    resp = await api.client.post(f"{stack.url('cpts')}/fhir/r4/ServiceRequest", content=json.dumps(sr),
+                                 headers={"Authorization": "Bearer dev-cpts-31-nord", "content-type": "application/fhir+json"})
+    assert resp.status_code == 202, resp.text
+    case = resp.headers["content-location"].split("/EpisodeOfCare/")[1].removesuffix("/$everything")
+    referral = resp.headers["location"].rsplit("/", 1)[1]
+    await api.view_with("dac-31", case, f"referral:{referral}")
+    got = await api.get("dac-31", f"/fhir/r4/EpisodeOfCare/{case}/$everything")
+    assert got.status_code == 200, got.text
+    (request,) = [e["resource"] for e in got.json()["entry"] if e["resource"]["resourceType"] == "ServiceRequest"]
+    (patient,) = request["contained"]
+    assert patient["meta"]["profile"] == [PROFILE_INS]
+    assert {"system": "urn:oid:1.2.250.1.213.1.4.10", "value": CAROL["ins"]["matricule"]}.items() <= next(
+        i for i in patient["identifier"] if i["system"].startswith("urn:oid:")).items()
+    assert patient["name"][0]["family"] == CAROL["birth_family_name"]
+    return case
 
 
 async def _erase_and_check(stack: Stack, api: Api, traits: list[bytes], alice: tuple[str, str, str], again: dict[str, str],
@@ -202,5 +234,5 @@ async def _erase_and_check(stack: Stack, api: Api, traits: list[bytes], alice: t
     latest: dict[bytes, bytes | None] = {}
     async for batch in read_to_end(stack.kafka, [keys_topic]):
         latest |= {r.key: r.value for r in batch}
-    assert sorted(v is None for v in latest.values()) == [False, True]  # Bob's key lives, Alice's is destroyed
-    assert json.loads(next(v for v in latest.values() if v is not None))["person"].startswith("ins:")
+    assert sorted(v is None for v in latest.values()) == [False, False, True]  # Bob's and Carol's keys live, Alice's is destroyed
+    assert all(json.loads(v)["person"].startswith("ins:") for v in latest.values() if v is not None)
