@@ -195,3 +195,26 @@ def test_the_retention_sweep_picks_the_persons_idle_in_every_case(tmp_path: Path
     w.apply([Record("datakeys", "", "t", 0, 4, "c" * 32, None)], {}, frozenset())
     assert r.idle_keys(30 * day) == []  # destroyed: swept once
     assert r.data_key("c" * 32) == (None,)
+
+
+def test_the_retention_clock_destroys_the_idle_persons_keys_and_only_theirs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from parcours.adapters.retention import sweep
+    from parcours.readmodel.store import EdgeStore
+
+    w = Writer(tmp_path / "s.sqlite3")
+    day = 86_400
+    w.apply([Record("datakeys", "", "t", 0, 0, "a" * 32, DataKey("a" * 32, "ins:old", "k", b"w", 0).encode()),
+             Record("datakeys", "", "t", 0, 1, "b" * 32, DataKey("b" * 32, "ins:new", "k", b"w", 0).encode()),
+             Record("activity", "", "t", 0, 2, f"{'b' * 32}/case-2", str(400 * day * 1000).encode())], {}, frozenset())
+    store = cast("EdgeStore", SimpleNamespace(db=Reader(tmp_path / "s.sqlite3")))
+    destroyed: list[list[str]] = []
+
+    async def destroy(keys: list[str]) -> None:
+        destroyed.append(keys)
+
+    assert asyncio.run(sweep(store, destroy, idle_s=365 * day, now_s=500 * day)) == ["a" * 32]
+    assert destroyed == [["a" * 32]]
+    assert asyncio.run(sweep(store, destroy, idle_s=365 * day, now_s=300 * day)) == []
