@@ -186,6 +186,8 @@ class IdentityVault:
         #: keys this process made and published, until its read model has them: the next identity
         #: of the same person uses the same key
         self._fresh: dict[str, DataKey] = {}
+        #: keys awaited in vain: not awaited again (a read of an erased identity answers at once)
+        self._missing: set[str] = set()
 
     async def seal(self, event: Event) -> Event:
         """`event` with its person's identity sealed (the person key set for a qualified one);
@@ -216,7 +218,12 @@ class IdentityVault:
         key = None
         if not self.ring.destroyed(key_id):
             key = self.ring.data_key(key_id) or next((k for k in self._fresh.values() if k.key_id == key_id), None)
-            key = key or await self.ring.await_key(key_id)
+            if key is None and key_id not in self._missing:  # made a moment ago elsewhere: give it time to arrive, once
+                key = await self.ring.await_key(key_id)
+                if key is None:  # a key destroyed so long ago that its tombstone left the topic
+                    if len(self._missing) > 100_000:  # noqa: PLR2004 - a bound: forgetting costs one wait again
+                        self._missing.clear()
+                    self._missing.add(key_id)
         if key is None:
             return out | {"identity": ERASED}
         raw = _unb64(sealed.split(".", 2)[2])
