@@ -96,12 +96,13 @@ def activity(fu: dict[str, Any], event: Event) -> tuple[tuple[str, ...], int] | 
     """The data keys of the case's sealed identities and the case's last activity (ms), when the
     index of persons' activity must hear of it: a new data key in the case, or the first event
     of a later day. `fu` keeps the keys per referral (`keys`) and the activity last told (`act`)."""
-    keys: dict[str, str] = fu.setdefault("keys", {})
     new_key = False
     if isinstance(event, ReferralSubmitted) and event.person.data_key_id:
+        keys: dict[str, str] = fu.setdefault("keys", {})
         new_key = keys.get(event.referral_id) != event.person.data_key_id
         keys[event.referral_id] = event.person.data_key_id
-    if not keys:
+    keys = fu.get("keys") or {}
+    if not keys:  # a case without a sealed identity (most): nothing kept, nothing told
         return None
     told = fu.get("act", -1)
     ms = to_ms(event.occurred_at)
