@@ -25,6 +25,7 @@ from parcours.devbroker.errors import BrokerError
 from parcours.errors import ParcoursError
 from parcours.security.credentials import CredentialStore
 from parcours.security.errors import CredentialError
+from parcours.security.identity import DEV_INDEX_KEY_ENTRY, DEV_KEK_ENTRY, IdentitySecrets
 from parcours.security.sealing import DEV_KEY_ENTRY, Sealer
 from parcours.settings import Settings, get_settings, inherited_environment
 from parcours.topology.catalogue import Catalogue, default_catalogue
@@ -33,9 +34,13 @@ if TYPE_CHECKING:
     from quixstreams import Application
 
     from parcours.adapters.http.deps import Adapter
+    from parcours.adapters.retention import Retention
     from parcours.adapters.webhooks import RetryPolicy
+    from parcours.bus.publisher import Publisher
     from parcours.ops.metrics import ProcessorMetrics, ValidatorMetrics
     from parcours.processors.validator import Validator
+    from parcours.readmodel.store import EdgeStore
+    from parcours.security.identity import IdentityVault
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,17 @@ class Cluster:
         if self.credentials is None or self.settings.profile == "production":
             raise CredentialError("set PARCOURS_WEBHOOK_KEY: the key that seals webhook secrets on Kafka")
         return Sealer(self.credentials.ensure(DEV_KEY_ENTRY))
+
+    def identity_secrets(self) -> IdentitySecrets:
+        """The keys outside Kafka that protect identities: PARCOURS_IDENTITY_KEK and
+        PARCOURS_IDENTITY_INDEX_KEY, else (development) the credential store's."""
+        s = self.settings
+        if s.identity_kek is not None and s.identity_index_key is not None:
+            return IdentitySecrets.of(s.identity_kek, s.identity_index_key)
+        if self.credentials is None or s.profile == "production":
+            raise CredentialError("set PARCOURS_IDENTITY_KEK and PARCOURS_IDENTITY_INDEX_KEY: the keys that protect identities")
+        return IdentitySecrets.of(s.identity_kek or self.credentials.ensure(DEV_KEK_ENTRY),
+                                  s.identity_index_key or self.credentials.ensure(DEV_INDEX_KEY_ENTRY))
 
     def env(self) -> dict[str, str]:
         """The environment that tells a child process where this cluster and its store are."""
@@ -121,14 +137,17 @@ def child_env(where: Cluster, **extra: str) -> dict[str, str]:
 
 # --- the services ----------------------------------------------------------------------------
 
-def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,
+def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,  # noqa: PLR0913 - the settings an adapter is built from
                   rate_limit_per_s: float = 100.0, *, webhook_https_only: bool = False,
-                  webhook_private_networks: bool = True, store_path: Path | None = None) -> Adapter:
+                  webhook_private_networks: bool = True, store_path: Path | None = None,
+                  identity: IdentitySecrets | None = None, retention: Retention | None = None) -> Adapter:
     """The real collaborators of an adapter of `kind`, on `kafka` as the kind's own principal;
-    `store_path`: its read model's file (one per instance; default: a temporary one)."""
+    `store_path`: its read model's file (one per instance; default: a temporary one); `identity`:
+    the keys that protect identities (default: this process's own)."""
     from parcours.adapters.guard import TokenBucket
     from parcours.adapters.http.deps import VIEW_WAIT_S, Adapter
     from parcours.adapters.http.metrics import AdapterMetrics
+    from parcours.adapters.retention import Retention
     from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
     from parcours.bus.idempotency import IdempotencyClaims
     from parcours.bus.publisher import Publisher
@@ -144,15 +163,30 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     retry = retry or RetryPolicy()
     delivery = WebhookDelivery(store, kafka, publisher, catalogue, metrics, retry, sealer, kind)
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
-    acceptance = Acceptance(catalogue, store, metrics.accepted, claims, wait=VIEW_WAIT_S)
+    vault = identity_vault(store, catalogue, publisher, identity)
+    acceptance = Acceptance(catalogue, store, metrics.accepted, claims, wait=VIEW_WAIT_S, sealing=vault)
     return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
                    TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, acceptance, retry,
-                   webhook_https_only=webhook_https_only, webhook_private_networks=webhook_private_networks)
+                   webhook_https_only=webhook_https_only, webhook_private_networks=webhook_private_networks,
+                   vault=vault, retention=retention or Retention())
+
+
+def identity_vault(store: EdgeStore, catalogue: Catalogue, publisher: Publisher, identity: IdentitySecrets | None) -> IdentityVault:
+    """What seals and opens identities at the edge, its data keys read by `store`, made through `publisher`."""
+    import time
+
+    from parcours.readmodel.keyring import StoreKeyRing
+    from parcours.security.identity import IdentityVault
+
+    secrets = identity or IdentitySecrets.ephemeral()
+    ring = StoreKeyRing(store, catalogue.topic("identity-keys").name, publisher.send)
+    return IdentityVault(secrets.kek, secrets.persons, ring, lambda: int(time.time() * 1000))
 
 
 def adapter(kind: str, instance: int = 0, settings: Settings | None = None) -> Adapter:
     """Instance `instance` of the adapter of `kind`, as the settings say: its principal, the
     profile's rules (no dev token in production, webhook endpoints), its read model's file."""
+    from parcours.adapters.retention import Retention
     from parcours.adapters.webhooks import RetryPolicy
 
     s = settings or get_settings()
@@ -164,11 +198,16 @@ def adapter(kind: str, instance: int = 0, settings: Settings | None = None) -> A
                          RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s,
                          webhook_https_only=s.profile == "production",
                          webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks,
-                         store_path=s.edge_dir / f"{cat.prefix}-adapter-{kind}-{instance}.sqlite3")
+                         store_path=s.edge_dir / f"{cat.prefix}-adapter-{kind}-{instance}.sqlite3",
+                         identity=where.identity_secrets(),
+                         retention=Retention(s.identity_retention_days * 86400.0, s.identity_sweep_s))
 
 
-def build_validator(catalogue: Catalogue, kafka: KafkaAccess, metrics: ValidatorMetrics, store_path: Path | None = None) -> Validator:
-    """The Kafka ingress door's real parts: a read model of every structure's views, the use case on it."""
+def build_validator(catalogue: Catalogue, kafka: KafkaAccess, metrics: ValidatorMetrics, store_path: Path | None = None,
+                    identity: IdentitySecrets | None = None) -> Validator:
+    """The Kafka ingress door's real parts: a read model of every structure's views (and the data
+    keys), the use case on it, sealing identities with `identity`'s keys."""
+    from parcours.bus.publisher import Publisher
     from parcours.processors.validator import VIEW_WAIT_S, Validator
     from parcours.publishing.accept import Acceptance
     from parcours.readmodel.store import EdgeStore
@@ -176,15 +215,17 @@ def build_validator(catalogue: Catalogue, kafka: KafkaAccess, metrics: Validator
     store = EdgeStore(kafka, catalogue, list(catalogue.registry.structures), path=store_path, inbox=False,
                       observatory=False, webhooks=False)
     store.on_discard = lambda reason: metrics.cache_discarded.labels("read_model", reason).inc()
-    return Validator(catalogue, kafka, metrics, store, Acceptance(catalogue, store, metrics.accepted, wait=VIEW_WAIT_S))
+    vault = identity_vault(store, catalogue, Publisher(kafka, catalogue), identity)
+    return Validator(catalogue, kafka, metrics, store, Acceptance(catalogue, store, metrics.accepted, wait=VIEW_WAIT_S, sealing=vault))
 
 
 def validator(metrics: ValidatorMetrics, settings: Settings | None = None) -> Validator:
     """The validator as the settings say: its principal, its read model's file."""
     s = settings or get_settings()
     cat = default_catalogue()
-    return build_validator(cat, resolve_kafka(cat.service_principal("validator"), s), metrics,
-                           store_path=s.edge_dir / f"{cat.prefix}-validator.sqlite3")
+    where = cluster(s)
+    return build_validator(cat, where.access(cat.service_principal("validator")), metrics,
+                           store_path=s.edge_dir / f"{cat.prefix}-validator.sqlite3", identity=where.identity_secrets())
 
 
 @dataclass(frozen=True)

@@ -78,12 +78,31 @@ def _webhooks(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from parcours.bootstrap import cluster
+    from parcours.ops.persons import erase_case
+    from parcours.topology.catalogue import default_catalogue
+
+    cat = default_catalogue()
+    done = asyncio.run(erase_case(cat, cluster().access(cat.service_principal("ops")), args.case_id))
+    if not done.keys:
+        print(f"no sealed identity known in case {args.case_id} (the processor may not have seen it yet: try again)")
+        return 1
+    print(f"erased: {len(done.keys)} data key(s) of {done.persons} person(s) of case {args.case_id} destroyed")
+    return 0
+
+
 def _admin_parsers(sub: Any) -> None:
     """The administrative commands: credentials, docs, topics."""
     c = sub.add_parser("credentials", help="client settings and rights of a Kafka principal (a partner's, a service's)")
     c.add_argument("principal")
     c.add_argument("--show-secret", action="store_true", help="print the SCRAM secret (to hand it to the partner)")
     c.set_defaults(func=commands.credentials)
+
+    pe = sub.add_parser("persons", help="persons' identities: erase one by destroying its data keys")
+    pe.add_argument("what", choices=["erase"])
+    pe.add_argument("--case", required=True, dest="case_id", help="a case of the person (every case of theirs is erased)")
+    pe.set_defaults(func=_erase)
 
     a = sub.add_parser("audit", help="the audit history of a case: disclosures, withdrawals, reads, their legal basis")
     a.add_argument("what", choices=["case"])

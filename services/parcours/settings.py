@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     #: the key that seals webhook secrets on Kafka (any long random string); in the development
     #: profile one is generated into the credential store when unset
     webhook_key: SecretStr | None = None
+    #: the key-encryption key that wraps the persons' data keys (any long random string; a KMS
+    #: plugs in behind `security.identity.KeyEncryptionKey`); generated into the credential store
+    #: in the development profile when unset
+    identity_kek: SecretStr | None = None
+    #: the key of the person keys (HMAC of a qualified INS, shared by every structure); generated
+    #: like the KEK in the development profile
+    identity_index_key: SecretStr | None = None
+    #: a person's data keys are destroyed after this many days without activity in any of their cases
+    identity_retention_days: float = 1095.0
+    #: how often each adapter sweeps for persons idle longer than that
+    identity_sweep_s: float = 3600.0
     #: requests per second per partner token at the HTTP edge (bursts of twice as many); 429 beyond
     rate_limit_per_s: float = 100.0
     #: may a webhook point into loopback, link-local or private networks? (default: dev profile only)

@@ -62,10 +62,12 @@ def events(draw: st.DrawFn) -> Event:
         return _event("MessagePosted", source, at, message_id=draw(st.sampled_from(["m1", "m2", "m3"])),
                       category=draw(st.sampled_from(CATS)))
     until = draw(st.one_of(st.none(), minutes.map(lambda m: T0 + timedelta(minutes=m))))
-    return _event("ConsentRecorded", source, at, consent_id=draw(st.sampled_from(["c1", "c2", "c3"])),
-                  grantee=draw(st.sampled_from([*SLUGS, "dac", "cpts", "crt"])),
+    grantee = draw(st.sampled_from([*SLUGS, "dac", "cpts", "crt"]))
+    # a permit its recorder grants itself is written and names its proof (the contract's rule)
+    proof = {"method": "written", "proof": "doc-signed-form"} if grantee == source else {}
+    return _event("ConsentRecorded", source, at, consent_id=draw(st.sampled_from(["c1", "c2", "c3"])), grantee=grantee,
                   categories=draw(st.lists(st.sampled_from(CATS), min_size=1, max_size=3, unique=True)),
-                  decision=draw(st.sampled_from(["permit", "deny"])), valid_until=until)
+                  decision=draw(st.sampled_from(["permit", "deny"])), valid_until=until, **proof)
 
 
 def oracle(viewer: Viewer, e: Any, history: list[Any], now) -> bool:

@@ -52,7 +52,9 @@ def test_metric_names_follow_prometheus_rules_and_carry_no_person_label() -> Non
     for metrics in (ProcessorMetrics(), ValidatorMetrics(), AdapterMetrics()):
         for collector in metrics.registry._collector_to_names:  # noqa: SLF001 - label names live here
             labels = set(getattr(collector, "_labelnames", ()))
-            assert not labels & {"case_id", "pseudonym", "person", "postcode", "birth_year"}, labels
+            assert not labels & {"case_id", "pseudonym", "person", "postcode", "birth_year", "identity", "ins", "matricule", "oid",
+                                 "birth_family_name", "birth_given_names", "birth_date", "sex", "birth_place", "used_name",
+                                 "used_given_name", "contact", "phone", "address", "person_key", "identity_sealed"}, labels
 
 
 def test_alert_rules_pass_promtool() -> None:

@@ -20,6 +20,7 @@ from parcours.contract.models import (
     Identifier,
     MessagePosted,
     OpinionGiven,
+    Person,
     ReferralStatusChanged,
     ReferralSubmitted,
     RuptureReported,
@@ -52,6 +53,14 @@ def offer_body() -> type[BaseModel]:
     return create_model("OfferIn", __base__=_Body, __doc__="An offer of your structure in the territory's directory.", **fields)
 
 
+def person_body() -> type[BaseModel]:
+    """The person a partner refers: the contract's fields less what Parcours makes (the sealed
+    identity and the person key): the identity comes in clear, over TLS, and is sealed at once."""
+    fields: dict[str, Any] = {f: (info.annotation, info) for f, info in Person.model_fields.items()
+                              if f not in ("identity_sealed", "person_key")}
+    return create_model("PersonIn", __base__=_Body, __doc__=Person.__doc__, **fields)
+
+
 class JoinIn(_Body):
     """Join the follow-up of this structure (named in your referral's `follow_up.followed_by`)."""
 
@@ -76,8 +85,9 @@ if TYPE_CHECKING:  # models made at import time: handlers see validated bodies o
     OfferIn: TypeAlias = Any
 else:
     # the category of a referral, a status, an admission or a consent is fixed by the contract
-    ReferralIn = body_of(ReferralSubmitted, "ReferralIn", omit=("case_id", "referral_id", "category"),
-                         extra={"case_id": (Identifier | None, None)})  # attach to one of your cases
+    ReferralIn = body_of(ReferralSubmitted, "ReferralIn", omit=("case_id", "referral_id", "category", "person"),
+                         extra={"case_id": (Identifier | None, None),  # attach to one of your cases
+                                "person": (person_body(), ...)})
     StatusIn = body_of(ReferralStatusChanged, "StatusIn", omit=("case_id", "referral_id", "category"))
     EvaluationIn = body_of(EvaluationRecorded, "EvaluationIn", omit=("case_id", "evaluation_id"))
     AdmissionIn = body_of(AdmissionDecided, "AdmissionIn", omit=("case_id", "category"))

@@ -3,8 +3,10 @@
 A structure **follows** a case's person while it holds a referral of the case it accepted: the
 referral's latest status (by `occurred_at`, then event id: the order of arrival does not matter)
 is `accepted`, given by that structure (its recipient). A later completion, decline, withdrawal or
-redirection ends it. The person is known by a digest of the pseudonym its referrals carry, never
-the pseudonym itself (`person_digest`).
+redirection ends it. The person is known by the person key of a qualified INS (a keyed digest made
+at the edge, the same whichever structure refers them), else by a digest of the pseudonym its
+referrals carry, never the pseudonym itself (`person_of`): without a qualified INS, persons meet
+only under the same pseudonym, as before.
 
 The processor keeps this per case in the case's index (`fu`) and writes, when it changes, one
 compacted record per (person, case) on the `followups` topic: the structures following (a
@@ -21,7 +23,7 @@ import json
 from typing import Any, NamedTuple
 
 from parcours.casefile.policy import to_ms
-from parcours.contract.models import Event, ReferralStatusChanged, ReferralSubmitted
+from parcours.contract.models import Event, Person, ReferralStatusChanged, ReferralSubmitted
 
 #: the digest's domain: the same pseudonym gives the same digest in every case, and nothing else
 _DOMAIN = b"parcours follow-up index v1\n"
@@ -29,6 +31,14 @@ _DOMAIN = b"parcours follow-up index v1\n"
 
 def person_digest(pseudonym: str) -> str:
     return hashlib.blake2b(_DOMAIN + pseudonym.encode(), digest_size=16).hexdigest()
+
+
+def person_of(person: dict[str, Any] | Person) -> str:
+    """Who a referral's person is in the index: the person key of a qualified INS (the same in
+    every structure: 64 hex characters), else the digest of the pseudonym (32)."""
+    if isinstance(person, Person):
+        return person.person_key or person_digest(person.pseudonym)
+    return str(person.get("person_key") or person_digest(person["pseudonym"]))
 
 
 class FollowUp(NamedTuple):
@@ -63,7 +73,7 @@ def track(fu: dict[str, Any], case_id: str, event: Event) -> tuple[bool, FollowU
     if known is not None and order <= known[:2]:
         return False, None  # a duplicate, or older than what is known: the latest one counts
     if isinstance(event, ReferralSubmitted):
-        table[event.referral_id] = [*order, person_digest(event.person.pseudonym)]
+        table[event.referral_id] = [*order, person_of(event.person)]
     else:
         table[event.referral_id] = [*order, event.status, event.source]
     now = FollowUp(case_id, persons(fu), following(fu))
@@ -76,6 +86,30 @@ def track(fu: dict[str, Any], case_id: str, event: Event) -> tuple[bool, FollowU
         return True, None
     gone = tuple(p for p in (sent[0] if sent else []) if p not in now.persons)
     return True, now._replace(gone=gone)
+
+
+#: a day in ms: a case's activity is written at most once a day (the retention clock counts days)
+DAY_MS = 86_400_000
+
+
+def activity(fu: dict[str, Any], event: Event) -> tuple[tuple[str, ...], int] | None:
+    """The data keys of the case's sealed identities and the case's last activity (ms), when the
+    index of persons' activity must hear of it: a new data key in the case, or the first event
+    of a later day. `fu` keeps the keys per referral (`keys`) and the activity last told (`act`)."""
+    new_key = False
+    if isinstance(event, ReferralSubmitted) and event.person.data_key_id:
+        keys: dict[str, str] = fu.setdefault("keys", {})
+        new_key = keys.get(event.referral_id) != event.person.data_key_id
+        keys[event.referral_id] = event.person.data_key_id
+    keys = fu.get("keys") or {}
+    if not keys:  # a case without a sealed identity (most): nothing kept, nothing told
+        return None
+    told = fu.get("act", -1)
+    ms = to_ms(event.occurred_at)
+    if not new_key and ms // DAY_MS <= told // DAY_MS:
+        return None
+    fu["act"] = max(told, ms)
+    return tuple(sorted(set(keys.values()))), fu["act"]
 
 
 def following(fu: dict[str, Any]) -> tuple[str, ...]:

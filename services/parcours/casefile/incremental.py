@@ -236,13 +236,14 @@ class IncrementalCaseFile:
         tracked = track(refs, event, self.policy.deadlines, replaces=bool(removed))
         fu = idx.setdefault("fu", followups.new_state())
         fu_changed, follow = followups.track(fu, case_id, event)
+        active = followups.activity(fu, event)
         keys = self._all_keys(store, cnt) if rules_change else [key]
         if removed:  # what the losing twin gave the rules (a consent, a referral's parties) goes with it
             self._reindex(idx, [d for k in keys for d in (loaded.get(k) or store.get("k:" + k) or {"docs": []})["docs"]])
         step = _Pass(self, store, case_id, idx, cnt, now_ms, rules_changed=rules_change, removed=removed)
-        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed or fu_changed,
+        out = step.run(keys, loaded, (eid, doc["m"]["ms"]), idx_changed=rules_change or tracked.changed or fu_changed or active is not None,
                        cnt_changed=new_key)
-        out.late, out.retract, out.follow_up = tracked.late, tracked.retract, follow
+        out.late, out.retract, out.follow_up, out.activity = tracked.late, tracked.retract, follow, active
         return out
 
     # --- internals ------------------------------------------------------------------------
@@ -288,7 +289,8 @@ class _Pass:
         #: per item, a document a twin replaced: what a withdrawal of an emptied item is audited on
         self.removed = removed or {}
         self.store, self.case_id, self.idx, self.cnt, self.now_ms = store, case_id, idx, cnt, now_ms
-        self.announce = case_file.announce
+        self.announce, self.kinds = case_file.announce, case_file.kinds
+        self.self_granted: frozenset[str] | None = None
         self.rules = _Rules(idx, case_file.viewers, case_file.policy, now_ms, rules_changed, case_file.fingerprint)
         self.structs = sorted(idx["structs"])
         self.counters: dict[str, list[int]] = cnt["s"]
@@ -369,7 +371,17 @@ class _Pass:
             self.out.audits.append(AuditRecord(case_id, {
                 "audit_id": f"{case_id}:{key}:{slug}:{change}:{c[1]}", "change": change, "structure": slug,
                 "case_id": case_id, "item": key, "item_type": m["t"], "category": m["cat"], "author": m["src"],
-                "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": at}))
+                "basis": b.reason, "ref": b.ref, "cause": cause[0], "at": at,
+                # a permit its recorder granted itself (written or digital, with its proof): flagged for the person
+                **({"self_granted": True} if b.reason == "consent" and b.ref in self._self_granted() else {})}))
+
+    def _self_granted(self) -> frozenset[str]:
+        """The case's consents whose recorder is their grantee (by slug or by kind)."""
+        if self.self_granted is None:
+            terms = [_terms(c) for c in self.idx["consents"]]
+            self.self_granted = frozenset(t.consent_id for t in terms
+                                          if t.decision == "permit" and t.grantee in (t.source, self.kinds.get(t.source)))
+        return self.self_granted
 
     def _schedule(self) -> bool:
         """The case's next consent expiry (the end of the rules' interval) or referral deadline; True

@@ -68,6 +68,9 @@ class Outcome:
     retract: Overdue | None = None
     #: the case's entries in the territory's follow-up index changed (followups.py)
     follow_up: FollowUp | None = None
+    #: the case's activity under the data keys of its sealed identities (the retention clock):
+    #: (key ids, last activity ms), at most once a day (followups.activity)
+    activity: tuple[tuple[str, ...], int] | None = None
 
 
 def assemble(case_id: str, structure: str, records: Iterable[dict[str, Any]]) -> View | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from parcours.contract.models import Event
@@ -51,5 +52,20 @@ def fold_all(case_id: str, events: list[Event]) -> CaseState:
 
 def canonical_digest(e: Event) -> str:
     """Decides between two payloads sharing an event id: a digest, so that stores keep it small."""
-    return hashlib.blake2b((e.event_type + e.model_dump_json()).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b((e.event_type + e.model_dump_json(exclude=_unset_identity(e))).encode(), digest_size=16).hexdigest()
 
+
+#: fields added by later schema versions (ReferralSubmitted v2's person identity, ConsentRecorded
+#: v2's proof): left out of the digest when unset, so an event written before them keeps its
+#: digest (a replay is still a duplicate, not a twin)
+_PERSON_FIELDS = ("identity", "identity_sealed", "person_key")
+
+
+def _unset_identity(e: Event) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    person = getattr(e, "person", None)
+    if person is not None and (unset := {f for f in _PERSON_FIELDS if getattr(person, f) is None}):
+        out["person"] = unset
+    if getattr(e, "proof", "") is None:
+        out["proof"] = True
+    return out or None

@@ -22,6 +22,7 @@ from parcours.contract.models import (
     Event,
     MessagePosted,
     OpinionGiven,
+    Person,
     ReferralStatusChanged,
     ReferralSubmitted,
     RuptureReported,
@@ -59,6 +60,12 @@ def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.isoformat().replace("+00:00", "Z")
 
 
+def person_entry(person: Person) -> dict[str, Any]:
+    """A referral's person in a view: the pseudonymous fields, and the identity only sealed (with
+    the person key); an identity in clear is never shown (the edge seals it before it publishes)."""
+    return person.model_dump(mode="json", exclude_none=True, exclude={"identity"})
+
+
 def render(e: Event) -> dict[str, Any]:
     """An item's entry in a view, as the event gives it. A referral gets its status and histories
     from its status and admission items; a consent's `active` flag depends on the clock
@@ -69,7 +76,7 @@ def render(e: Event) -> dict[str, Any]:
 
 _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     ReferralSubmitted: lambda e: {
-        "referral_id": e.referral_id, "from": e.source, "to": e.to_structure, "person": e.person.model_dump(mode="json"),
+        "referral_id": e.referral_id, "from": e.source, "to": e.to_structure, "person": person_entry(e.person),
         "reasons": list(e.reasons), "urgency": e.urgency, "context": e.context.model_dump(mode="json") if e.context else None,
         "summary": e.summary},
     ReferralStatusChanged: lambda e: {"referral_id": e.referral_id, "status": e.status, "reason": e.reason, "redirect_to": e.redirect_to},

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal, get_args
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from parcours.contract.base import ContractModel, utc_ms
 from parcours.contract.errors import DecodeError, EventValidationError
-from parcours.contract.models import ContractModel, Identifier, Slug, utc_ms, validation_errors
+from parcours.contract.models import Identifier, Slug, validation_errors
 from parcours.paths import schemas_dir
 
 Need = Literal["coordination", "home_support", "hospital_discharge", "gp_search", "evaluation", "respite",

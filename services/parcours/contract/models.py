@@ -7,14 +7,16 @@ Enumerations are `Literal`s so that dumped values are the plain strings Avro exp
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from datetime import date as Date
+from datetime import datetime, timedelta
 from typing import Annotated, ClassVar, Literal, get_args
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from parcours.contract.base import ContractModel, utc_ms
 from parcours.contract.errors import EventValidationError
+from parcours.contract.identity import Identity
 
 Category = Literal["administrative", "social", "medical", "functional", "discussion"]
 CATEGORIES: tuple[str, ...] = get_args(Category)
@@ -27,49 +29,37 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 Text = Annotated[str, Field(min_length=1, max_length=20_000)]
 
 
-def utc_ms(value: datetime) -> datetime:
-    """Aware UTC datetime truncated to milliseconds, as Avro timestamp-millis stores it."""
-    if value.tzinfo is None:
-        raise ValueError("must carry a timezone (UTC)")
-    value = value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-#: C0 control characters and DEL, except tab, line feed and carriage return (text keeps its lines)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _no_control(value: object) -> None:
-    if isinstance(value, str):
-        if _CONTROL.search(value):
-            raise ValueError("control characters (NUL and other C0 but tab and newlines) are not allowed")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _no_control(k)
-            _no_control(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _no_control(v)
-
-
-class ContractModel(BaseModel):
-    """What every model of the contract is: closed (no extra field), frozen, stripped text without control characters."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _text_without_control_characters(cls, value: object) -> object:
-        _no_control(value)
-        return value
+#: a sealed identity: `v1.<data key id>.<nonce and AES-256-GCM ciphertext, base64url>` (security/identity.py)
+SEALED_PATTERN = r"^v1\.[0-9a-f]{32}\.[A-Za-z0-9_-]{40,8000}$"
 
 
 class Person(ContractModel):
-    """Pseudonymous: a pseudonym (no spaces, so no plain names), the birth year and the postcode."""
+    """A pseudonym (no spaces, so no plain names), the birth year and the postcode, in clear; the
+    identity (`contract.identity`) in clear only between a partner and the edge (a request body,
+    a partner's ingress topic), sealed on every other topic: `identity_sealed`, with the person
+    key (`person_key`: a keyed digest of a qualified INS, the same for every structure)."""
 
     pseudonym: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
     birth_year: Annotated[int, Field(ge=1900, le=2100)]
     postcode: Annotated[str, Field(pattern=r"^([0-9]{5}|2[AB][0-9]{3})$")]
+    identity: Identity | None = None
+    identity_sealed: Annotated[str, Field(pattern=SEALED_PATTERN)] | None = None
+    person_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+    @property
+    def data_key_id(self) -> str | None:
+        """The id of the data key the identity is sealed under (the blob's second part)."""
+        return self.identity_sealed.split(".", 2)[1] if self.identity_sealed else None
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> Person:
+        if self.identity is not None and self.identity_sealed is not None:
+            raise ValueError("identity: either in clear (to the edge) or sealed, not both")
+        if self.person_key is not None and self.identity_sealed is None:
+            raise ValueError("person_key: only with a sealed identity")
+        if self.identity is not None and self.identity.birth_date.year != self.birth_year:
+            raise ValueError(f"birth_year: {self.birth_year} differs from identity.birth_date ({self.identity.birth_date})")
+        return self
 
 
 class ReferralContext(ContractModel):
@@ -165,7 +155,7 @@ class AdmissionDecided(Event):
     decision: Literal["admitted", "refused", "waitlisted"]
     volet: Literal[1, 2]
     start_date: Date | None = None
-    reasons: list[Annotated[str, Field(min_length=1, max_length=500)]] = []
+    reasons: list[Annotated[str, Field(min_length=1, max_length=500)]] = []  # noqa: RUF012 - a pydantic field (copied per instance)
     #: a refusal's alternative: the structure proposed instead (the observatory counts refusals without one)
     alternative: Slug | None = None
 
@@ -239,10 +229,30 @@ class ConsentRecorded(Event):
     decision: Literal["permit", "deny"]
     valid_until: datetime | None = None
     method: Literal["oral", "written", "digital"]
+    #: a document reference proving the consent (a permit its recorder grants itself must name one)
+    proof: Annotated[str, Field(min_length=1, max_length=500)] | None = None
 
     _utc_until = field_validator("valid_until")(
         classmethod(lambda cls, v: None if v is None else utc_ms(v))
     )
+
+    def self_grant_problems(self, recorder_kind: str | None = None) -> list[tuple[str, str]]:
+        """Why this consent may not stand as a permit its recorder grants itself (its slug, or its
+        kind when known): such a permit is written or digital and names its proof."""
+        if self.decision != "permit" or self.grantee not in (self.source, recorder_kind):
+            return []
+        problems = []
+        if self.method not in ("written", "digital"):
+            problems.append(("method", "a permit its recorder grants itself is written or digital"))
+        if not self.proof:
+            problems.append(("proof", "a permit its recorder grants itself names its proof (a document reference)"))
+        return problems
+
+    @model_validator(mode="after")
+    def _self_grant(self) -> ConsentRecorded:
+        for field, rule in self.self_grant_problems():
+            raise ValueError(f"{field}: {rule}")
+        return self
 
 
 class MessagePosted(Event):
@@ -319,7 +329,7 @@ def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         m = _FIELD_IN_MESSAGE.match(msg)
-        if m and not loc:
-            loc, msg = m["field"], msg[m.end():]
+        if m and err["type"] == "value_error" and m["field"] not in loc.split("."):  # a model's rule on one of its fields
+            loc, msg = f"{loc}.{m['field']}" if loc else m["field"], msg[m.end():]
         out.append((loc or "<event>", msg))
     return out

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import httpx
 
 from parcours.bus.idempotency import derived_event_id
+from parcours.devtools.persons import synthetic_identity
 from parcours.errors import ParcoursError
 from parcours.topology.registry import dev_token
 
@@ -141,8 +142,17 @@ async def present(urls: dict[str, str], run: str = RUN) -> dict[str, str] | None
     return cases if joined else None
 
 
-def person(pseudonym: str, year: int, postcode: str) -> dict[str, Any]:
-    return {"pseudonym": pseudonym, "birth_year": year, "postcode": postcode}
+#: the demo's persons: synthetic identities with the test INS OIDs only (1.2.250.1.213.1.4.10 and .11)
+IDENTITIES = {
+    "A": synthetic_identity(1, born=date(1936, 3, 14)),  # qualified, test NIR: matched across structures by its person key
+    "B": synthetic_identity(2, born=date(1951, 7, 2), status="provisional"),  # not qualified: no INS
+    "C": synthetic_identity(3, born=date(1940, 11, 30), nia=True),  # qualified, test NIA
+}
+
+
+def person(pseudonym: str, year: int, postcode: str, who: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"pseudonym": pseudonym, "birth_year": year, "postcode": postcode}
+    return out | ({"identity": IDENTITIES[who]} if who else {})
 
 
 async def seed(urls: dict[str, str]) -> dict[str, str]:
@@ -167,7 +177,7 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
 
         # 1. Hospital discharge: CPTS Nord -> DAC -> CRT Muret (found in the directory), admitted; consent for the CRT.
         r = await d.post("cpts-31-nord", "/v1/referrals", {
-            "to_structure": "dac-31", "person": person("P-a41f07", 1936, "31600"), "urgency": "soon",
+            "to_structure": "dac-31", "person": person("P-a41f07", 1936, "31600", "A"), "urgency": "soon",
             "reasons": ["situation complexe", "aidant épuisé"], "summary": "Patiente isolée, chutes répétées."}, "a-ref")
         case = cases["hospital discharge, admitted"] = r["case_id"]
         await d.post("dac-31", f"/v1/referrals/{r['referral_id']}/status", {"status": "accepted"}, "a-accept")
@@ -183,7 +193,7 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
               f"first ({best['title']}; {best['fit']['where']}, {best['capacity']} places, {best['waiting_days']} days) "
               f"among {len(found)} offers", flush=True)
         r2 = await d.post("dac-31", "/v1/referrals", {
-            "to_structure": best["structure"], "case_id": case, "person": person("P-a41f07", 1936, "31600"), "urgency": "urgent",
+            "to_structure": best["structure"], "case_id": case, "person": person("P-a41f07", 1936, "31600", "A"), "urgency": "urgent",
             "reasons": ["sortie d'hospitalisation"], "context": {"type": "hospital_discharge", "date": "2026-11-25"},
             "summary": "Sortie prévue le 25/11, besoin d'un accompagnement renforcé."}, "a-ref-crt")
         await d.post("crt-31-muret", f"/v1/referrals/{r2['referral_id']}/status", {"status": "acknowledged"}, "a-ack")
@@ -193,7 +203,7 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
 
         # 2. No GP: CPTS Sud -> DAC; the DAC asks the CPTS to find a GP; rupture observed.
         r = await d.post("cpts-31-sud", "/v1/referrals", {
-            "to_structure": "dac-31", "person": person("P-b2c913", 1951, "31120"), "urgency": "routine",
+            "to_structure": "dac-31", "person": person("P-b2c913", 1951, "31120", "B"), "urgency": "routine",
             "reasons": ["coordination complexe"], "summary": "Diabète déséquilibré, pas de médecin traitant."}, "b-ref")
         case = cases["no GP, CPTS finds one"] = r["case_id"]
         await d.post("dac-31", f"/v1/referrals/{r['referral_id']}/status", {"status": "accepted"}, "b-accept")
@@ -208,7 +218,7 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
         # 3. Refused admission without alternative, after the CRT's commission heard the DAC: DAC -> CRT Nord;
         #    the observatory counts the refusal by itself.
         r = await d.post("dac-31", "/v1/referrals", {
-            "to_structure": "crt-31-nord", "person": person("P-c7d550", 1940, "31200"), "urgency": "urgent",
+            "to_structure": "crt-31-nord", "person": person("P-c7d550", 1940, "31200", "C"), "urgency": "urgent",
             "reasons": ["sortie d'hospitalisation"], "context": {"type": "hospital_discharge", "date": "2026-11-24"},
             "summary": "GIR 2, domicile inadapté."}, "c-ref")
         case = cases["admission commission, refused without alternative"] = r["case_id"]
@@ -223,16 +233,17 @@ async def seed(urls: dict[str, str]) -> dict[str, str]:
             "referral_id": r["referral_id"], "decision": "refused", "volet": 2,
             "reasons": ["hors zone d'intervention"]}, "c-refuse")
 
-        # 4. The first story's person referred again, by CPTS Sud to the DAC: the DAC is told it follows
-        #    them already (case 1) and joins that follow-up instead of opening a second one.
+        # 4. The first story's person referred again, by CPTS Sud to the DAC, under CPTS Sud's own pseudonym:
+        #    her qualified INS gives the same person key, so the DAC is told it follows her already (case 1)
+        #    and joins that follow-up instead of opening a second one.
         r = await d.post("cpts-31-sud", "/v1/referrals", {
-            "to_structure": "dac-31", "person": person("P-a41f07", 1936, "31600"), "urgency": "soon",
+            "to_structure": "dac-31", "person": person("S-77e301", 1936, "31600", "A"), "urgency": "soon",
             "reasons": ["chute à domicile"], "summary": "Chute, aidante inquiète."}, "d-ref")
         case = cases["a second referral of a followed person, joined"] = r["case_id"]
         told = await d.referral("dac-31", case, r["referral_id"], lambda ref: "follow_up" in ref)
         joined = await d.post("dac-31", f"/v1/referrals/{r['referral_id']}/join",
                               {"followed_by": told["follow_up"]["followed_by"][0]}, "d-join")
-        print(f"  follow-up: a second referral of P-a41f07 reaches the DAC, told that {', '.join(told['follow_up']['followed_by'])} "
+        print(f"  follow-up: a second referral of the same INS-qualified person reaches the DAC, told that {', '.join(told['follow_up']['followed_by'])} "
               f"follows the person already; it joins {'its own' if joined['joined_case'] == cases['hospital discharge, admitted'] else 'that'} "
               f"follow-up (case {joined['joined_case']}) instead of opening a second one", flush=True)
         return cases

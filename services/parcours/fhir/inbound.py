@@ -23,6 +23,7 @@ from fhir.resources.R4B.subscription import Subscription
 from fhir.resources.R4B.task import Task
 
 from parcours.fhir import codes
+from parcours.fhir import patient as fr_patient
 from parcours.fhir.elements import (
     Issues,
     case_of,
@@ -77,7 +78,8 @@ _REFERRAL_PATHS = {
     "to_structure": "ServiceRequest.performer", "reasons": "ServiceRequest.reasonCode", "urgency": "ServiceRequest.priority",
     "summary": "ServiceRequest.note", "context": f"ServiceRequest.extension({codes.EXT_CONTEXT})",
     "person.pseudonym": "Patient.identifier", "person.birth_year": "Patient.birthDate",
-    "person.postcode": "Patient.address.postalCode", "case_id": "ServiceRequest.supportingInfo"}
+    "person.postcode": "Patient.address.postalCode", "case_id": "ServiceRequest.supportingInfo",
+    **fr_patient.PATHS}
 
 
 def _service_request(sr: ServiceRequest, issues: Issues) -> Inbound:
@@ -118,6 +120,8 @@ def _person(sr: ServiceRequest, issues: Issues) -> dict[str, Any] | None:
     if patient is None:
         issues.add("ServiceRequest.subject", "a reference (#id) to a contained Patient: pseudonym, birth year, postcode", "required")
         return None
+    if fr_patient.brings_identity(patient):
+        return _identified_person(sr, patient, issues)
     pseudonyms = [i.value for i in patient.identifier or [] if i.system == codes.PSEUDONYM and i.value]
     if len(pseudonyms) != 1 or len(patient.identifier or []) != 1:
         issues.add("Patient.identifier", f"exactly one identifier, of system {codes.PSEUDONYM} (the pseudonym; no INS, no other id)")
@@ -138,6 +142,33 @@ def _person(sr: ServiceRequest, issues: Issues) -> dict[str, Any] | None:
     return {"pseudonym": pseudonyms[0] if pseudonyms else None,
             "birth_year": int(birth) if re.fullmatch(r"[0-9]{4}", birth) else None,
             "postcode": addresses[0].postalCode if addresses else None}
+
+
+def _identified_person(sr: ServiceRequest, patient: Patient, issues: Issues) -> dict[str, Any]:
+    """A contained FR Core Patient INS: the pseudonym, and the identity (`fhir.patient`); the
+    birth year and postcode from its birth date and address."""
+    pseudonyms = [i.value for i in patient.identifier or [] if i.system == codes.PSEUDONYM and i.value]
+    others = [i for i in patient.identifier or [] if i.system != codes.PSEUDONYM and not (i.system or "").startswith("urn:oid:")]
+    if len(pseudonyms) != 1 or others:
+        issues.add("Patient.identifier", f"one identifier of system {codes.PSEUDONYM} (the pseudonym) and the INS slices only")
+    for element in _PATIENT_ELEMENTS:
+        if getattr(patient, element, None) and element not in fr_patient.IDENTITY_ELEMENTS:
+            issues.add(f"Patient.{element}", "not carried: a FR Core Patient INS brings its identity, contact and pseudonym only", "security")
+    known = {fr_patient.EXT_RELIABILITY, fr_patient.EXT_BIRTH_PLACE}
+    for ext in patient.extension or []:
+        if ext.url not in known:
+            issues.add(f"Patient.extension({ext.url})", "not carried: the identity reliability and the birth place only", "security")
+    for i, other in enumerate(sr.contained or []):
+        if other is not patient:
+            issues.add(f"ServiceRequest.contained[{i}]", "only the subject Patient may be contained", "security")
+    addresses = patient.address or []
+    if len(addresses) != 1 or not addresses[0].postalCode:
+        issues.add("Patient.address", "exactly one address, with its postalCode", "required")
+    birth = str(patient.birthDate) if patient.birthDate is not None else ""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", birth):
+        issues.add("Patient.birthDate", "the full birth date (YYYY-MM-DD) of an identity", "required" if not birth else "invalid")
+    return {"pseudonym": pseudonyms[0] if pseudonyms else None, "birth_year": int(birth[:4]) if birth[:4].isdigit() else None,
+            "postcode": addresses[0].postalCode if addresses else None, "identity": fr_patient.identity_in(patient, issues)}
 
 
 def _context(sr: ServiceRequest, issues: Issues) -> dict[str, Any] | None:

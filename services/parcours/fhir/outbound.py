@@ -21,6 +21,7 @@ import orjson
 
 from parcours.fhir import codes, definitions, r4
 from parcours.fhir.errors import Issue
+from parcours.fhir.patient import patient_out
 
 MEDIA_TYPE = "application/fhir+json"
 log = logging.getLogger("parcours.fhir")
@@ -159,9 +160,7 @@ def _service_request(r: dict[str, Any], case_id: str) -> dict[str, Any]:
         "resourceType": "ServiceRequest", **_ids("ServiceRequest", r["referral_id"]),
         "status": codes.REQUEST_OF_STATUS.get(r.get("status"), "active"), "intent": "order",
         "priority": codes.PRIORITY_OF_URGENCY[r["urgency"]],
-        "contained": [{"resourceType": "Patient", "id": "person",
-                       "identifier": [{"system": codes.PSEUDONYM, "value": person["pseudonym"]}],
-                       "birthDate": str(person["birth_year"]), "address": [{"postalCode": person["postcode"]}]}],
+        "contained": [patient_out(person)],
         "subject": {"reference": "#person"}, "requester": org(r["from"]), "performer": [org(r["to"])],
         "reasonCode": [{"text": t} for t in r["reasons"]], "note": _note(r["summary"]), "authoredOn": r["at"],
         "supportingInfo": [ref("EpisodeOfCare", case_id)], "extension": ext})

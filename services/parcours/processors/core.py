@@ -147,6 +147,7 @@ class RecordProcessor:
         self.inboxes = {slug: catalogue.per_structure("inbox", slug).name for slug in kinds}
         self.observatory = catalogue.topic("observatory").name
         self.followups = catalogue.topic("followups").name
+        self.activity = catalogue.topic("person-activity").name
         self.audit = catalogue.topic("audit").name
         self.deadletter = catalogue.topic("deadletter").name
         self.schedule = catalogue.topic("clock-schedule").name
@@ -217,6 +218,9 @@ class RecordProcessor:
             outs += self._deadline_outputs(outcome, case_id)
         if outcome.follow_up is not None:
             outs += [Out(self.followups, key, value) for key, value in followups.entries(outcome.follow_up)]
+        if outcome.activity is not None:
+            keys, last = outcome.activity
+            outs += [Out(self.activity, f"{k}/{case_id}".encode(), str(last).encode()) for k in keys]
         if outcome.schedule is not None:
             case_id, due = outcome.schedule
             outs.append(Out(self.schedule, case_id.encode(), None if due is None else str(due).encode()))

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from parcours.bus.kafkaio import KafkaAccess
 from parcours.contract.codec import Codec
 from parcours.contract.errors import DecodeError
-from parcours.contract.models import Event
+from parcours.contract.models import Event, ReferralSubmitted
 from parcours.ops.metrics import ValidatorMetrics
 from parcours.processors.deadletter import dead_letter_headers
 from parcours.publishing.accept import Acceptance
@@ -83,7 +83,11 @@ class Validator:
             self.metrics.refused.labels(event.event_type, owner.kind, "key_mismatch", "kafka").inc()
             return await self._dead(producer, r, "key_mismatch", f"record key {r.key!r} differs from the event's key {event.key!r}",
                                     event.event_type, owner.kind)
-        forward = Forward(producer, self.catalogue, r)
+        if isinstance(event, ReferralSubmitted) and (event.person.identity_sealed or event.person.person_key):
+            self.metrics.refused.labels(event.event_type, owner.kind, "invalid", "kafka").inc()
+            return await self._dead(producer, r, "invalid", "person: a partner writes the identity in clear on its ingress topic; "
+                                    "identity_sealed and person_key are made by Parcours", event.event_type, owner.kind)
+        forward = Forward(producer, self.catalogue, r, event, self.codec)
         try:
             await self.acceptance.accept(owner, event, forward, door="kafka", referral_case=REFERRAL_CASE)
         except PublishingError as exc:
@@ -106,14 +110,19 @@ def ingress_owners(catalogue: Catalogue) -> dict[str, Structure]:
 
 class Forward:
     """The ingress's outlet: the partner's record, as written (its schema and headers), onto the
-    event's canonical topic; `sent` is the send's delivery future, awaited with the batch's."""
+    event's canonical topic, unless the use case changed the event (an identity sealed): then the
+    event as the codec writes it; `sent` is the send's delivery future, awaited with the batch's."""
 
-    def __init__(self, producer: Any, catalogue: Catalogue, record: Any) -> None:
-        self.producer, self.catalogue, self.record = producer, catalogue, record
+    def __init__(self, producer: Any, catalogue: Catalogue, record: Any, decoded: Event, codec: Codec) -> None:
+        self.producer, self.catalogue, self.record, self.decoded, self.codec = producer, catalogue, record, decoded, codec
         self.sent: Any = None
 
     async def publish(self, event: Event) -> object:
         r = self.record
-        self.sent = await self.producer.send(self.catalogue.for_event(event.event_type).name, r.value, key=r.key,
-                                             headers=list(r.headers or []))
+        topic = self.catalogue.for_event(event.event_type).name
+        if event is self.decoded:
+            self.sent = await self.producer.send(topic, r.value, key=r.key, headers=list(r.headers or []))
+        else:
+            enc = self.codec.encode(event)
+            self.sent = await self.producer.send(topic, enc.value, key=enc.key, headers=enc.headers)
         return self.sent

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from parcours.contract.models import Event, ReferralSubmitted, build_event
+from parcours.publishing.errors import NotPermitted
 from parcours.publishing.rules import CaseLookups, ReferralCase, check_referral_case, check_stateful, check_stateless
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
@@ -37,6 +38,13 @@ class KeyClaims(Protocol):
 
     async def claim(self, slug: str, key: str, digest: str, occurred_at: datetime) -> datetime:
         """The `occurred_at` of the key's first request; raises when another body holds the key."""
+
+
+class Sealing(Protocol):
+    """What protects the person's identity before an event leaves the edge (`security.identity`)."""
+
+    async def seal(self, event: Event) -> Event:
+        """The event with its identity sealed (any other event as it is)."""
 
 
 class Tally(Protocol):
@@ -61,7 +69,8 @@ def _utc_now() -> datetime:
 class Acceptance:
     """The use case, with its collaborators: the publisher's case views, the key claims (None: a
     door without idempotency keys), the clock, how long to wait for a view the processor may not
-    have written yet, and what counts the accepted events."""
+    have written yet, what counts the accepted events, and what seals identities (None: a door
+    that publishes none in clear; an event carrying one is then refused)."""
 
     catalogue: Catalogue
     views: CaseLookups
@@ -69,6 +78,7 @@ class Acceptance:
     claims: KeyClaims | None = None
     wait: float = 0.0
     clock: Callable[[], datetime] = field(default=_utc_now)
+    sealing: Sealing | None = None
 
     def draft(self, publisher: Structure, event_type: str, event_id: uuid.UUID, fields: dict[str, Any]) -> Event:
         """The event a request asks for, from `publisher`, now: validated by the contract."""
@@ -90,6 +100,10 @@ class Acceptance:
             # a valid request claims its key; the first claim decides the key's body
             first = await self.claims.claim(publisher.slug, key.key, key.digest, event.occurred_at)
             event = event.model_copy(update={"occurred_at": first})  # a retry publishes the very same event
+        if isinstance(event, ReferralSubmitted) and event.person.identity is not None:  # never in clear past the edge
+            if self.sealing is None:
+                raise NotPermitted("this door takes no identity", rule="person.identity: sealed at the edge before it is published")
+            event = await self.sealing.seal(event)
         await outlet.publish(event)
         self.tally.labels(event.event_type, publisher.kind, door).inc()
         return event

@@ -70,6 +70,8 @@ def check_stateless(catalogue: Catalogue, caller: Structure, event: Event) -> No
         raise BadReference("unknown redirect target", fields=[{"field": "redirect_to", "rule": "must be a registered structure"}])
     if isinstance(event, ConsentRecorded) and event.grantee not in KINDS and event.grantee not in known:
         raise BadReference("unknown grantee", fields=[{"field": "grantee", "rule": "a registered structure slug or a kind (dac, cpts, crt)"}])
+    if isinstance(event, ConsentRecorded) and (problems := event.self_grant_problems(caller.kind)):
+        raise BadReference("a permit its recorder grants itself", fields=[{"field": f, "rule": r} for f, r in problems])
     if isinstance(event, CommissionOpened):
         unknown = [s for s in event.invited if s not in known]
         if unknown:

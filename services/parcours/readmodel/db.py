@@ -15,6 +15,9 @@ Tables:
 - `inbox(slug, sequence)`: the notifications (sequence = offset + 1 on `inbox.<slug>`);
 - `observatory(key)`, `webhooks(key)`: the compacted topics of the same names;
 - `disclosures(author, case_id, n)`: audit records of the items each structure authored;
+- `datakeys(key_id)`: the persons' wrapped data keys (`identity-keys`); a destroyed key keeps its
+  row without its record (person and record NULL), so it is known destroyed, not awaited;
+- `activity(key_id, case_id)`: the last activity of each case under each data key (`person-activity`);
 - `positions(topic, partition)`: the next offset to read; `meta`: schema version, last sync, and
   the lineage (cluster and topic ids) of what was read.
 """
@@ -55,17 +58,22 @@ CREATE TABLE IF NOT EXISTS webhooks(key TEXT PRIMARY KEY, record TEXT NOT NULL) 
 CREATE TABLE IF NOT EXISTS directory(key TEXT PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS followups(person TEXT NOT NULL, case_id TEXT NOT NULL, followers TEXT NOT NULL,
                                      PRIMARY KEY(person, case_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS datakeys(key_id TEXT PRIMARY KEY, person TEXT, record TEXT) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS datakeys_by_person ON datakeys(person);
+CREATE TABLE IF NOT EXISTS activity(key_id TEXT NOT NULL, case_id TEXT NOT NULL, last_ms INTEGER NOT NULL,
+                                    PRIMARY KEY(key_id, case_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS disclosures(author TEXT NOT NULL, case_id TEXT NOT NULL, n INTEGER NOT NULL, record TEXT NOT NULL,
                                        PRIMARY KEY(author, case_id, n)) WITHOUT ROWID;
 """
-_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures", "directory", "followups")
+_TABLES = ("positions", "items", "referrals", "inbox", "observatory", "webhooks", "disclosures", "directory", "followups",
+           "datakeys", "activity")
 
 
 @dataclass(frozen=True)
 class Record:
     """What the tail hands over: one Kafka record, already routed to its table."""
 
-    table: str  # items | inbox | observatory | webhooks | audit | directory | followups
+    table: str  # items | inbox | observatory | webhooks | audit | directory | followups | datakeys
     slug: str  # the structure of a views/inbox topic ("" otherwise)
     topic: str
     partition: int
@@ -175,8 +183,8 @@ class Writer:
                 c.execute(f"DELETE FROM {r.table} WHERE key=?", (r.key,))  # noqa: S608 - two constant names
             else:
                 c.execute(f"INSERT OR REPLACE INTO {r.table} VALUES(?, ?)", (r.key, r.value.decode()))
-        elif r.table in ("directory", "followups"):  # the territory's shared topics
-            (self._offer if r.table == "directory" else self._follow_up)(r)
+        elif r.table in ("directory", "followups", "datakeys", "activity"):  # the territory's shared topics
+            {"directory": self._offer, "followups": self._follow_up}.get(r.table, self._identity)(r)
         elif r.table == "audit" and r.value is not None:
             record = json.loads(r.value)
             if record.get("author") in authors and record.get("change") != "accessed":
@@ -184,6 +192,20 @@ class Writer:
                 c.execute("INSERT OR REPLACE INTO disclosures VALUES(?, ?, ?, ?)",
                           (record["author"], r.key, r.partition * 2**40 + r.offset, r.value.decode()))
         return 0
+
+    def _identity(self, r: Record) -> None:
+        """A person's data key (a tombstone: destroyed, its row kept without the key), or a case's
+        last activity under a data key."""
+        c = self.conn
+        if r.table == "datakeys":
+            person = json.loads(r.value).get("person") if r.value is not None else None
+            c.execute("INSERT OR REPLACE INTO datakeys VALUES(?, ?, ?)", (r.key, person, r.value.decode() if r.value else None))
+            return
+        key_id, _, case_id = r.key.partition("/")
+        if r.value is None:
+            c.execute("DELETE FROM activity WHERE key_id=? AND case_id=?", (key_id, case_id))
+        elif r.value.isdigit():
+            c.execute("INSERT OR REPLACE INTO activity VALUES(?, ?, ?)", (key_id, case_id, int(r.value)))
 
     def _offer(self, r: Record) -> None:
         """An offer of the directory (Avro), kept as JSON; a tombstone withdraws it. A record that
@@ -269,6 +291,24 @@ class Reader:
         """The follow-up index's entries of a person (digest): (case_id, structures following)."""
         return [(c, json.loads(f)) for c, f in self.conn.execute(
             "SELECT case_id, followers FROM followups WHERE person=? ORDER BY case_id", (person,))]
+
+    def data_key(self, key_id: str) -> tuple[str | None] | None:
+        """A data key's record (None inside: destroyed); None: never seen."""
+        row = self.conn.execute("SELECT record FROM datakeys WHERE key_id=?", (key_id,)).fetchone()
+        return (row[0],) if row else None
+
+    def person_keys(self, person: str) -> list[tuple[str, str]]:
+        """(key id, record) of a person's live data keys."""
+        return list(self.conn.execute("SELECT key_id, record FROM datakeys WHERE person=? AND record IS NOT NULL", (person,)))
+
+    def idle_keys(self, before_ms: int) -> list[str]:
+        """The live data keys of every person whose last activity (in any case under any of their
+        keys, or the making of their newest key) is before `before_ms`."""
+        return [k for (k,) in self.conn.execute(
+            "WITH last AS (SELECT d.person, MAX(MAX(json_extract(d.record, '$.created_ms'), COALESCE(a.last_ms, 0))) AS ms "
+            "FROM datakeys d LEFT JOIN activity a ON a.key_id = d.key_id WHERE d.record IS NOT NULL GROUP BY d.person) "
+            "SELECT d.key_id FROM datakeys d JOIN last ON last.person = d.person WHERE d.record IS NOT NULL AND last.ms < ? "
+            "ORDER BY d.key_id", (before_ms,))]
 
     def directory(self) -> list[str]:
         """Every offer of the directory, as JSON."""

@@ -59,7 +59,9 @@ class EdgeStore:
                  territory: bool = False) -> None:
         """A store of the views of `slugs`, and of what else its reader may read (its principal's
         ACLs): their inboxes, the observatory, the webhook registrations, the audit trail of the
-        items they authored, the territory's directory and follow-up index (`territory`). `path`: its
+        items they authored, the territory's directory, follow-up index and the activity of the
+        persons' cases (`territory`), the persons' wrapped data keys (always: `readmodel.keyring`).
+        `path`: its
         file (one per process; default: a temporary one)."""
         self.kafka, self.catalogue, self.slugs = kafka, catalogue, list(slugs)
         self._tmp = None if path is not None else Path(tempfile.mkdtemp(prefix="parcours-edge-"))
@@ -71,7 +73,8 @@ class EdgeStore:
             self._routes |= {catalogue.per_structure("inbox", s).name: ("inbox", s) for s in slugs}
         for name, table, on in (("observatory", "observatory", observatory), ("webhooks", "webhooks", webhooks),
                                 ("audit", "audit", audit), ("directory", "directory", territory),
-                                ("followups", "followups", territory)):
+                                ("followups", "followups", territory), ("identity-keys", "datakeys", True),
+                                ("person-activity", "activity", territory)):
             if on:
                 self._routes[catalogue.topic(name).name] = (table, "")
         self._authors = frozenset(slugs)

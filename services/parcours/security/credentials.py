@@ -5,6 +5,7 @@ secrets come from the platform's secret store as `PARCOURS_KAFKA_USERNAME`/`_PAS
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -54,9 +55,20 @@ class CredentialStore:
         return SecretStr(value)
 
     def ensure(self, principal: str) -> SecretStr:
-        """The principal's secret, generated (256 bits) on first use."""
+        """The principal's secret, generated (256 bits) on first use. Services starting together
+        generate under a lock: every process gets the one secret written first (a development
+        key-encryption key must be the same in every adapter)."""
         data = self._read()
-        if principal not in data:
-            data[principal] = secrets.token_urlsafe(32)
-            self._write(data)
+        if principal in data:
+            return SecretStr(data[principal])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            data = self._read()
+            if principal not in data:
+                data[principal] = secrets.token_urlsafe(32)
+                self._write(data)
+        finally:
+            os.close(fd)  # closing releases the lock
         return SecretStr(data[principal])

@@ -5,6 +5,7 @@ catalogue), build the event, hand it to the use case, answer 202 once Kafka ackn
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ from parcours.adapters.http.ops import ops_routes
 from parcours.adapters.http.referrals import commission_routes, follow_up_routes, referral_routes
 from parcours.adapters.http.views import view_routes
 from parcours.adapters.http.webhook import webhook_routes
+from parcours.adapters.retention import sweep_forever
 
 #: FastAPI's OpenTelemetry hooks, off: Parcours exports Prometheus metrics, and asking whether
 #: OpenTelemetry is configured cost ~4% of a POST (README, Performance)
@@ -37,8 +39,11 @@ def create_app(adapter: Adapter) -> FastAPI:
         adapter.store.start()
         adapter.claims.start()
         adapter.delivery.start()
+        sweeper = asyncio.create_task(sweep_forever(adapter.store, adapter.destroy_keys, adapter.retention), name="identity-retention")
         adapter.metrics.up.labels(kind).set(1)
         yield
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
         await adapter.delivery.stop()
         await adapter.claims.stop()
         await adapter.store.stop()

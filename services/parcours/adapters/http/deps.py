@@ -15,11 +15,13 @@ from fastapi import Request
 from parcours.adapters.errors import Invalid, Unauthorized
 from parcours.adapters.guard import TokenBucket
 from parcours.adapters.http.metrics import AdapterMetrics
+from parcours.adapters.retention import Retention
 from parcours.adapters.webhooks import RetryPolicy, WebhookDelivery
 from parcours.bus.idempotency import IdempotencyClaims
 from parcours.bus.publisher import Publisher
 from parcours.publishing.accept import Acceptance
 from parcours.readmodel.store import EdgeStore
+from parcours.security.identity import IdentityVault
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import Structure
@@ -47,6 +49,16 @@ class Adapter:
     #: webhook endpoints: https only (production), or also in private networks (dev)
     webhook_https_only: bool = False
     webhook_private_networks: bool = True
+    #: seals identities before they are published, opens them for entitled readers
+    vault: IdentityVault | None = None
+    #: the identity retention clock (`adapters.retention`)
+    retention: Retention = field(default_factory=Retention)
+
+    async def destroy_keys(self, key_ids: list[str]) -> None:
+        """Destroy persons' data keys: a tombstone each on `identity-keys` (erasure)."""
+        topic = self.catalogue.topic("identity-keys").name
+        for key_id in key_ids:
+            await self.publisher.send(topic, key_id.encode(), None)
 
 IDEMPOTENCY_KEY_MAX = 200
 

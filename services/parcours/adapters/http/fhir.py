@@ -19,6 +19,7 @@ from fastapi.responses import Response
 
 from parcours.adapters.errors import AdapterError, Forbidden, NotFound, from_domain, http_error
 from parcours.adapters.http.deps import VIEW_WAIT_S, Adapter, caller_of, idempotency_key
+from parcours.adapters.http.identity import with_identities
 from parcours.adapters.http.submit import record_access, submit, visible_case
 from parcours.adapters.outcomes import PREFIX
 from parcours.adapters.webhooks import check_endpoint, handshake
@@ -238,7 +239,8 @@ def _read_routes(app: FastAPI, adapter: Adapter) -> None:
         caller = caller_of(request)
         view = await visible_case(store, caller, case_id)
         await record_access(adapter, caller, case_id)  # no record, no read
-        return fhir_response(outbound.case_bundle(view, base_url(request)))
+        referrals = await with_identities(adapter, caller, case_id, view["referrals"], f"FHIR EpisodeOfCare/{case_id}/$everything")
+        return fhir_response(outbound.case_bundle({**view, "referrals": referrals}, base_url(request)))
 
     for resource_type in definitions.PUBLISHED:
         _definition_route(app, resource_type)

@@ -12,7 +12,7 @@ from parcours.adapters.errors import Conflict, Forbidden, NotFound
 from parcours.adapters.http.deps import VIEW_WAIT_S, Adapter, caller_of, idempotency_key
 from parcours.adapters.http.submit import on_referral, submit
 from parcours.bus.idempotency import body_hash
-from parcours.casefile.followups import person_digest
+from parcours.casefile.followups import person_of
 from parcours.publishing.rules import current_recipient, eventually_referral
 
 
@@ -84,7 +84,7 @@ def follow_up_routes(app: FastAPI, adapter: Adapter) -> None:
         if current_recipient(ref) != caller.slug:
             raise Forbidden(f"only the recipient ({current_recipient(ref)}) may join another follow-up",
                             rule="join: the referral's recipient")
-        entries = store.followups(person_digest(ref["person"]["pseudonym"]))
+        entries = store.followups(person_of(ref["person"]))
         joined = next((c for c, followers in entries if c != case_id and body.followed_by in followers), None)
         # the key stands for this body *and* the case joined: a retry that would land elsewhere is a 409
         claimed = {**body.model_dump(), "joined_case": joined}

@@ -9,8 +9,9 @@ from fastapi import FastAPI, Query, Request
 
 from parcours.adapters.errors import Forbidden
 from parcours.adapters.http.deps import Adapter, caller_of
+from parcours.adapters.http.identity import with_identities
 from parcours.adapters.http.submit import record_access, visible_case
-from parcours.casefile.followups import followed_elsewhere, person_digest
+from parcours.casefile.followups import followed_elsewhere, person_of
 from parcours.publishing.rules import current_recipient
 from parcours.readmodel.store import EdgeStore
 from parcours.territory import commission
@@ -23,7 +24,7 @@ def _with_follow_up(store: EdgeStore, caller: Structure, case_id: str, referral:
     person = referral.get("person")
     if not person or current_recipient(referral) != caller.slug:
         return referral
-    others = followed_elsewhere(store.followups(person_digest(person["pseudonym"])), case_id)
+    others = followed_elsewhere(store.followups(person_of(person)), case_id)
     return {**referral, "follow_up": {"followed_by": others}} if others else referral
 
 def view_routes(app: FastAPI, adapter: Adapter) -> None:
@@ -37,7 +38,7 @@ def view_routes(app: FastAPI, adapter: Adapter) -> None:
         await record_access(adapter, caller, case_id)  # no record, no read: 503 when Kafka cannot take it
         now = datetime.now(UTC)  # each commission's state (open, deliberating, decided) at the time of the read
         referrals = [_with_follow_up(store, caller, case_id, commission.annotated(r, now)) for r in view["referrals"]]
-        return {**view, "referrals": referrals}
+        return {**view, "referrals": await with_identities(adapter, caller, case_id, referrals, f"GET /v1/cases/{case_id}")}
 
     @app.get("/v1/cases/{case_id}/disclosures", tags=["views"])
     async def disclosures(request: Request, case_id: str) -> dict[str, Any]:
@@ -47,7 +48,8 @@ def view_routes(app: FastAPI, adapter: Adapter) -> None:
         await visible_case(store, caller, case_id)
         records = [r for r in store.disclosures(caller.slug, case_id) if r["structure"] != caller.slug]
         return {"case_id": case_id, "structure": caller.slug, "disclosures": [
-            {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause")} for r in records]}
+            {k: r[k] for k in ("item", "structure", "change", "basis", "ref", "at", "cause", "self_granted") if k in r}
+            for r in records]}
 
     @app.get("/v1/cases", tags=["views"])
     async def list_cases(request: Request, after: Annotated[str, Query(max_length=200)] = "",
