@@ -211,8 +211,9 @@ def _definition_route(app: FastAPI, resource_type: str) -> None:
 
     @app.get(f"{PREFIX}/{resource_type}/{{rid}}", name=f"Fhir{resource_type}", tags=["fhir"], response_class=Response,
              summary=f"One of Parcours' own {resource_type}s (its extensions and code systems; no token)",
-             responses={404: RESPONSES[404], 200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": f"a FHIR R4 {resource_type}"}}},
-                                                   "description": "the definition"}})
+             responses={404: RESPONSES[404], 422: RESPONSES[422],
+                        200: {"content": {MEDIA_TYPE: {"schema": {"type": "object", "description": f"a FHIR R4 {resource_type}"}}},
+                              "description": "the definition"}})
     async def get_definition(rid: Annotated[str, Path(pattern="^[A-Za-z0-9.-]{1,64}$")]) -> Response:
         found = definitions.definition(resource_type, rid)
         if found is None:
