@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from parcours.bootstrap import Cluster
 from parcours.bus.kafkaio import KafkaAccess
@@ -41,6 +42,20 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 
             last = result
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def delete_topics(kafka: KafkaAccess, names: list[str], timeout: float = 60.0) -> None:
+    """Delete `names` and await until the cluster no longer lists any of them."""
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+
+        async def gone() -> bool:
+            return not set(names) & set(await admin.list_topics())
+        await eventually(gone, timeout, f"{len(names)} topics deleted")
+    finally:
+        await admin.close()
 
 
 def cluster_of(broker: EmbeddedBroker, info: BrokerInfo) -> Cluster:

@@ -17,10 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from parcours.bootstrap import Cluster
-from parcours.bus.kafkaio import consumer_lag, partition_counts, read_to_end
+from parcours.bus.kafkaio import consumer_lag, read_to_end
 from parcours.contract.codec import Codec
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
@@ -30,7 +29,7 @@ from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 from tests.factories import ev
 from tests.fixtures.make_story import story
-from tests.stack import Stack, eventually
+from tests.stack import Stack, delete_topics, eventually
 
 SLUGS = ["dac-31", "cpts-31-nord", "cpts-31-sud", "crt-31-muret", "crt-31-nord"]
 
@@ -99,16 +98,7 @@ class Run:
         """The local RocksDB folder deleted, the changelog topic deleted and created again."""
         shutil.rmtree(self.state_dir)
         changelog = self.cat.topic("case-state").name
-        admin = AIOKafkaAdminClient(**self.kafka.aiokafka())
-        await admin.start()
-        try:
-            await admin.delete_topics([changelog])
-        finally:
-            await admin.close()
-
-        async def gone() -> bool:
-            return changelog not in await partition_counts(self.kafka, [changelog])
-        await eventually(gone, 30, "the changelog topic deleted")
+        await delete_topics(self.kafka, [changelog], 30)
         self.cli("topics", "apply")
         assert not [r async for records in read_to_end(self.kafka, [changelog]) for r in records]
 

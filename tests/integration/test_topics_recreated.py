@@ -14,16 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from parcours.bootstrap import Cluster
-from parcours.bus.kafkaio import KafkaAccess
 from parcours.paths import topics_dir
 from parcours.processors import rebuild as rb
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import KindPolicy
 from tests.api import Api, referral_body
-from tests.stack import Stack, eventually
+from tests.stack import Stack, delete_topics, eventually
 
 
 @pytest.fixture
@@ -34,19 +32,6 @@ def stack(kafka_cluster: Cluster, tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
-
-
-async def _delete_every_topic(kafka: KafkaAccess, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(**kafka.aiokafka())
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-
-        async def gone() -> bool | None:
-            return True if not set(names) & set(await admin.list_topics()) else None
-        await eventually(gone, 60, "the topics deleted")
-    finally:
-        await admin.close()
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -67,7 +52,7 @@ async def test_a_running_stack_converges_on_topics_created_again(stack: Stack) -
         old_case, old_referral = await api.open_case("cpts-31-nord", "dac-31")
         await api.view_with("dac-31", old_case, f"referral:{old_referral}")
 
-        await _delete_every_topic(stack.kafka, [t.name for t in cat.topics.values()])
+        await delete_topics(stack.kafka, [t.name for t in cat.topics.values()])
         await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "parcours.cli", "topics", "apply"], env=stack.env,
                                 check=True, capture_output=True)
 

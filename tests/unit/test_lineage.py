@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parcours.bus.lineage import Lineage, mismatch
+from parcours.bus.lineage import Lineage, adopt, change, mismatch
 from parcours.processors.statelineage import LINEAGE_FILE, discard_state
 
 BUILT = Lineage("cluster-A", {"views.dac-31": "id-1", "inbox.dac-31": "id-2"})
@@ -61,3 +61,19 @@ def test_discarding_the_state_keeps_the_lock_and_the_lineage(tmp_path: Path) -> 
     (tmp_path / LINEAGE_FILE).write_text(BUILT.dumps())
     discard_state(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".instance.lock", LINEAGE_FILE]
+
+
+def test_a_new_cache_adopts_the_live_lineage_and_a_matching_one_keeps_its_own() -> None:
+    live = Lineage("cluster-A", {**BUILT.topics, "audit": "id-3"})
+    assert adopt(None, live, has_data=False) == (None, live)
+    assert adopt(BUILT, live, has_data=True) == (None, BUILT.covering(live))
+    foreign, lineage = adopt(None, live, has_data=True)
+    assert foreign is not None
+    assert foreign.reason == "unrecorded"
+    assert lineage == live
+
+
+def test_a_running_reader_starts_again_on_a_mismatch_or_a_topic_that_appeared() -> None:
+    assert change(BUILT, Lineage("cluster-A", dict(BUILT.topics))) is None
+    assert change(BUILT, Lineage("cluster-A", {**BUILT.topics, "audit": "id-3"})) == "topic audit appeared"
+    assert change(BUILT, Lineage("cluster-B", dict(BUILT.topics))) is not None

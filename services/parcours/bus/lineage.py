@@ -74,6 +74,25 @@ def mismatch(recorded: Lineage | None, live: Lineage) -> Discard | None:
     return None
 
 
+def adopt(recorded: Lineage | None, live: Lineage, *, has_data: bool) -> tuple[Discard | None, Lineage]:
+    """At a cache's start: why it must be discarded (None: it may be resumed), and the lineage it
+    holds from then on. A cache with no data and no lineage is simply new."""
+    foreign = mismatch(recorded, live) if has_data or recorded is not None else None
+    if foreign is None and recorded is not None:
+        return None, recorded.covering(live)
+    return foreign, live
+
+
+def change(recorded: Lineage, live: Lineage) -> str | None:
+    """While a reader runs: why it must start again (a mismatch, or a topic it should read that
+    appeared since), None when nothing changed."""
+    why = mismatch(recorded, live)
+    if why is not None:
+        return why.detail
+    appeared = sorted(set(live.topics) - set(recorded.topics))
+    return f"topic {', '.join(appeared)} appeared" if appeared else None
+
+
 async def live_lineage(kafka: KafkaAccess, topics: list[str]) -> Lineage:
     """The cluster's id and the ids of those of `topics` that exist, now."""
     return await asyncio.to_thread(describe, kafka, topics)
@@ -114,9 +133,4 @@ class Watch:
         if loop.time() < self._next:
             return None
         self._next = loop.time() + self.interval
-        live = await live_lineage(self.kafka, self.topics)
-        why = mismatch(self.recorded, live)
-        if why is not None:
-            return why.detail
-        appeared = sorted(set(live.topics) - set(self.recorded.topics))
-        return f"topic {', '.join(appeared)} appeared" if appeared else None
+        return change(self.recorded, await live_lineage(self.kafka, self.topics))

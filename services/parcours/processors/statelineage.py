@@ -25,7 +25,7 @@ from typing import Any
 
 from parcours.bus.errors import ClusterError
 from parcours.bus.kafkaio import KafkaAccess
-from parcours.bus.lineage import WATCH_INTERVAL_S, Lineage, describe, mismatch
+from parcours.bus.lineage import WATCH_INTERVAL_S, Lineage, adopt, change, describe
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor")
@@ -61,12 +61,11 @@ def prepare_state(state_dir: Path, kafka: KafkaAccess, topics: list[str], on_dis
     live = _all_present(kafka, topics)
     path = state_dir / LINEAGE_FILE
     recorded = Lineage.loads(path.read_text()) if path.exists() else None
-    foreign = mismatch(recorded, live) if _has_state(state_dir) or recorded is not None else None
+    foreign, keep = adopt(recorded, live, has_data=_has_state(state_dir))
     if foreign is not None:
         log.warning("processor state discarded: restored from the changelog", extra={"reason": foreign.detail})
         on_discard(foreign.reason)
         discard_state(state_dir)
-    keep = recorded.covering(live) if recorded is not None and foreign is None else live
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(keep.dumps())
@@ -113,11 +112,7 @@ class LineageWatch:
             live = describe(self.kafka, self.topics)
         except ClusterError:
             return None  # a broker away: the engine says so itself; the lineage is checked again later
-        why = mismatch(self.recorded, live)
-        if why is not None:
-            return why.detail
-        appeared = sorted(set(live.topics) - set(self.recorded.topics))
-        return f"topic {', '.join(appeared)} appeared" if appeared else None
+        return change(self.recorded, live)
 
     def _run(self) -> None:
         while not self._halt.wait(self.interval):

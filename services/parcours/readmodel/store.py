@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from aiokafka import TopicPartition
 
 from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
-from parcours.bus.lineage import Lineage, Watch, live_lineage, mismatch
+from parcours.bus.lineage import Lineage, Watch, adopt, live_lineage
 from parcours.casefile.records import assemble
 from parcours.contract.directory import DirectoryOffer
 from parcours.readmodel.db import Reader, Record, Writer
@@ -319,12 +319,12 @@ class EdgeStore:
         ones (None: it does not), and the lineage it holds once it is resumed or read again."""
         live = await live_lineage(self.kafka, list(self._routes))
         recorded = Lineage.loads(await self._write(lambda w: w.lineage()))
-        foreign = mismatch(recorded, live) if has_data or recorded is not None else None
+        foreign, lineage = adopt(recorded, live, has_data=has_data)
         if foreign is None:
-            return None, recorded.covering(live) if recorded is not None else live
+            return None, lineage
         if self.on_discard:
             self.on_discard(foreign.reason)
-        return foreign.detail, live
+        return foreign.detail, lineage
 
     async def _distrust(self, stored: dict[tuple[str, int], int], end: dict[TopicPartition, int]) -> str | None:
         """Why the file cannot be resumed from (None: it can)."""
