@@ -41,9 +41,9 @@ def _adapter(args: argparse.Namespace) -> int:
     from parcours.ports import ADAPTER_PORTS, INSTANCE_PORT_STEP
 
     setup_logging(f"adapter-{args.kind}")
-    adapter = bootstrap.adapter(args.kind, args.instance)
     port = args.port or ADAPTER_PORTS[args.kind] + INSTANCE_PORT_STEP * args.instance
     check_port(args.host, port)
+    adapter = bootstrap.adapter(args.kind, args.instance, port=port)
     serve(create_app(adapter), args.host, port)
     return 0
 

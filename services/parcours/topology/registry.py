@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from parcours.auth.errors import BadKeys
+from parcours.auth.keys import checked_jwks
 from parcours.contract.models import CATEGORIES, KINDS, SLUG_PATTERN
 from parcours.paths import topics_dir
 from parcours.settings import get_settings
@@ -23,10 +25,49 @@ class Structure:
     kind: str
     territory: str
     name: str
-    token_sha256: str
+    #: the SHA-256 of a static bearer token (development, or none: "")
+    token_sha256: str = ""
+    #: the public keys that sign its client assertions (SMART Backend Services: ES384 or RS384)
+    jwks: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
 
     def has_dev_token(self) -> bool:
         return hmac.compare_digest(self.token_sha256, hash_token(dev_token(self.slug)))
+
+    def as_record(self) -> dict[str, Any]:
+        """The structure as the registry writes it (YAML seed, registry topic)."""
+        out: dict[str, Any] = {"slug": self.slug, "kind": self.kind, "territory": self.territory, "name": self.name}
+        if self.token_sha256:
+            out["token_sha256"] = self.token_sha256
+        if self.jwks:
+            out["jwks"] = {"keys": [dict(k) for k in self.jwks]}
+        return out
+
+
+def structure_of(raw: dict[str, Any], where: str = "structure") -> Structure:
+    """A structure from its record, every field checked; ValueError names the fault."""
+    missing = {"slug", "kind", "territory", "name"} - raw.keys()
+    if missing:
+        raise ValueError(f"{where} is missing {sorted(missing)}")
+    unknown = set(raw) - {"slug", "kind", "territory", "name", "token_sha256", "jwks"}
+    if unknown:
+        raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+    slug, kind = str(raw["slug"]), str(raw["kind"])
+    if not re.match(SLUG_PATTERN, slug):
+        raise ValueError(f"slug {slug!r} must match {SLUG_PATTERN}")
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} must be one of {list(KINDS)}")
+    token = str(raw.get("token_sha256") or "")
+    if token and not re.fullmatch(r"[0-9a-f]{64}", token):
+        raise ValueError("token_sha256 must be 64 lowercase hex digits")
+    keys = raw.get("jwks") or {"keys": []}
+    keys = keys.get("keys") if isinstance(keys, dict) else keys
+    if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+        raise ValueError("jwks must be a JWK Set ({keys: [...]}) or a list of JWKs")
+    try:
+        jwks = checked_jwks([fields(k) for k in keys], slug)
+    except BadKeys as exc:
+        raise ValueError(exc.message) from None
+    return Structure(slug, kind, str(raw["territory"]), str(raw["name"]), token, jwks)
 
 
 def dev_token(slug: str) -> str:
@@ -52,17 +93,10 @@ class Registry:
             if not isinstance(item, dict):
                 raise CatalogueError(path, None, "each structure must be a mapping")
             ln = line(item)
-            raw = fields(item)
-            missing = {"slug", "kind", "territory", "name", "token_sha256"} - raw.keys()
-            if missing:
-                raise CatalogueError(path, ln, f"structure is missing {sorted(missing)}")
-            s = Structure(**{k: str(raw[k]) for k in ("slug", "kind", "territory", "name", "token_sha256")})
-            if not re.match(SLUG_PATTERN, s.slug):
-                raise CatalogueError(path, ln, f"slug {s.slug!r} must match {SLUG_PATTERN}")
-            if s.kind not in KINDS:
-                raise CatalogueError(path, ln, f"kind {s.kind!r} must be one of {list(KINDS)}")
-            if not re.fullmatch(r"[0-9a-f]{64}", s.token_sha256):
-                raise CatalogueError(path, ln, "token_sha256 must be 64 lowercase hex digits")
+            try:
+                s = structure_of(fields(item))
+            except ValueError as exc:
+                raise CatalogueError(path, ln, str(exc)) from None
             if s.slug in out:
                 raise CatalogueError(path, ln, f"duplicate slug {s.slug!r}")
             out[s.slug] = s
@@ -72,7 +106,7 @@ class Registry:
         digest = hash_token(token)
         found = None
         for s in self.structures.values():  # constant time per entry, no early exit
-            if hmac.compare_digest(s.token_sha256, digest):
+            if s.token_sha256 and hmac.compare_digest(s.token_sha256, digest):
                 found = s
         return found
 

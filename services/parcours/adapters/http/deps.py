@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from parcours.adapters.auth import EdgeAuth
 from parcours.adapters.errors import Invalid, Unauthorized
 from parcours.adapters.guard import TokenBucket
 from parcours.adapters.http.metrics import AdapterMetrics
@@ -45,6 +46,8 @@ class Adapter:
     limiter: TokenBucket
     claims: IdempotencyClaims
     acceptance: Acceptance
+    #: who is calling: access tokens (SMART Backend Services), static tokens in development
+    auth: EdgeAuth
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: webhook endpoints: https only (production), or also in private networks (dev)
     webhook_https_only: bool = False
