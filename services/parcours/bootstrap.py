@@ -31,6 +31,10 @@ from parcours.security.identity import DEV_INDEX_KEY_ENTRY, DEV_KEK_ENTRY, Ident
 from parcours.security.sealing import DEV_KEY_ENTRY, Sealer
 from parcours.settings import Settings, get_settings, inherited_environment
 from parcours.topology.catalogue import Catalogue, default_catalogue
+from parcours.topology.registry import Registry, hash_token
+
+#: the operators' token of the development profile (operator API), when PARCOURS_ADMIN_TOKEN_SHA256 is unset
+DEV_ADMIN_TOKEN = "dev-admin"  # noqa: S105 - documented, development profile only
 
 if TYPE_CHECKING:
     from quixstreams import Application
@@ -103,6 +107,18 @@ class Cluster:
         return out
 
 
+def live_catalogue(kafka: KafkaAccess) -> Catalogue:
+    """This process's catalogue, with the structure registry its topic holds now (a service
+    starting; it follows the topic from then on)."""
+    import asyncio
+
+    from parcours.topology import live
+
+    cat = default_catalogue()
+    cat.adopt(asyncio.run(live.live_catalogue(kafka, cat)))
+    return cat
+
+
 def embedded_broker(settings: Settings | None = None) -> EmbeddedBroker:
     s = settings or get_settings()
     return EmbeddedBroker(s.broker_dir, s.cache_dir)
@@ -160,6 +176,8 @@ class AuthConfig:
     oidc_issuer: str = ""
     audience: str = "urn:parcours:{prefix}:adapter-{kind}"
     ttl_s: int = 300
+    #: the SHA-256 of the operators' token (the operator API); empty: none accepted
+    admin_token_sha256: str = ""
 
 
 def build_edge_auth(kind: str, catalogue: Catalogue, claims: JtiLedger, config: AuthConfig) -> EdgeAuth:
@@ -176,12 +194,14 @@ def build_edge_auth(kind: str, catalogue: Catalogue, claims: JtiLedger, config: 
     if config.oidc_issuer:
         discovery = Discovery(config.oidc_issuer)
         external = AccessTokens(lambda: discovery.keys, issuer=discovery.issuer, audience=audience, algorithms=EXTERNAL_ALGORITHMS)
-        return EdgeAuth(kind, catalogue, external, None, config.static_tokens, config.public_url, discovery=discovery)
+        return EdgeAuth(kind, catalogue, external, None, config.static_tokens, config.public_url, discovery=discovery,
+                        admin_token_sha256=config.admin_token_sha256)
     key = IssuerKey(config.issuer_secret)
     keys, issuer = KeySet([key.key]), f"urn:parcours:{catalogue.prefix}"
     tokens = AccessTokens(lambda: keys, issuer=issuer, audience=audience)
     service = TokenService(catalogue, key, issuer, audience, config.public_url + TOKEN_PATH, claims, config.ttl_s)
-    return EdgeAuth(kind, catalogue, tokens, service, config.static_tokens, config.public_url)
+    return EdgeAuth(kind, catalogue, tokens, service, config.static_tokens, config.public_url,
+                    admin_token_sha256=config.admin_token_sha256)
 
 
 def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,  # noqa: PLR0913 - the settings an adapter is built from
@@ -204,6 +224,7 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     from parcours.bus.publisher import Publisher
     from parcours.publishing.accept import Acceptance
     from parcours.readmodel.store import EdgeStore
+    from parcours.topology.live import RegistryFollower
 
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
@@ -217,8 +238,15 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     vault = identity_vault(store, catalogue, publisher, identity)
     acceptance = Acceptance(catalogue, store, metrics.accepted, claims, wait=VIEW_WAIT_S, sealing=vault)
     edge_auth = build_edge_auth(kind, catalogue, claims, auth or AuthConfig(SecretStr(secrets.token_urlsafe(32))))
+
+    async def joined_or_left(registry: Registry) -> None:  # every part holding the catalogue sees it at once
+        catalogue.adopt(catalogue.with_registry(registry))
+        store.follow([s.slug for s in registry.of_kind(kind)])
+        await delivery.follow()
+
     return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
-                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, acceptance, edge_auth, retry,
+                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, acceptance, edge_auth,
+                   RegistryFollower(kafka, catalogue, joined_or_left), retry,
                    webhook_https_only=webhook_https_only, webhook_private_networks=webhook_private_networks,
                    vault=vault, retention=retention or Retention())
 
@@ -243,12 +271,13 @@ def adapter(kind: str, instance: int = 0, settings: Settings | None = None, port
     from parcours.adapters.webhooks import RetryPolicy
 
     s = settings or get_settings()
-    cat = default_catalogue()
     where = cluster(s)
+    cat = live_catalogue(where.access(default_catalogue().service_principal("adapter", kind)))
     production = s.profile == "production"
     secret = SecretStr("") if s.oidc_issuer else where.issuer_secret()
     auth = AuthConfig(secret, s.public_url.format(kind=kind, port=port).rstrip("/"), static_tokens=not production,
-                      oidc_issuer=s.oidc_issuer, audience=s.token_audience, ttl_s=s.access_token_ttl_s)
+                      oidc_issuer=s.oidc_issuer, audience=s.token_audience, ttl_s=s.access_token_ttl_s,
+                      admin_token_sha256=s.admin_token_sha256 or ("" if production else hash_token(DEV_ADMIN_TOKEN)))
     return build_adapter(kind, cat, where.access(cat.service_principal("adapter", kind)), where.sealer(),
                          RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s,
                          webhook_https_only=s.profile == "production",
@@ -277,10 +306,11 @@ def build_validator(catalogue: Catalogue, kafka: KafkaAccess, metrics: Validator
 def validator(metrics: ValidatorMetrics, settings: Settings | None = None) -> Validator:
     """The validator as the settings say: its principal, its read model's file."""
     s = settings or get_settings()
-    cat = default_catalogue()
     where = cluster(s)
-    return build_validator(cat, where.access(cat.service_principal("validator")), metrics,
-                           store_path=s.edge_dir / f"{cat.prefix}-validator.sqlite3", identity=where.identity_secrets())
+    kafka = where.access(default_catalogue().service_principal("validator"))
+    cat = live_catalogue(kafka)
+    return build_validator(cat, kafka, metrics, store_path=s.edge_dir / f"{cat.prefix}-validator.sqlite3",
+                           identity=where.identity_secrets())
 
 
 @dataclass(frozen=True)
@@ -312,11 +342,12 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
     from parcours.topology.registry import default_policy
 
     s = settings or get_settings()
-    cat = default_catalogue()
-    folder = state_dir or s.state_dir / f"{cat.prefix}-processor"
+    folder = state_dir or s.state_dir / f"{default_catalogue().prefix}-processor"
     lock = claim_state_dir(folder)
-    kafka = resolve_kafka(cat.service_principal("processor"), s)
+    kafka = resolve_kafka(default_catalogue().service_principal("processor"), s)
+    cat = live_catalogue(kafka)
     core = RecordProcessor(cat, default_policy())
+    follow_registry(kafka, cat, core.learn)
     started: list[threading.Thread] = []
 
     def build() -> Application:
@@ -330,6 +361,26 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
 
     return ProcessorService(build, folder, kafka, processor_topics(cat),
                             lambda reason: metrics.cache_discarded.labels("state", reason).inc(), lock)
+
+
+def follow_registry(kafka: KafkaAccess, catalogue: Catalogue, learn: Callable[[Catalogue], None]) -> threading.Thread:
+    """For a service whose engine runs threads (the processor): the registry followed on a thread
+    of its own; `learn` gets the catalogue of each new registry."""
+    import asyncio
+
+    from parcours.topology.live import RegistryFollower
+
+    def joined_or_left(registry: Registry) -> None:
+        catalogue.adopt(catalogue.with_registry(registry))
+        learn(catalogue)
+
+    async def run() -> None:
+        RegistryFollower(kafka, catalogue, joined_or_left).start()
+        await asyncio.Event().wait()  # as long as the process
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="registry", daemon=True)
+    thread.start()
+    return thread
 
 
 async def redeliver_webhooks(structure: str | None = None) -> tuple[int, int]:

@@ -120,6 +120,10 @@ def _admin_parsers(sub: Any) -> None:
     aa.add_argument("--out", default="-", help="a file (default: standard output; `parcours docs` writes docs/asyncapi.json)")
     aa.set_defaults(func=commands.asyncapi)
 
+    from parcours.ops.structures import add_parser as structures_parser
+
+    structures_parser(sub)
+
     t = sub.add_parser("topics", help="the topic catalogue against the cluster")
     t.add_argument("action", choices=["plan", "apply", "acls"])
     t.set_defaults(func=commands.topics)

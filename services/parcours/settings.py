@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     token_audience: str = "urn:parcours:{prefix}:adapter-{kind}"  # noqa: S105 - a name, not a secret
     #: lifetime of the access tokens the embedded issuer signs
     access_token_ttl_s: int = 300
+    #: the SHA-256 of the operators' token for the adapters' operator API (`/v1/admin/...`); in the
+    #: development profile the token `dev-admin` is accepted when unset
+    admin_token_sha256: str = ""
     webhook_attempts: int = 5
     webhook_first_delay_s: float = 0.5
 

@@ -67,11 +67,11 @@ def up(args: argparse.Namespace) -> int:
 
 def _apply_catalogue(where: Cluster) -> None:
     from parcours.security.credentials import ADMIN
-    from parcours.topology import admin
+    from parcours.topology import live
     from parcours.topology.catalogue import default_catalogue
 
-    cat, kafka = default_catalogue(), where.access(ADMIN)
-    changes = asyncio.run(admin.apply(cat, kafka, where.credentials))
+    kafka = where.access(ADMIN)
+    cat, changes = asyncio.run(live.apply(default_catalogue(), kafka, where.credentials))
     print(f"Kafka at {kafka}; {len(cat.topics)} topics, {len(cat.principals())} principals, {len(cat.acls())} ACLs "
           f"in the catalogue; {len(changes)} changed", flush=True)
 
@@ -86,6 +86,8 @@ def _supervisor(where: Cluster, logdir: Path, urls: dict[str, str]) -> Superviso
     sup = Supervisor(child_env(where, PYTHONFAULTHANDLER="1"), logdir)
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
+    # the operator API's registry changes applied to the cluster (topics, principals, ACLs), as admin
+    sup.add("registrar", "structures", "follow")
     for kind, url in urls.items():
         sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]), ready=f"{url}/readyz")
     return sup

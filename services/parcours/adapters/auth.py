@@ -10,6 +10,7 @@ structure no longer in the registry is refused, whatever its expiry.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +22,14 @@ from parcours.auth.errors import TokenRefused
 from parcours.auth.keys import ASSERTION_ALGORITHMS
 from parcours.auth.tokens import AccessTokens, TokenService
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.registry import Structure
+from parcours.topology.registry import Structure, hash_token
 
 #: the SMART capabilities the edge offers (Backend Services, v2 scopes)
 CAPABILITIES = ["client-confidential-asymmetric", "permission-v2"]
 TOKEN_PATH = "/auth/token"  # noqa: S105 - a path, not a secret
 JWKS_PATH = "/auth/jwks"
+#: the operator API's routes: the operators' token, not a partner's
+ADMIN_PREFIX = "/v1/admin/"
 #: SMART's discovery document: at the root and below the FHIR base
 SMART_PATHS = ("/.well-known/smart-configuration", FHIR_PREFIX + "/.well-known/smart-configuration")
 
@@ -46,6 +49,13 @@ class EdgeAuth:
     external_token_endpoint: str | None = None
     #: an external issuer's keys, read again in the background
     discovery: Discovery | None = None
+    #: the SHA-256 of the operators' token (operator API); empty: none accepted
+    admin_token_sha256: str = ""
+
+    def operator(self, token: str) -> None:
+        """401 unless `token` is the operators' token."""
+        if not self.admin_token_sha256 or not hmac.compare_digest(hash_token(token), self.admin_token_sha256):
+            raise Unauthorized("the operator API needs the operators' token (PARCOURS_ADMIN_TOKEN_SHA256)")
 
     def caller(self, token: str) -> tuple[Structure, sc.Scopes | None]:
         """The structure behind a bearer token, and its scopes (None: a static token, every right

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from parcours.adapters.auth import JWKS_PATH, SMART_PATHS, TOKEN_PATH, EdgeAuth
+from parcours.adapters.auth import ADMIN_PREFIX, JWKS_PATH, SMART_PATHS, TOKEN_PATH, EdgeAuth
 from parcours.adapters.errors import AdapterError, PayloadTooLarge, TooManyRequests, Unauthorized, from_domain
 from parcours.adapters.outcomes import MEDIA_TYPE, is_fhir, refusal
 from parcours.auth.scopes import Scopes
@@ -76,30 +76,45 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         route = self._route(scope)
+        caller = None
         try:
-            caller, granted = self._authenticate(scope)
-            if route in self.event_types:
-                try:
-                    check_kind(self.catalogue, caller, route)
-                except PublishingError as exc:
-                    raise from_domain(exc) from None
-            self.auth.check_scope(granted, route)
-            wait = self.limiter.take(caller.slug)
-            if wait:
-                raise TooManyRequests(f"more than {self.limiter.rate:g} requests/s for {caller.slug}; retry later",
-                                      retry_after=math.ceil(wait))
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body:
-                raise PayloadTooLarge(f"the body of {declared} bytes exceeds {self.max_body} bytes",
-                                      rule="the largest record the catalogue's topics accept")
-            if declared is None:  # chunked: read up to the limit here, then hand it on
-                receive = await self._buffered(receive)
+            if scope["path"].startswith(ADMIN_PREFIX):  # the operators, not a partner
+                self.auth.operator(self._bearer(scope))
+            else:
+                caller = self._admit(scope, route)
+            receive = await self._sized(scope, receive)
         except AdapterError as exc:
             self.on_refusal(route or "unknown", exc.code)
             await _answer(send, exc, fhir=is_fhir(scope["path"]))
             return
-        scope.setdefault("state", {})["caller"] = caller
+        if caller is not None:
+            scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope, route: str | None) -> Structure:
+        """The partner, if its token, its kind's rights, its token's scopes and its rate allow the route."""
+        caller, granted = self._authenticate(scope)
+        if route in self.event_types:
+            try:
+                check_kind(self.catalogue, caller, route)
+            except PublishingError as exc:
+                raise from_domain(exc) from None
+        self.auth.check_scope(granted, route)
+        wait = self.limiter.take(caller.slug)
+        if wait:
+            raise TooManyRequests(f"more than {self.limiter.rate:g} requests/s for {caller.slug}; retry later",
+                                  retry_after=math.ceil(wait))
+        return caller
+
+    async def _sized(self, scope: Scope, receive: Receive) -> Receive:
+        """413 for a body over the limit, declared or (chunked) counted as it arrives."""
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            raise PayloadTooLarge(f"the body of {declared} bytes exceeds {self.max_body} bytes",
+                                  rule="the largest record the catalogue's topics accept")
+        if declared is None:  # chunked: read up to the limit here, then hand it on
+            return await self._buffered(receive)
+        return receive
 
     def _route(self, scope: Scope) -> str | None:
         """The name of the route the request goes to (its event type for the event routes)."""
@@ -115,10 +130,14 @@ class EdgeGuard:
         return None
 
     def _authenticate(self, scope: Scope) -> tuple[Structure, Scopes | None]:
+        return self.auth.caller(self._bearer(scope))
+
+    @staticmethod
+    def _bearer(scope: Scope) -> str:
         authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         if not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-        return self.auth.caller(authorization[7:].strip())
+        return str(authorization[7:]).strip()
 
     async def _buffered(self, receive: Receive) -> Receive:
         """A body sent without Content-Length, counted as it arrives and replayed to the app."""

@@ -62,7 +62,7 @@ def repair(dry_run: bool) -> int:
 def topics(args: argparse.Namespace) -> int:
     from parcours.bootstrap import cluster
     from parcours.security.credentials import ADMIN
-    from parcours.topology import admin
+    from parcours.topology import admin, live
     from parcours.topology.catalogue import default_catalogue
 
     cat = default_catalogue()
@@ -72,8 +72,11 @@ def topics(args: argparse.Namespace) -> int:
         return 0
     where = cluster()
     kafka = where.access(ADMIN)
-    run = admin.plan if args.action == "plan" else admin.apply
-    changes = asyncio.run(run(cat, kafka, where.credentials))
+    if args.action == "plan":
+        cat = asyncio.run(live.live_catalogue(kafka, cat))
+        changes = asyncio.run(admin.plan(cat, kafka, where.credentials))
+    else:
+        cat, changes = asyncio.run(live.apply(cat, kafka, where.credentials))
     verb = "to do" if args.action == "plan" else "done"
     if not kafka.sasl:
         print(f"warning: {kafka} does not authenticate: principals and ACLs are not managed", file=sys.stderr)

@@ -15,7 +15,7 @@ from parcours.auth.keys import checked_jwks
 from parcours.contract.models import CATEGORIES, KINDS, SLUG_PATTERN
 from parcours.paths import topics_dir
 from parcours.settings import get_settings
-from parcours.topology.errors import CatalogueError
+from parcours.topology.errors import CatalogueError, RegistryError
 from parcours.topology.yamlfile import fields, line, load
 
 
@@ -70,6 +70,9 @@ def structure_of(raw: dict[str, Any], where: str = "structure") -> Structure:
     return Structure(slug, kind, str(raw["territory"]), str(raw["name"]), token, jwks)
 
 
+ACTIVE, REMOVED = "active", "removed"
+
+
 def dev_token(slug: str) -> str:
     return f"dev-{slug}"
 
@@ -80,7 +83,50 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Registry:
+    """The structures that may sign in (`structures`), and those that left (`retired`): a
+    structure that left keeps its topics, its cases and its audit; it signs in no more."""
+
     structures: dict[str, Structure]
+    retired: dict[str, Structure] = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, records: dict[str, dict[str, Any]]) -> Registry:
+        """The registry from its topic's records (slug -> record; `status: removed` when it left)."""
+        active: dict[str, Structure] = {}
+        retired: dict[str, Structure] = {}
+        for slug, record in sorted(records.items()):
+            status = record.get("status", ACTIVE)
+            s = structure_of({k: v for k, v in record.items() if k != "status"}, f"registry record {slug}")
+            (retired if status == REMOVED else active)[s.slug] = s
+        return cls(active, retired)
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Slug -> record, as the registry topic holds them."""
+        return {**{slug: {**s.as_record(), "status": REMOVED} for slug, s in self.retired.items()},
+                **{slug: {**s.as_record(), "status": ACTIVE} for slug, s in self.structures.items()}}
+
+    def known(self) -> list[str]:
+        """Every structure that ever joined: those that left keep their topics."""
+        return sorted({*self.structures, *self.retired})
+
+    def joined(self, structure: Structure) -> Registry:
+        """With `structure` added or updated (a structure that left may join again)."""
+        retired = {k: v for k, v in self.retired.items() if k != structure.slug}
+        return Registry({**self.structures, structure.slug: structure}, retired)
+
+    def left(self, slug: str) -> Registry:
+        """Without `slug` among those who may sign in; its topics, cases and audit stay."""
+        if slug not in self.structures:
+            raise RegistryError(f"no registered structure {slug!r}")
+        active = {k: v for k, v in self.structures.items() if k != slug}
+        return Registry(active, {**self.retired, slug: self.structures[slug]})
+
+    def get(self, slug: str) -> Structure:
+        """A structure that joined, whether it left since or not (KeyError: never joined)."""
+        return self.structures.get(slug) or self.retired[slug]
+
+    def kind_of(self, slug: str) -> str:
+        return self.get(slug).kind
 
     @classmethod
     def load(cls, path: Path) -> Registry:

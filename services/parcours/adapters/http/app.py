@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from parcours.adapters.guard import EdgeGuard
+from parcours.adapters.http.admin import admin_routes
 from parcours.adapters.http.answers import ERROR_RESPONSES, install_errors
 from parcours.adapters.http.deps import Adapter
 from parcours.adapters.http.directory import directory_routes
@@ -38,6 +39,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         adapter.store.start()
+        adapter.registry.start()
         adapter.claims.start()
         if adapter.auth.discovery is not None:
             adapter.auth.discovery.start()
@@ -51,6 +53,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         if adapter.auth.discovery is not None:
             await adapter.auth.discovery.stop()
         await adapter.claims.stop()
+        await adapter.registry.stop()
         await adapter.store.stop()
         await adapter.publisher.close()
 
@@ -74,6 +77,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     directory_routes(app, adapter)
     ops_routes(app, adapter)
     smart_routes(app, adapter)
+    admin_routes(app, adapter)
     document_headers(app)
     fhir_routes(app, adapter)
     # before any body is read: authentication, the kind's rights, the rate, the size

@@ -25,6 +25,7 @@ from parcours.readmodel.store import EdgeStore
 from parcours.security.identity import IdentityVault
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
+from parcours.topology.live import RegistryFollower
 from parcours.topology.registry import Structure
 
 #: how long a write waits for the caller's view of its case before answering 404
@@ -48,6 +49,8 @@ class Adapter:
     acceptance: Acceptance
     #: who is calling: access tokens (SMART Backend Services), static tokens in development
     auth: EdgeAuth
+    #: follows the structure registry while the adapter runs
+    registry: RegistryFollower
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: webhook endpoints: https only (production), or also in private networks (dev)
     webhook_https_only: bool = False
