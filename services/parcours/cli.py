@@ -58,13 +58,14 @@ def _validator(args: argparse.Namespace) -> int:
     setup_logging("validator")
     metrics = ValidatorMetrics()
     serve(metrics.registry, args.metrics_port)
+    validator = bootstrap.validator(metrics)  # before the loop: it reads the registry at start
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await bootstrap.validator(metrics).run(stop)
+        await validator.run(stop)
 
     asyncio.run(run())
     return 0

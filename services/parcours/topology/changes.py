@@ -32,7 +32,7 @@ def update(slug: str, fields: Mapping[str, Any], *, add_keys: list[dict[str, Any
         current = registry.structures.get(slug)
         if current is None:
             raise RegistryError(f"no registered structure {slug!r}")
-        if fields.get("kind", current.kind) != current.kind:
+        if (fields.get("kind") or current.kind) != current.kind:
             raise RegistryError(f"{slug} is a {current.kind}: a structure does not change kind (remove it, add another)")
         record = {**current.as_record(), **{k: v for k, v in fields.items() if v is not None}}
         keys = [k for k in current.jwks if k.get("kid") not in set(remove_kids or [])]

@@ -81,10 +81,14 @@ async def change(catalogue: Catalogue, kafka: KafkaAccess, credentials: Credenti
     before = await read_registry(kafka, catalogue) or catalogue.registry
     after = edit(before)
     changed = {slug: r for slug, r in after.records().items() if before.records().get(slug) != r}
-    if changed:
+    gone = [slug for slug in after.retired if slug in before.structures]
+    # one that joins: its topics and rights exist before any service learns of it; one that
+    # leaves: the services drop it before its rights go (their readers never hit a refusal)
+    if changed and gone:
         await write_records(kafka, catalogue, changed)
     done = list(await admin.apply(catalogue.with_registry(after), kafka, credentials))
-    gone = [slug for slug in after.retired if slug in before.structures]
+    if changed and not gone:
+        await write_records(kafka, catalogue, changed)
     if gone and kafka.sasl:
         await delete_users(kafka, gone)
     return after, done
