@@ -43,6 +43,7 @@ def up(args: argparse.Namespace) -> int:
         _await_ready(sup)
         try:
             cases = _seed(urls)
+            _sign_in(urls)
         except ParcoursError as exc:  # the stack stops cleanly, saying which step failed and what to do
             print(f"parcours: {exc}", file=sys.stderr, flush=True)
             print("\nstopping ...", flush=True)
@@ -105,6 +106,14 @@ def _seed(urls: dict[str, str]) -> dict[str, str]:
     return asyncio.run(demo.seed(urls))
 
 
+def _sign_in(urls: dict[str, str]) -> None:
+    """The demo's partner signs in as SMART Backend Services say (a key, an assertion, a token)."""
+    from parcours.bootstrap import DEV_ADMIN_TOKEN
+    from parcours.devtools import demo
+
+    asyncio.run(demo.sign_in(urls, DEV_ADMIN_TOKEN))
+
+
 def _print_views(urls: dict[str, str], cases: dict[str, str]) -> None:
     from parcours.devtools import demo
 
@@ -159,4 +168,6 @@ def _print_endpoints(urls: dict[str, str], logdir: Path) -> None:
     print("\n  demo tokens (dev profile only):")
     for st in default_catalogue().registry.structures.values():
         print(f"    {st.slug:<14} Authorization: Bearer dev-{st.slug}")
-    print(f"\n  try: curl -s -H 'Authorization: Bearer dev-dac-31' {urls['dac']}/v1/cases\n", flush=True)
+    print(f"\n  try: curl -s -H 'Authorization: Bearer dev-dac-31' {urls['dac']}/v1/cases")
+    print(f"  partners sign in with SMART Backend Services: {urls['dac']}/.well-known/smart-configuration")
+    print("  operator API (dev): Authorization: Bearer dev-admin on /v1/admin/structures; or `parcours structures`\n", flush=True)

@@ -124,7 +124,18 @@ class RegistryFollower:
     def __init__(self, kafka: KafkaAccess, catalogue: Catalogue, on_change: Callable[[Registry], Any]) -> None:
         self.kafka, self.topic, self.on_change = kafka, catalogue.topic("structures").name, on_change
         self.current = catalogue.registry.records()
+        #: notified once each change was handed to `on_change`
+        self.applied = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+
+    async def reached(self, records: dict[str, dict[str, Any]], timeout: float) -> bool:
+        """Whether the registry followed holds `records` (waiting up to `timeout` s for it)."""
+        async with self.applied:
+            try:
+                await asyncio.wait_for(self.applied.wait_for(lambda: self.current == records), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     def start(self) -> None:
         self._task = asyncio.create_task(keep_tailing(self._tail, "registry"), name="registry")
@@ -168,3 +179,5 @@ class RegistryFollower:
         result = self.on_change(registry)
         if asyncio.iscoroutine(result):
             await result
+        async with self.applied:
+            self.applied.notify_all()

@@ -19,6 +19,8 @@ from parcours.contract.models import SLUG_PATTERN
 from parcours.topology import changes
 from parcours.topology.errors import RegistryError
 
+#: how long a change waits for this adapter to follow it before answering
+APPLIED_WAIT_S = 10.0
 Slug = Annotated[str, Path(pattern=SLUG_PATTERN)]
 
 
@@ -29,20 +31,23 @@ class StructureIn(BaseModel):
     jwks: dict[str, Any] | None = Field(default=None, description="its public keys: a JWK Set of ES384 or RS384 keys")
 
 
-def admin_routes(app: FastAPI, adapter: Adapter) -> None:
-    async def write(edit: changes.Edit) -> dict[str, Any]:
-        before = adapter.catalogue.registry
-        try:
-            after = edit(before)
-        except RegistryError as exc:
-            raise Invalid(str(exc), rule="a registry change the registry can hold") from None
-        topic = adapter.catalogue.topic("structures").name
-        old = before.records()
-        for slug, record in after.records().items():
-            if old.get(slug) != record:
-                await adapter.publisher.send(topic, slug.encode(), json.dumps(record, sort_keys=True).encode())
-        return {"structures": sorted(after.structures), "left": sorted(after.retired)}
+async def _write(adapter: Adapter, edit: changes.Edit) -> dict[str, Any]:
+    """The change on the registry topic; answered once this adapter follows it (the next request sees it)."""
+    before = adapter.catalogue.registry
+    try:
+        after = edit(before)
+    except RegistryError as exc:
+        raise Invalid(str(exc), rule="a registry change the registry can hold") from None
+    topic = adapter.catalogue.topic("structures").name
+    old, new = before.records(), after.records()
+    for slug, record in new.items():
+        if old.get(slug) != record:
+            await adapter.publisher.send(topic, slug.encode(), json.dumps(record, sort_keys=True).encode())
+    await adapter.registry.reached(new, APPLIED_WAIT_S)
+    return {"structures": sorted(after.structures), "left": sorted(after.retired)}
 
+
+def admin_routes(app: FastAPI, adapter: Adapter) -> None:
     @app.get(ADMIN_PREFIX + "structures", tags=["admin"], name="admin_structures")
     async def listed() -> dict[str, Any]:
         registry = adapter.catalogue.registry
@@ -53,22 +58,22 @@ def admin_routes(app: FastAPI, adapter: Adapter) -> None:
         """Register a structure, or update one (its kind may not change)."""
         fields = {"slug": slug, **body.model_dump(exclude_none=True)}
         if slug in adapter.catalogue.registry.structures:
-            return await write(changes.update(slug, fields))
-        return await write(changes.add(fields))
+            return await _write(adapter, changes.update(slug, fields))
+        return await _write(adapter, changes.add(fields))
 
     @app.post(ADMIN_PREFIX + "structures/{slug}/keys", tags=["admin"], name="admin_add_key")
     async def add_key(slug: Slug, key: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         """Key rotation, first step: the new public key (the old one still works)."""
-        return await write(changes.update(slug, {}, add_keys=[key]))
+        return await _write(adapter, changes.update(slug, {}, add_keys=[key]))
 
     @app.delete(ADMIN_PREFIX + "structures/{slug}/keys/{kid}", tags=["admin"], name="admin_remove_key")
     async def remove_key(slug: Slug, kid: str) -> dict[str, Any]:
         """Key rotation, last step: the old key removed, once the new one is in use."""
-        return await write(changes.update(slug, {}, remove_kids=[kid]))
+        return await _write(adapter, changes.update(slug, {}, remove_kids=[kid]))
 
     @app.delete(ADMIN_PREFIX + "structures/{slug}", tags=["admin"], name="admin_remove_structure")
     async def remove(slug: Slug) -> dict[str, Any]:
         """The structure leaves: its tokens and Kafka access are refused within seconds; its cases and audit stay."""
         if slug not in adapter.catalogue.registry.structures:
             raise NotFound(f"no registered structure {slug}")
-        return await write(changes.remove(slug))
+        return await _write(adapter, changes.remove(slug))
