@@ -78,9 +78,11 @@ async def change(catalogue: Catalogue, kafka: KafkaAccess, credentials: Credenti
     a structure that left loses its Kafka credential."""
     from parcours.security.cluster import delete_users
 
-    before = await read_registry(kafka, catalogue) or catalogue.registry
+    live = await read_registry(kafka, catalogue)
+    before = live or catalogue.registry
     after = edit(before)
-    changed = {slug: r for slug, r in after.records().items() if before.records().get(slug) != r}
+    # a topic not seeded yet gets the whole registry, not the changed record alone
+    changed = {slug: r for slug, r in after.records().items() if live is None or before.records().get(slug) != r}
     gone = [slug for slug in after.retired if slug in before.structures]
     # one that joins: its topics and rights exist before any service learns of it; one that
     # leaves: the services drop it before its rights go (their readers never hit a refusal)
