@@ -202,3 +202,63 @@ async def test_the_token_endpoint_over_http_answers_oauth_errors_and_names_itsel
         assert (r.status_code, r.json()["error"]) == (400, "unsupported_grant_type")
         r = await c.post("/v1/cases/c1/messages", content=b"{", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 403  # a read-only token
+
+
+async def test_an_external_issuers_tokens_are_checked_with_the_keys_its_discovery_names() -> None:
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from parcours.auth.discovery import Discovery
+    from parcours.auth.tokens import EXTERNAL_ALGORITHMS, AccessTokens
+
+    idp_key = RSAKey.generate_key(2048, {"kid": "idp-1"})
+    issuer = "https://idp.example/realms/parcours"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/.well-known/openid-configuration"):
+            return httpx.Response(200, json={"issuer": issuer, "jwks_uri": "https://idp.example/keys",
+                                             "token_endpoint": "https://idp.example/token"})
+        return httpx.Response(200, json={"keys": [idp_key.as_dict(private=False)]})
+
+    discovery = Discovery(issuer, transport=httpx.MockTransport(answer))
+    tokens = AccessTokens(lambda: discovery.keys, issuer=issuer, audience="urn:parcours:parcours:adapter-cpts",
+                          algorithms=EXTERNAL_ALGORITHMS)
+    claims = {"iss": issuer, "aud": ["urn:parcours:parcours:adapter-cpts", "account"], "azp": "cpts-31-nord",
+              "sub": "8a1c-service-account", "exp": 4_000_000_000, "scope": "openid system/EpisodeOfCare.rs"}
+    token = jwt.encode({"alg": "RS256", "kid": "idp-1"}, claims, idp_key)
+    with pytest.raises(TokenRefused, match="keys are not known yet"):
+        tokens.check(token)
+    await discovery.refresh()
+    assert discovery.token_endpoint == "https://idp.example/token"  # noqa: S105 - a URL
+    verdict = tokens.check(token)
+    assert (verdict.slug, verdict.scopes) == ("cpts-31-nord", {"EpisodeOfCare": frozenset("rs")})
+    with pytest.raises(TokenRefused, match="another issuer"):
+        tokens.check(jwt.encode({"alg": "RS256", "kid": "idp-1"}, {**claims, "iss": "https://other.example"}, idp_key))
+
+
+def test_registry_changes_join_rotate_and_leave_and_the_acls_follow() -> None:
+    from parcours.topology import changes
+    from parcours.topology.errors import RegistryError
+
+    registry = CAT.registry
+    joined = changes.add({"slug": "cpts-31-est", "kind": "cpts", "territory": "31", "name": "CPTS Est",
+                          "jwks": {"keys": [public_jwk(ES)]}})(registry)
+    assert Registry.from_records(joined.records()) == joined  # what the topic holds reads back the same
+    rotated = changes.update("cpts-31-est", {}, add_keys=[public_jwk(RS)])(joined)
+    assert [k["kid"] for k in rotated.structures["cpts-31-est"].jwks] == ["k-es", "k-rs"]
+    rotated = changes.update("cpts-31-est", {}, remove_kids=["k-es"])(rotated)
+    assert [k["kid"] for k in rotated.structures["cpts-31-est"].jwks] == ["k-rs"]
+    with pytest.raises(RegistryError, match="does not change kind"):
+        changes.update("cpts-31-est", {"kind": "dac"})(rotated)
+    with pytest.raises(RegistryError, match="private parts"):
+        changes.add({"slug": "crt-31-x", "kind": "crt", "territory": "31", "name": "x", "jwks": [ES.as_dict(private=True)]})(registry)
+    left = changes.remove("cpts-31-est")(rotated)
+    assert "cpts-31-est" in left.retired
+    assert "cpts-31-est" not in left.structures
+
+    during, after = CAT.with_registry(rotated), CAT.with_registry(left)
+    assert "User:cpts-31-est" in {a.principal for a in during.acls()}
+    assert "User:cpts-31-est" not in {a.principal for a in after.acls()}  # its own rights go
+    views = after.per_structure("views", "cpts-31-est").name  # its topics stay, the processor keeps its views
+    assert {a.principal for a in after.acls() if a.name == views} == {"User:svc-processor"}
+    assert "cpts-31-est" not in after.principals()
