@@ -303,8 +303,8 @@ async def sign_in(urls: dict[str, str], admin_token: str) -> str:
         cases = await client.get(f"{base}/v1/cases", headers={"Authorization": f"Bearer {granted['access_token']}"})
         if cases.status_code != HTTPStatus.OK:
             raise DemoError("read with an access token", f"{cases.status_code} {_reason(cases)}")
-    said = (f"  SMART Backend Services: {slug} registers a generated ES384 key ({kid}), signs a client assertion for "
-            f"{endpoint}, gets a {granted['expires_in']} s access token for '{granted['scope']}' and reads its "
-            f"{len(cases.json()['cases'])} case(s) with it")
+    said = (f"  SMART Backend Services: {slug} registers a generated ES384 key ({kid}), signs a client assertion for the "
+            f"token endpoint {base}/.well-known/smart-configuration names, gets a {granted['expires_in']} s access token "
+            f"for '{granted['scope']}' and reads its {len(cases.json()['cases'])} case(s) with it")
     print(said, flush=True)
     return said
