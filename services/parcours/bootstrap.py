@@ -19,23 +19,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
+from parcours.auth.keys import DEV_ISSUER_ENTRY
 from parcours.bus.kafkaio import KafkaAccess
 from parcours.devbroker.broker import EmbeddedBroker
 from parcours.devbroker.errors import BrokerError
-from parcours.errors import ParcoursError
 from parcours.security.credentials import CredentialStore
 from parcours.security.errors import CredentialError
 from parcours.security.identity import DEV_INDEX_KEY_ENTRY, DEV_KEK_ENTRY, IdentitySecrets
 from parcours.security.sealing import DEV_KEY_ENTRY, Sealer
 from parcours.settings import Settings, get_settings, inherited_environment
 from parcours.topology.catalogue import Catalogue, default_catalogue
+from parcours.topology.registry import Registry, hash_token
+
+#: the operators' token of the development profile (operator API), when PARCOURS_ADMIN_TOKEN_SHA256 is unset
+DEV_ADMIN_TOKEN = "dev-admin"  # noqa: S105 - documented, development profile only
 
 if TYPE_CHECKING:
     from quixstreams import Application
 
+    from parcours.adapters.auth import EdgeAuth
     from parcours.adapters.http.deps import Adapter
     from parcours.adapters.retention import Retention
     from parcours.adapters.webhooks import RetryPolicy
+    from parcours.auth.tokens import JtiLedger
     from parcours.bus.publisher import Publisher
     from parcours.ops.metrics import ProcessorMetrics, ValidatorMetrics
     from parcours.processors.validator import Validator
@@ -81,6 +89,14 @@ class Cluster:
         return IdentitySecrets.of(s.identity_kek or self.credentials.ensure(DEV_KEK_ENTRY),
                                   s.identity_index_key or self.credentials.ensure(DEV_INDEX_KEY_ENTRY))
 
+    def issuer_secret(self) -> SecretStr:
+        """The embedded token issuer's secret: PARCOURS_TOKEN_KEY, else the dev store's."""
+        if self.settings.token_key is not None:
+            return self.settings.token_key
+        if self.credentials is None or self.settings.profile == "production":
+            raise CredentialError("set PARCOURS_TOKEN_KEY (the token issuer's signing secret) or PARCOURS_OIDC_ISSUER")
+        return self.credentials.ensure(DEV_ISSUER_ENTRY)
+
     def env(self) -> dict[str, str]:
         """The environment that tells a child process where this cluster and its store are."""
         out = {"PARCOURS_KAFKA_BOOTSTRAP": self.base.bootstrap, "PARCOURS_KAFKA_SECURITY_PROTOCOL": self.base.security_protocol}
@@ -89,6 +105,18 @@ class Cluster:
         if self.base.cafile:
             out["PARCOURS_KAFKA_CA_FILE"] = self.base.cafile
         return out
+
+
+def live_catalogue(kafka: KafkaAccess) -> Catalogue:
+    """This process's catalogue, with the structure registry its topic holds now (a service
+    starting; it follows the topic from then on)."""
+    import asyncio
+
+    from parcours.topology import live
+
+    cat = default_catalogue()
+    cat.adopt(asyncio.run(live.live_catalogue(kafka, cat)))
+    return cat
 
 
 def embedded_broker(settings: Settings | None = None) -> EmbeddedBroker:
@@ -137,13 +165,56 @@ def child_env(where: Cluster, **extra: str) -> dict[str, str]:
 
 # --- the services ----------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class AuthConfig:
+    """How an adapter authenticates partners: the embedded issuer's secret (or an external
+    OpenID issuer), its public URL, whether static development tokens are accepted."""
+
+    issuer_secret: SecretStr
+    public_url: str = "http://127.0.0.1:0"
+    static_tokens: bool = True
+    oidc_issuer: str = ""
+    audience: str = "urn:parcours:{prefix}:adapter-{kind}"
+    ttl_s: int = 300
+    #: the SHA-256 of the operators' token (the operator API); empty: none accepted
+    admin_token_sha256: str = ""
+
+
+def build_edge_auth(kind: str, catalogue: Catalogue, claims: JtiLedger, config: AuthConfig) -> EdgeAuth:
+    """The edge's authentication: the embedded issuer (token endpoint, offline check of its
+    tokens), or an external issuer's tokens checked with the keys its discovery names."""
+    from joserfc.jwk import KeySet
+
+    from parcours.adapters.auth import TOKEN_PATH, EdgeAuth
+    from parcours.auth.discovery import Discovery
+    from parcours.auth.keys import IssuerKey
+    from parcours.auth.tokens import EXTERNAL_ALGORITHMS, AccessTokens, TokenService
+
+    audience = config.audience.format(prefix=catalogue.prefix, kind=kind)
+    if config.oidc_issuer:
+        discovery = Discovery(config.oidc_issuer)
+        external = AccessTokens(lambda: discovery.keys, issuer=discovery.issuer, audience=audience, algorithms=EXTERNAL_ALGORITHMS)
+        return EdgeAuth(kind, catalogue, external, None, config.static_tokens, config.public_url, discovery=discovery,
+                        admin_token_sha256=config.admin_token_sha256)
+    key = IssuerKey(config.issuer_secret)
+    keys, issuer = KeySet([key.key]), f"urn:parcours:{catalogue.prefix}"
+    tokens = AccessTokens(lambda: keys, issuer=issuer, audience=audience)
+    service = TokenService(catalogue, key, issuer, audience, config.public_url + TOKEN_PATH, claims, config.ttl_s)
+    return EdgeAuth(kind, catalogue, tokens, service, config.static_tokens, config.public_url,
+                    admin_token_sha256=config.admin_token_sha256)
+
+
 def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: Sealer, retry: RetryPolicy | None = None,  # noqa: PLR0913 - the settings an adapter is built from
                   rate_limit_per_s: float = 100.0, *, webhook_https_only: bool = False,
                   webhook_private_networks: bool = True, store_path: Path | None = None,
-                  identity: IdentitySecrets | None = None, retention: Retention | None = None) -> Adapter:
+                  identity: IdentitySecrets | None = None, retention: Retention | None = None,
+                  auth: AuthConfig | None = None) -> Adapter:
     """The real collaborators of an adapter of `kind`, on `kafka` as the kind's own principal;
     `store_path`: its read model's file (one per instance; default: a temporary one); `identity`:
-    the keys that protect identities (default: this process's own)."""
+    the keys that protect identities (default: this process's own); `auth`: how partners
+    authenticate (default: an embedded issuer of a random secret, static tokens accepted)."""
+    import secrets
+
     from parcours.adapters.guard import TokenBucket
     from parcours.adapters.http.deps import VIEW_WAIT_S, Adapter
     from parcours.adapters.http.metrics import AdapterMetrics
@@ -153,6 +224,7 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     from parcours.bus.publisher import Publisher
     from parcours.publishing.accept import Acceptance
     from parcours.readmodel.store import EdgeStore
+    from parcours.topology.live import RegistryFollower
 
     metrics = AdapterMetrics()
     publisher = Publisher(kafka, catalogue)
@@ -165,8 +237,16 @@ def build_adapter(kind: str, catalogue: Catalogue, kafka: KafkaAccess, sealer: S
     claims = IdempotencyClaims(kafka, catalogue.topic("idempotency").name, publisher)
     vault = identity_vault(store, catalogue, publisher, identity)
     acceptance = Acceptance(catalogue, store, metrics.accepted, claims, wait=VIEW_WAIT_S, sealing=vault)
+    edge_auth = build_edge_auth(kind, catalogue, claims, auth or AuthConfig(SecretStr(secrets.token_urlsafe(32))))
+
+    async def joined_or_left(registry: Registry) -> None:  # every part holding the catalogue sees it at once
+        catalogue.adopt(catalogue.with_registry(registry))
+        store.follow([s.slug for s in registry.of_kind(kind)])
+        await delivery.follow()
+
     return Adapter(kind, catalogue, publisher, store, metrics, sealer, delivery,
-                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, acceptance, retry,
+                   TokenBucket(rate_limit_per_s, 2 * rate_limit_per_s), claims, acceptance, edge_auth,
+                   RegistryFollower(kafka, catalogue, joined_or_left), retry,
                    webhook_https_only=webhook_https_only, webhook_private_networks=webhook_private_networks,
                    vault=vault, retention=retention or Retention())
 
@@ -183,24 +263,28 @@ def identity_vault(store: EdgeStore, catalogue: Catalogue, publisher: Publisher,
     return IdentityVault(secrets.kek, secrets.persons, ring, lambda: int(time.time() * 1000))
 
 
-def adapter(kind: str, instance: int = 0, settings: Settings | None = None) -> Adapter:
-    """Instance `instance` of the adapter of `kind`, as the settings say: its principal, the
-    profile's rules (no dev token in production, webhook endpoints), its read model's file."""
+def adapter(kind: str, instance: int = 0, settings: Settings | None = None, port: int = 0) -> Adapter:
+    """Instance `instance` of the adapter of `kind`, serving on `port`, as the settings say: its
+    principal, the profile's rules (tokens from an issuer only in production, webhook endpoints),
+    its read model's file."""
     from parcours.adapters.retention import Retention
     from parcours.adapters.webhooks import RetryPolicy
 
     s = settings or get_settings()
-    cat = default_catalogue()
-    if s.profile == "production" and (dev := cat.registry.with_dev_tokens()):
-        raise ParcoursError(f"production profile refuses dev tokens (structures {dev}): set real token hashes in the registry")
     where = cluster(s)
+    cat = live_catalogue(where.access(default_catalogue().service_principal("adapter", kind)))
+    production = s.profile == "production"
+    secret = SecretStr("") if s.oidc_issuer else where.issuer_secret()
+    auth = AuthConfig(secret, s.public_url.format(kind=kind, port=port).rstrip("/"), static_tokens=not production,
+                      oidc_issuer=s.oidc_issuer, audience=s.token_audience, ttl_s=s.access_token_ttl_s,
+                      admin_token_sha256=s.admin_token_sha256 or ("" if production else hash_token(DEV_ADMIN_TOKEN)))
     return build_adapter(kind, cat, where.access(cat.service_principal("adapter", kind)), where.sealer(),
                          RetryPolicy(s.webhook_attempts, s.webhook_first_delay_s), rate_limit_per_s=s.rate_limit_per_s,
                          webhook_https_only=s.profile == "production",
                          webhook_private_networks=s.profile == "dev" if s.webhook_private_networks is None else s.webhook_private_networks,
                          store_path=s.edge_dir / f"{cat.prefix}-adapter-{kind}-{instance}.sqlite3",
                          identity=where.identity_secrets(),
-                         retention=Retention(s.identity_retention_days * 86400.0, s.identity_sweep_s))
+                         retention=Retention(s.identity_retention_days * 86400.0, s.identity_sweep_s), auth=auth)
 
 
 def build_validator(catalogue: Catalogue, kafka: KafkaAccess, metrics: ValidatorMetrics, store_path: Path | None = None,
@@ -222,10 +306,11 @@ def build_validator(catalogue: Catalogue, kafka: KafkaAccess, metrics: Validator
 def validator(metrics: ValidatorMetrics, settings: Settings | None = None) -> Validator:
     """The validator as the settings say: its principal, its read model's file."""
     s = settings or get_settings()
-    cat = default_catalogue()
     where = cluster(s)
-    return build_validator(cat, where.access(cat.service_principal("validator")), metrics,
-                           store_path=s.edge_dir / f"{cat.prefix}-validator.sqlite3", identity=where.identity_secrets())
+    kafka = where.access(default_catalogue().service_principal("validator"))
+    cat = live_catalogue(kafka)
+    return build_validator(cat, kafka, metrics, store_path=s.edge_dir / f"{cat.prefix}-validator.sqlite3",
+                           identity=where.identity_secrets())
 
 
 @dataclass(frozen=True)
@@ -257,11 +342,12 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
     from parcours.topology.registry import default_policy
 
     s = settings or get_settings()
-    cat = default_catalogue()
-    folder = state_dir or s.state_dir / f"{cat.prefix}-processor"
+    folder = state_dir or s.state_dir / f"{default_catalogue().prefix}-processor"
     lock = claim_state_dir(folder)
-    kafka = resolve_kafka(cat.service_principal("processor"), s)
+    kafka = resolve_kafka(default_catalogue().service_principal("processor"), s)
+    cat = live_catalogue(kafka)
     core = RecordProcessor(cat, default_policy())
+    follow_registry(kafka, cat, core.learn)
     started: list[threading.Thread] = []
 
     def build() -> Application:
@@ -275,6 +361,26 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
 
     return ProcessorService(build, folder, kafka, processor_topics(cat),
                             lambda reason: metrics.cache_discarded.labels("state", reason).inc(), lock)
+
+
+def follow_registry(kafka: KafkaAccess, catalogue: Catalogue, learn: Callable[[Catalogue], None]) -> threading.Thread:
+    """For a service whose engine runs threads (the processor): the registry followed on a thread
+    of its own; `learn` gets the catalogue of each new registry."""
+    import asyncio
+
+    from parcours.topology.live import RegistryFollower
+
+    def joined_or_left(registry: Registry) -> None:
+        catalogue.adopt(catalogue.with_registry(registry))
+        learn(catalogue)
+
+    async def run() -> None:
+        RegistryFollower(kafka, catalogue, joined_or_left).start()
+        await asyncio.Event().wait()  # as long as the process
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="registry", daemon=True)
+    thread.start()
+    return thread
 
 
 async def redeliver_webhooks(structure: str | None = None) -> tuple[int, int]:

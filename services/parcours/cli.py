@@ -41,9 +41,9 @@ def _adapter(args: argparse.Namespace) -> int:
     from parcours.ports import ADAPTER_PORTS, INSTANCE_PORT_STEP
 
     setup_logging(f"adapter-{args.kind}")
-    adapter = bootstrap.adapter(args.kind, args.instance)
     port = args.port or ADAPTER_PORTS[args.kind] + INSTANCE_PORT_STEP * args.instance
     check_port(args.host, port)
+    adapter = bootstrap.adapter(args.kind, args.instance, port=port)
     serve(create_app(adapter), args.host, port)
     return 0
 
@@ -58,13 +58,14 @@ def _validator(args: argparse.Namespace) -> int:
     setup_logging("validator")
     metrics = ValidatorMetrics()
     serve(metrics.registry, args.metrics_port)
+    validator = bootstrap.validator(metrics)  # before the loop: it reads the registry at start
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await bootstrap.validator(metrics).run(stop)
+        await validator.run(stop)
 
     asyncio.run(run())
     return 0
@@ -119,6 +120,10 @@ def _admin_parsers(sub: Any) -> None:
     aa.add_argument("--structure", help="a structure's slug")
     aa.add_argument("--out", default="-", help="a file (default: standard output; `parcours docs` writes docs/asyncapi.json)")
     aa.set_defaults(func=commands.asyncapi)
+
+    from parcours.ops.structures import add_parser as structures_parser
+
+    structures_parser(sub)
 
     t = sub.add_parser("topics", help="the topic catalogue against the cluster")
     t.add_argument("action", choices=["plan", "apply", "acls"])

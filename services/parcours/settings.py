@@ -78,6 +78,22 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = 100.0
     #: may a webhook point into loopback, link-local or private networks? (default: dev profile only)
     webhook_private_networks: bool | None = None
+    #: an adapter's public base URL (`{kind}`, `{port}` are filled in): its token endpoint is
+    #: `<public_url>/auth/token`, the `aud` a partner's client assertion names
+    public_url: str = "http://127.0.0.1:{port}"
+    #: the embedded token issuer's signing secret (any long random string, shared by every adapter
+    #: instance); in the development profile one is generated into the credential store when unset
+    token_key: SecretStr | None = None
+    #: an external OpenID issuer whose access tokens the edge accepts instead of the embedded
+    #: issuer's (its keys found by discovery); its tokens name the structure in client_id/azp/sub
+    oidc_issuer: str = ""
+    #: the audience an access token must name (`{prefix}`, `{kind}` are filled in)
+    token_audience: str = "urn:parcours:{prefix}:adapter-{kind}"  # noqa: S105 - a name, not a secret
+    #: lifetime of the access tokens the embedded issuer signs
+    access_token_ttl_s: int = 300
+    #: the SHA-256 of the operators' token for the adapters' operator API (`/v1/admin/...`); in the
+    #: development profile the token `dev-admin` is accepted when unset
+    admin_token_sha256: str = ""
     webhook_attempts: int = 5
     webhook_first_delay_s: float = 0.5
 

@@ -43,6 +43,7 @@ def up(args: argparse.Namespace) -> int:
         _await_ready(sup)
         try:
             cases = _seed(urls)
+            _sign_in(urls)
         except ParcoursError as exc:  # the stack stops cleanly, saying which step failed and what to do
             print(f"parcours: {exc}", file=sys.stderr, flush=True)
             print("\nstopping ...", flush=True)
@@ -67,11 +68,11 @@ def up(args: argparse.Namespace) -> int:
 
 def _apply_catalogue(where: Cluster) -> None:
     from parcours.security.credentials import ADMIN
-    from parcours.topology import admin
+    from parcours.topology import live
     from parcours.topology.catalogue import default_catalogue
 
-    cat, kafka = default_catalogue(), where.access(ADMIN)
-    changes = asyncio.run(admin.apply(cat, kafka, where.credentials))
+    kafka = where.access(ADMIN)
+    cat, changes = asyncio.run(live.apply(default_catalogue(), kafka, where.credentials))
     print(f"Kafka at {kafka}; {len(cat.topics)} topics, {len(cat.principals())} principals, {len(cat.acls())} ACLs "
           f"in the catalogue; {len(changes)} changed", flush=True)
 
@@ -86,6 +87,8 @@ def _supervisor(where: Cluster, logdir: Path, urls: dict[str, str]) -> Superviso
     sup = Supervisor(child_env(where, PYTHONFAULTHANDLER="1"), logdir)
     sup.add("processor", "processor", "--metrics-port", str(SERVICE_PORTS["processor"]))
     sup.add("validator", "validator", "--metrics-port", str(SERVICE_PORTS["validator"]))
+    # the operator API's registry changes applied to the cluster (topics, principals, ACLs), as admin
+    sup.add("registrar", "structures", "follow")
     for kind, url in urls.items():
         sup.add(f"adapter-{kind}", "adapter", kind, "--port", str(SERVICE_PORTS[kind]), ready=f"{url}/readyz")
     return sup
@@ -101,6 +104,14 @@ def _seed(urls: dict[str, str]) -> dict[str, str]:
         return found
     print("seeding the demo territory (Haute-Garonne) ...", flush=True)
     return asyncio.run(demo.seed(urls))
+
+
+def _sign_in(urls: dict[str, str]) -> None:
+    """The demo's partner signs in as SMART Backend Services say (a key, an assertion, a token)."""
+    from parcours.bootstrap import DEV_ADMIN_TOKEN
+    from parcours.devtools import demo
+
+    asyncio.run(demo.sign_in(urls, DEV_ADMIN_TOKEN))
 
 
 def _print_views(urls: dict[str, str], cases: dict[str, str]) -> None:
@@ -157,4 +168,6 @@ def _print_endpoints(urls: dict[str, str], logdir: Path) -> None:
     print("\n  demo tokens (dev profile only):")
     for st in default_catalogue().registry.structures.values():
         print(f"    {st.slug:<14} Authorization: Bearer dev-{st.slug}")
-    print(f"\n  try: curl -s -H 'Authorization: Bearer dev-dac-31' {urls['dac']}/v1/cases\n", flush=True)
+    print(f"\n  try: curl -s -H 'Authorization: Bearer dev-dac-31' {urls['dac']}/v1/cases")
+    print(f"  partners sign in with SMART Backend Services: {urls['dac']}/.well-known/smart-configuration")
+    print("  operator API (dev): Authorization: Bearer dev-admin on /v1/admin/structures; or `parcours structures`\n", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,9 @@ def test_demo_prints_every_view_and_exits_0(kafka_cluster: Cluster, tmp_path: Pa
     assert "told that dac-31 follows the person already; it joins its own follow-up" in text
     joined_block = text.split("a second referral of a followed person, joined")[1]
     assert "cpts-31-sud -> dac-31, declined; also followed by dac-31" in joined_block
+    # a partner signs in as SMART Backend Services say: a registered key, a signed assertion, an access token
+    assert "SMART Backend Services: cpts-31-nord registers a generated ES384 key (demo)" in text
+    assert re.search(r"access token for 'system/EpisodeOfCare.rs system/ServiceRequest.c' and reads its [1-9]\d* case", text)
 
 
 def test_up_serves_the_printed_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -8,11 +8,18 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from pydantic import SecretStr
 
 from parcours.adapters.guard import EdgeGuard, TokenBucket
+from parcours.bootstrap import AuthConfig, build_edge_auth
 from parcours.topology.catalogue import Catalogue
 
 CAT = Catalogue.load()
+
+
+class NoLedger:
+    async def first_use(self, name: str, until: int) -> bool:
+        raise AssertionError("no token is issued here")
 
 
 def _app(kind: str = "cpts", rate: float = 1000.0, max_body: int = 1000) -> tuple[FastAPI, list[str]]:
@@ -30,7 +37,8 @@ def _app(kind: str = "cpts", rate: float = 1000.0, max_body: int = 1000) -> tupl
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(EdgeGuard, kind=kind, catalogue=CAT, limiter=TokenBucket(rate, 2 * rate), max_body=max_body,
+    auth = build_edge_auth(kind, CAT, NoLedger(), AuthConfig(SecretStr("s" * 32)))
+    app.add_middleware(EdgeGuard, kind=kind, catalogue=CAT, auth=auth, limiter=TokenBucket(rate, 2 * rate), max_body=max_body,
                        routes=lambda: app.router.routes, on_refusal=lambda route, code: refused.append(f"{route}:{code}"))
     return app, refused
 

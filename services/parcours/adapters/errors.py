@@ -3,6 +3,7 @@ the one mapping from the errors of the other areas (publishing rules, contract, 
 
 from __future__ import annotations
 
+from parcours.auth.errors import AuthError, InvalidClient, TokenRefused
 from parcours.bus.errors import KafkaUnavailable, KeyReused, NotCaughtUp
 from parcours.contract.errors import EventValidationError
 from parcours.errors import ParcoursError
@@ -66,6 +67,18 @@ class NotReady(AdapterError):
     status, code = 503, "not_ready"
 
 
+class OAuthRefusal(AdapterError):
+    """A token request refused, answered as OAuth 2.0 says (RFC 6749 section 5.2)."""
+
+    def __init__(self, exc: AuthError) -> None:
+        super().__init__(exc.message)
+        self.code = exc.oauth
+        self.status = 401 if isinstance(exc, InvalidClient) else 400
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "error_description": self.message}
+
+
 _FROM_RULES: dict[type[PublishingError], type[AdapterError]] = {
     NotPermitted: Forbidden, BadReference: Invalid, NotVisible: NotFound, TooLate: Conflict}
 
@@ -78,18 +91,18 @@ def from_domain(exc: PublishingError) -> AdapterError:
 
 def http_error(exc: ParcoursError) -> AdapterError | None:
     """The HTTP answer to an error of any area: a refusal of the publishing rules, an event the
-    contract refuses, the bus down or not caught up, an idempotency key reused. None: an error no
-    client caused nor can retry (a bug, answered 500 and logged)."""
+    contract refuses, a token request refused (OAuth's answer) or an access token refused, the bus
+    down or not caught up, an idempotency key reused. None: an error no client caused nor can
+    retry (a bug, answered 500 and logged)."""
     if isinstance(exc, AdapterError):
         return exc
     if isinstance(exc, PublishingError):
         return from_domain(exc)
     if isinstance(exc, EventValidationError):
         return Invalid(str(exc), fields=[{"field": f, "rule": r} for f, r in exc.errors])
-    if isinstance(exc, KafkaUnavailable):
-        return BusUnavailable(str(exc))
-    if isinstance(exc, NotCaughtUp):
-        return NotReady(str(exc))
+    if isinstance(exc, AuthError):
+        return Unauthorized(exc.message) if isinstance(exc, TokenRefused) else OAuthRefusal(exc)
     if isinstance(exc, KeyReused):
         return Conflict(str(exc), rule=exc.rule)
-    return None
+    simple = {KafkaUnavailable: BusUnavailable, NotCaughtUp: NotReady}
+    return next((cls(str(exc)) for area, cls in simple.items() if isinstance(exc, area)), None)

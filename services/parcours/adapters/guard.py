@@ -5,6 +5,10 @@ It is a plain ASGI middleware, so nothing here depends on the body: a CPTS posti
 decision gets 403 whatever it sends, even bytes that are not JSON. Tokens are compared by their
 SHA-256 in constant time (`Registry.by_token`); the authenticated structure is left in the
 request's state for the handlers.
+
+Who is calling and what its token allows is `adapters.auth.EdgeAuth`'s answer: an access token
+(SMART Backend Services) is checked offline, and its scopes must cover the route (403 otherwise,
+after the kind's own rights); a static token (development profile) carries every right of its kind.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Any
 
 import orjson
 
-from parcours.adapters.errors import AdapterError, Forbidden, PayloadTooLarge, TooManyRequests, Unauthorized, from_domain
+from parcours.adapters.auth import ADMIN_PREFIX, JWKS_PATH, SMART_PATHS, TOKEN_PATH, EdgeAuth
+from parcours.adapters.errors import AdapterError, PayloadTooLarge, TooManyRequests, Unauthorized, from_domain
 from parcours.adapters.outcomes import MEDIA_TYPE, is_fhir, refusal
+from parcours.auth.scopes import Scopes
 from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import check_kind
 from parcours.topology.catalogue import Catalogue
+from parcours.topology.registry import Structure
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,7 +38,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: routes anyone may call: probes, metrics, the API description
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc",
-                        "/asyncapi.json", "/fhir/r4/metadata"})
+                        "/asyncapi.json", "/fhir/r4/metadata", TOKEN_PATH, JWKS_PATH, *SMART_PATHS})
 #: and the FHIR bridge's own definitions (its extensions and code systems: what metadata points to)
 OPEN_PREFIXES = ("/fhir/r4/StructureDefinition/", "/fhir/r4/CodeSystem/", "/fhir/r4/ValueSet/")
 
@@ -57,9 +64,9 @@ class TokenBucket:
 
 
 class EdgeGuard:
-    def __init__(self, app: App, *, kind: str, catalogue: Catalogue, limiter: TokenBucket, max_body: int,
+    def __init__(self, app: App, *, kind: str, catalogue: Catalogue, auth: EdgeAuth, limiter: TokenBucket, max_body: int,
                  routes: Callable[[], list[Any]], on_refusal: Callable[[str, str], None]) -> None:
-        self.app, self.kind, self.catalogue = app, kind, catalogue
+        self.app, self.kind, self.catalogue, self.auth = app, kind, catalogue, auth
         self.limiter, self.max_body, self.routes, self.on_refusal = limiter, max_body, routes, on_refusal
         self.event_types = set(catalogue.event_topic)
         self._table: list[tuple[Any, Any, str]] | None = None
@@ -69,29 +76,45 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         route = self._route(scope)
+        caller = None
         try:
-            caller = self._authenticate(scope)
-            if route in self.event_types:
-                try:
-                    check_kind(self.catalogue, caller, route)
-                except PublishingError as exc:
-                    raise from_domain(exc) from None
-            wait = self.limiter.take(caller.slug)
-            if wait:
-                raise TooManyRequests(f"more than {self.limiter.rate:g} requests/s for {caller.slug}; retry later",
-                                      retry_after=math.ceil(wait))
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body:
-                raise PayloadTooLarge(f"the body of {declared} bytes exceeds {self.max_body} bytes",
-                                      rule="the largest record the catalogue's topics accept")
-            if declared is None:  # chunked: read up to the limit here, then hand it on
-                receive = await self._buffered(receive)
+            if scope["path"].startswith(ADMIN_PREFIX):  # the operators, not a partner
+                self.auth.operator(self._bearer(scope))
+            else:
+                caller = self._admit(scope, route)
+            receive = await self._sized(scope, receive)
         except AdapterError as exc:
             self.on_refusal(route or "unknown", exc.code)
             await _answer(send, exc, fhir=is_fhir(scope["path"]))
             return
-        scope.setdefault("state", {})["caller"] = caller
+        if caller is not None:
+            scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope, route: str | None) -> Structure:
+        """The partner, if its token, its kind's rights, its token's scopes and its rate allow the route."""
+        caller, granted = self._authenticate(scope)
+        if route in self.event_types:
+            try:
+                check_kind(self.catalogue, caller, route)
+            except PublishingError as exc:
+                raise from_domain(exc) from None
+        self.auth.check_scope(granted, route)
+        wait = self.limiter.take(caller.slug)
+        if wait:
+            raise TooManyRequests(f"more than {self.limiter.rate:g} requests/s for {caller.slug}; retry later",
+                                  retry_after=math.ceil(wait))
+        return caller
+
+    async def _sized(self, scope: Scope, receive: Receive) -> Receive:
+        """413 for a body over the limit, declared or (chunked) counted as it arrives."""
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            raise PayloadTooLarge(f"the body of {declared} bytes exceeds {self.max_body} bytes",
+                                  rule="the largest record the catalogue's topics accept")
+        if declared is None:  # chunked: read up to the limit here, then hand it on
+            return await self._buffered(receive)
+        return receive
 
     def _route(self, scope: Scope) -> str | None:
         """The name of the route the request goes to (its event type for the event routes)."""
@@ -106,17 +129,15 @@ class EdgeGuard:
                 return name
         return None
 
-    def _authenticate(self, scope: Scope) -> Any:
+    def _authenticate(self, scope: Scope) -> tuple[Structure, Scopes | None]:
+        return self.auth.caller(self._bearer(scope))
+
+    @staticmethod
+    def _bearer(scope: Scope) -> str:
         authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         if not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-        structure = self.catalogue.registry.by_token(authorization[7:].strip())
-        if structure is None:
-            raise Unauthorized("unknown or revoked token")
-        if structure.kind != self.kind:
-            raise Forbidden(f"this adapter serves {self.kind} structures; {structure.slug} is a {structure.kind}",
-                            rule="one adapter per structure kind")
-        return structure
+        return str(authorization[7:]).strip()
 
     async def _buffered(self, receive: Receive) -> Receive:
         """A body sent without Content-Length, counted as it arrives and replayed to the app."""

@@ -160,6 +160,14 @@ class WebhookDelivery:
     def start(self) -> None:
         self._task = asyncio.create_task(keep_tailing(self._run, "webhooks"), name="webhooks")
 
+    async def follow(self) -> None:
+        """Deliver to the structures the store follows now (the registry changed)."""
+        topics = {self.catalogue.per_structure("inbox", s).name: s for s in self.store.slugs}
+        if topics != self.topics:
+            await self.stop()
+            self.topics = topics
+            self.start()
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()

@@ -9,6 +9,9 @@ digest), reads the partition up to its own record, and the first claim of the ke
 wins. A later request with the same body proceeds (its event is the same event); one with another
 body is refused (`KeyReused`: 409 at the edge), even when the two raced on two instances or one
 came after a restart. Claims live as long as the topic's retention (7 days): the key's window.
+
+The same ledger keeps the `jti` of every client assertion the token endpoint accepted
+(`first_use`): a replayed assertion is refused by whichever instance receives it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -30,6 +34,8 @@ from parcours.bus.lineage import Watch, live_lineage
 from parcours.bus.publisher import Publisher
 
 log = logging.getLogger("parcours.adapter")
+#: how often names past their `until` are forgotten
+FORGET_EVERY_S = 60.0
 _NS = uuid.UUID("0b7d4f8e-2f7c-4a0e-9d7e-5f1d6c3a9b21")
 
 
@@ -51,6 +57,8 @@ class IdempotencyClaims:
         self._read: dict[int, int] = {}  # partition -> next offset read
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._until: dict[bytes, int] = {}  # names that may be forgotten, and when
+        self._forgot_at = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="idempotency-claims")
@@ -74,15 +82,40 @@ class IdempotencyClaims:
         name = f"{slug}/{key}".encode()
         winner = self.winners.get(name)
         if winner is None:
-            if not self.caught_up.is_set():
-                raise NotCaughtUp("idempotency keys are still loading")
-            claim = {"digest": digest, "occurred_at": occurred_at.isoformat()}
-            meta = await self.publisher.send(self.topic, name, json.dumps(claim).encode())
+            meta = await self._append(name, {"digest": digest, "occurred_at": occurred_at.isoformat()})
             await self._reach(meta.partition, meta.offset)
             winner = self.winners.get(name)
         if winner is None or winner[0] != digest:
             raise KeyReused("Idempotency-Key reused with a different request", rule="one Idempotency-Key, one request")
         return datetime.fromisoformat(winner[1])
+
+    async def first_use(self, name: str, until: int) -> bool:
+        """True when this is the first claim of `name` by any instance (a client assertion's
+        `jti`: `jti:<slug>/<jti>`, a name no Idempotency-Key can take); `until` (epoch s) is when
+        the name may be forgotten: an assertion past its expiry is refused before it is claimed."""
+        self._forget_expired()
+        if name.encode() in self.winners:
+            return False
+        nonce = uuid.uuid4().hex  # every claim differs: only the first one of the name wins
+        meta = await self._append(name.encode(), {"digest": nonce, "occurred_at": "", "until": until})
+        await self._reach(meta.partition, meta.offset)
+        winner = self.winners.get(name.encode())
+        return winner is not None and winner[0] == nonce
+
+    def _forget_expired(self) -> None:
+        """Names claimed `until` a moment now past (at most once a minute)."""
+        now = time.time()
+        if now - self._forgot_at < FORGET_EVERY_S:
+            return
+        self._forgot_at = now
+        for name in [n for n, until in self._until.items() if until < now]:
+            self.winners.pop(name, None)
+            del self._until[name]
+
+    async def _append(self, name: bytes, claim: dict[str, Any]) -> Any:
+        if not self.caught_up.is_set():
+            raise NotCaughtUp("idempotency keys are still loading")
+        return await self.publisher.send(self.topic, name, json.dumps(claim).encode())
 
     async def _reach(self, partition: int, offset: int) -> None:
         """Wait until this instance has read the partition past `offset` (its own claim)."""
@@ -112,6 +145,7 @@ class IdempotencyClaims:
             # or of another cluster, are forgotten (the watch starts the tail again when that happens)
             self.caught_up.clear()
             self.winners.clear()
+            self._until.clear()
             watch = Watch(self.kafka, [self.topic], await live_lineage(self.kafka, [self.topic]))
             while True:
                 if changed := await watch.due_change():
@@ -124,7 +158,12 @@ class IdempotencyClaims:
                             if r.key is not None and r.key not in self.winners:
                                 with contextlib.suppress(ValueError, TypeError, KeyError):
                                     value = json.loads(r.value)
+                                    until = value.get("until")
+                                    if isinstance(until, int) and until < time.time():
+                                        continue  # an expired assertion's jti: refused anyway
                                     self.winners[r.key] = (str(value["digest"]), str(value["occurred_at"]))
+                                    if isinstance(until, int):
+                                        self._until[r.key] = until
                     for tp in parts:
                         self._read[tp.partition] = await consumer.position(tp)
                     if not self.caught_up.is_set() and all(self._read[tp.partition] >= end[tp] for tp in parts):

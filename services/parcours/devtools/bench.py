@@ -13,7 +13,8 @@ On topics of its own (prefix `bench<random>`), from one run (`--only processor|r
 4. `views rebuild` over `--rebuild-events` events (default 1,000,000);
 5. the HTTP edge (`benchload`), with the processor running: accepted message POSTs/s of one DAC
    adapter and of a bare FastAPI endpoint that does nothing, served the same way, both driven by
-   `wrk` (closed loop, 1 thread, 32 connections, 15 s), and their ratio; then an open loop at a
+   `wrk` (closed loop, 1 thread, 32 connections, 15 s), and their ratio; the adapter again with a
+   JWT access token from its token endpoint instead of the static token, and that ratio; then an open loop at a
    fixed rate (500 POSTs/s for 60 s, sent on schedule whatever the answers) against the adapter:
    scheduled send -> 202 and 202 -> the message's item in `views.dac-31` (p50, p99, max), errors,
    and accepted messages never seen in the view; and the whole system's CPU per accepted POST.
@@ -255,7 +256,8 @@ def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
     proc = ProcessorRun(kafka, cat, env, logdir)
     port = free_port()
     bare_port = next(p for p in iter(free_port, None) if p != port)
-    adapter = spawn(["adapter", "dac", "--port", str(port)], env, logdir / "adapter-dac.log")
+    key = _register_key(kafka, cat)  # the DAC signs in with SMART Backend Services too: its access token outlives the run
+    adapter = spawn(["adapter", "dac", "--port", str(port)], env | {"PARCOURS_ACCESS_TOKEN_TTL_S": "3600"}, logdir / "adapter-dac.log")
     with (logdir / "bench-bare.log").open("ab") as log:
         bare = subprocess.Popen([sys.executable, "-c", "import sys; from parcours.devtools.benchbare import serve_bare; serve_bare(int(sys.argv[1]))",
                                  str(bare_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -274,6 +276,12 @@ def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
             proc.stop()
             print(f"bench: wrk on the adapter (pid {adapter.pid}), processor stopped, for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
             out.update(bl.run_wrk(base, str(script), seconds=load.wrk_seconds, connections=load.wrk_connections).figures("adapter"))
+            # the same with a JWT access token (SMART Backend Services) instead of the static token
+            (Path(tmp) / "jwt.lua").write_text(bl.wrk_script(load.cases, asyncio.run(_access_token(base, key))))
+            print(f"bench: wrk on the adapter with a JWT access token for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
+            out.update(bl.run_wrk(base, str(Path(tmp) / "jwt.lua"), seconds=load.wrk_seconds,
+                                  connections=load.wrk_connections).figures("adapter_jwt"))
+            out["adapter_jwt_to_static"] = out["adapter_jwt_posts_per_s"] / out["adapter_posts_per_s"]
             proc = ProcessorRun(kafka, cat, env, logdir)
             _wait_drained(proc, 600)
             print(f"bench: wrk on the adapter, processor running, for {load.wrk_seconds:g} s", file=sys.stderr, flush=True)
@@ -299,6 +307,25 @@ def _edge(kafka: KafkaAccess, cat: Catalogue, env: dict[str, str], logdir: Path,
             except subprocess.TimeoutExpired:
                 p.kill()
         proc.stop()
+
+
+def _register_key(kafka: KafkaAccess, cat: Catalogue) -> Any:
+    """A key for the bench's DAC, in the registry topic the adapter reads at start."""
+    from parcours.auth.client import new_key, public_jwk
+    from parcours.topology import changes, live
+
+    key = new_key("ES384", "bench")
+    asyncio.run(live.change(cat, kafka, None, changes.update(BENCH_STRUCTURE, {}, add_keys=[public_jwk(key)])))
+    return key
+
+
+async def _access_token(base: str, key: Any) -> str:
+    from parcours.auth.client import assertion, token_form
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.post(base + "/auth/token", data=token_form(assertion(BENCH_STRUCTURE, key, base + "/auth/token"), "system/*.cruds"))
+        r.raise_for_status()
+        return str(r.json()["access_token"])
 
 
 def _wait_drained(proc: ProcessorRun, timeout: float) -> None:

@@ -77,6 +77,8 @@ def _edge_report(f: dict[str, Any]) -> list[str]:
         f"  bare FastAPI endpoint:          {closed('bare')}",
         f"  one DAC adapter (edge alone):   {closed('adapter')}",
         f"  adapter / bare:                 {f['adapter_to_bare']:>10.2f}x (target >= 0.5x)",
+        *([f"  same, JWT access token:         {closed('adapter_jwt')}",
+           f"  JWT / static token:             {f['adapter_jwt_to_static']:>10.2f}x (target >= 0.9x)"] if "adapter_jwt_to_static" in f else []),
         f"  same, processor consuming:      {closed('adapter_with_processor')}",
         f"  adapter / bare:                 {f['adapter_with_processor_to_bare']:>10.2f}x (the broker and processor share the 2 cores)",
         *_cpu_report(f),

@@ -272,3 +272,39 @@ def render(slug: str, view: dict[str, Any] | None) -> str:
     lines = [f"  {slug:<13} version {view['version']}"]
     lines += [f"    {kind:<11} {ident:<28} {what}" for kind, ident, what in rows]
     return "\n".join(lines)
+
+
+#: the structure that shows SMART Backend Services in the demo, and the kid of its development key
+SIGNING_IN = ("cpts-31-nord", "demo")
+
+
+async def sign_in(urls: dict[str, str], admin_token: str) -> str:
+    """SMART Backend Services, as a partner's IT system does it: a key generated for the demo
+    structure (registered through the operator API, replacing the previous run's), a client
+    assertion signed with it, an access token from the token endpoint the adapter's
+    `/.well-known/smart-configuration` names, a read with that token. Returns what it printed."""
+    from parcours.auth.client import assertion, new_key, public_jwk, token_form
+
+    slug, kid = SIGNING_IN
+    base, operator = urls[KIND_OF[slug]], {"Authorization": f"Bearer {admin_token}"}
+    key = new_key("ES384", kid)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await client.delete(f"{base}/v1/admin/structures/{slug}/keys/{kid}", headers=operator)  # the previous run's, if any
+        added = await client.post(f"{base}/v1/admin/structures/{slug}/keys", json=public_jwk(key), headers=operator)
+        if added.status_code != HTTPStatus.OK:
+            raise DemoError("register a key", f"{added.status_code} {_reason(added)}")
+        endpoint = (await client.get(f"{base}/.well-known/smart-configuration")).json()["token_endpoint"]
+        scope = "system/EpisodeOfCare.rs system/ServiceRequest.c"
+
+        async def token() -> dict[str, Any] | None:  # the adapter learns the key from the registry topic
+            r = await client.post(endpoint, data=token_form(assertion(slug, key, endpoint), scope))
+            return r.json() if r.status_code == HTTPStatus.OK else None
+        granted = await _until(token, "sign in", "the token endpoint refused the demo key's assertion", timeout=30)
+        cases = await client.get(f"{base}/v1/cases", headers={"Authorization": f"Bearer {granted['access_token']}"})
+        if cases.status_code != HTTPStatus.OK:
+            raise DemoError("read with an access token", f"{cases.status_code} {_reason(cases)}")
+    said = (f"  SMART Backend Services: {slug} registers a generated ES384 key ({kid}), signs a client assertion for the "
+            f"token endpoint {base}/.well-known/smart-configuration names, gets a {granted['expires_in']} s access token "
+            f"for '{granted['scope']}' and reads its {len(cases.json()['cases'])} case(s) with it")
+    print(said, flush=True)
+    return said

@@ -62,7 +62,7 @@ def repair(dry_run: bool) -> int:
 def topics(args: argparse.Namespace) -> int:
     from parcours.bootstrap import cluster
     from parcours.security.credentials import ADMIN
-    from parcours.topology import admin
+    from parcours.topology import admin, live
     from parcours.topology.catalogue import default_catalogue
 
     cat = default_catalogue()
@@ -72,8 +72,11 @@ def topics(args: argparse.Namespace) -> int:
         return 0
     where = cluster()
     kafka = where.access(ADMIN)
-    run = admin.plan if args.action == "plan" else admin.apply
-    changes = asyncio.run(run(cat, kafka, where.credentials))
+    if args.action == "plan":
+        cat = asyncio.run(live.live_catalogue(kafka, cat))
+        changes = asyncio.run(admin.plan(cat, kafka, where.credentials))
+    else:
+        cat, changes = asyncio.run(live.apply(cat, kafka, where.credentials))
     verb = "to do" if args.action == "plan" else "done"
     if not kafka.sasl:
         print(f"warning: {kafka} does not authenticate: principals and ACLs are not managed", file=sys.stderr)
@@ -192,14 +195,15 @@ def schemas(args: argparse.Namespace) -> int:
 
 
 def views(args: argparse.Namespace) -> int:
-    from parcours.bootstrap import resolve_kafka
+    from parcours.bootstrap import live_catalogue, resolve_kafka
     from parcours.processors import rebuild as rb
     from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
 
-    cat = default_catalogue()
-    # the rebuild is the processor's step run again: it reads and writes what the processor does
-    kafka = resolve_kafka(cat.service_principal("processor"))
+    # the rebuild is the processor's step run again: it reads and writes what the processor does,
+    # for the structures of the registry as its topic holds it
+    kafka = resolve_kafka(default_catalogue().service_principal("processor"))
+    cat = live_catalogue(kafka)
 
     async def run() -> int:
         t0 = time.monotonic()
@@ -222,15 +226,14 @@ def views(args: argparse.Namespace) -> int:
 
 def state(args: argparse.Namespace) -> int:
     """`parcours state rebuild`: the processor's state from its input topics (processors/staterebuild.py)."""
-    from parcours.bootstrap import resolve_kafka
+    from parcours.bootstrap import live_catalogue, resolve_kafka
     from parcours.processors import rebuild as rb
     from parcours.processors.staterebuild import rebuild_state
     from parcours.security.credentials import ADMIN
     from parcours.settings import get_settings
-    from parcours.topology.catalogue import default_catalogue
     from parcours.topology.registry import default_policy
 
-    cat = default_catalogue()
+    cat = live_catalogue(resolve_kafka(ADMIN))  # the structures of the registry as its topic holds it
     state_dir = Path(args.state_dir) if args.state_dir else get_settings().state_dir / f"{cat.prefix}-processor"
     # the admin: it rewrites the processor's changelog and commits its group's offsets
     done = asyncio.run(rebuild_state(cat, resolve_kafka(ADMIN), default_policy(), state_dir, progress=rb.print_progress()))

@@ -135,24 +135,32 @@ class RecordProcessor:
     """Records of the canonical topics and clock ticks in; views, inbox, marks, schedule out."""
 
     def __init__(self, catalogue: Catalogue, policy: KindPolicy, *, views_only: bool = False) -> None:
-        kinds = {s.slug: s.kind for s in catalogue.registry.structures.values()}
         #: True (`views rebuild`): the view item records only, from the same step; no notification,
         #: audit record, mark, follow-up entry or schedule is built
         self.views_only = views_only
-        self.case_file = IncrementalCaseFile(kinds, Policy(policy.hidden, policy.deadlines), announce=not views_only)
-        self.territory = {s.slug: s.territory for s in catalogue.registry.structures.values()}
+        self.policy = policy
         self.codec = Codec()
         self.ticks = catalogue.topic("clock-ticks").name
-        self.views = {slug: catalogue.per_structure("views", slug).name for slug in kinds}
-        self.inboxes = {slug: catalogue.per_structure("inbox", slug).name for slug in kinds}
+        self.learn(catalogue)
         self.observatory = catalogue.topic("observatory").name
         self.followups = catalogue.topic("followups").name
         self.activity = catalogue.topic("person-activity").name
         self.audit = catalogue.topic("audit").name
         self.deadletter = catalogue.topic("deadletter").name
         self.schedule = catalogue.topic("clock-schedule").name
-        self.limits = {t.name: t.max_value_bytes for t in catalogue.topics.values()}
         self.state_limit = catalogue.topic("case-state").max_value_bytes
+
+    def learn(self, catalogue: Catalogue) -> None:
+        """The structures of the catalogue's registry, those that left included (their views stay
+        as the events make them): each attribute replaced whole, so a record being processed on
+        another thread sees the old registry or the new one, never a mix within one attribute."""
+        registry = catalogue.registry
+        kinds = {slug: registry.kind_of(slug) for slug in registry.known()}
+        self.territory = {slug: registry.get(slug).territory for slug in kinds}
+        self.views = {slug: catalogue.per_structure("views", slug).name for slug in kinds}
+        self.inboxes = {slug: catalogue.per_structure("inbox", slug).name for slug in kinds}
+        self.limits = {t.name: t.max_value_bytes for t in catalogue.topics.values()}
+        self.case_file = IncrementalCaseFile(kinds, Policy(self.policy.hidden, self.policy.deadlines), announce=not self.views_only)
 
     def input_topics(self, catalogue: Catalogue) -> list[str]:
         return [t.name for t in catalogue.canonical()] + [self.ticks]

@@ -27,7 +27,8 @@ from parcours.publishing.errors import PublishingError
 from parcours.publishing.rules import ReferralCase
 from parcours.readmodel.store import EdgeStore
 from parcours.topology.catalogue import Catalogue
-from parcours.topology.registry import Structure
+from parcours.topology.live import RegistryFollower
+from parcours.topology.registry import Registry, Structure
 
 log = logging.getLogger("parcours.validator")
 
@@ -58,6 +59,15 @@ class Validator:
         )
         producer = self.kafka.producer()
         await asyncio.gather(consumer.start(), producer.start())
+
+        def joined_or_left(registry: Registry) -> None:
+            self.catalogue.adopt(self.catalogue.with_registry(registry))
+            self.owners = ingress_owners(self.catalogue)
+            consumer.subscribe(list(self.owners))  # a rebalance: the group's committed offsets go on
+            self.store.follow(list(registry.structures))
+
+        follower = RegistryFollower(self.kafka, self.catalogue, joined_or_left)
+        follower.start()
         try:
             await self.store.caught_up.wait()
             while not stop.is_set():
@@ -70,11 +80,14 @@ class Validator:
                 await asyncio.gather(*pending)  # every output acknowledged...
                 await consumer.commit()  # ...before the inputs are marked done
         finally:
+            await follower.stop()
             await asyncio.gather(consumer.stop(), producer.stop(), self.store.stop(), return_exceptions=True)
 
     async def route(self, producer: Any, r: Any) -> Any:
         """One ingress record to its canonical topic or to the dead letters: the send's delivery future."""
-        owner = self.owners[r.topic]
+        owner = self.owners.get(r.topic)
+        if owner is None:  # fetched before its structure left: it publishes nothing more
+            return await self._dead(producer, r, "forbidden", "the ingress topic's structure left the registry", "unknown", "unknown")
         try:
             event = self.codec.decode(r.value, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
         except DecodeError as exc:
@@ -105,7 +118,8 @@ class Validator:
 
 def ingress_owners(catalogue: Catalogue) -> dict[str, Structure]:
     """Each ingress topic's name -> the structure that owns it (the publisher of what it carries)."""
-    return {t.name: catalogue.registry.structures[t.owner] for t in catalogue.topics.values() if t.role == "ingress" and t.owner}
+    known = catalogue.registry.structures  # a structure that left writes nothing more
+    return {t.name: known[t.owner] for t in catalogue.topics.values() if t.role == "ingress" and t.owner in known}
 
 
 class Forward:

@@ -63,21 +63,20 @@ class EdgeStore:
         persons' cases (`territory`), the persons' wrapped data keys (always: `readmodel.keyring`).
         `path`: its
         file (one per process; default: a temporary one)."""
-        self.kafka, self.catalogue, self.slugs = kafka, catalogue, list(slugs)
+        self.kafka, self.catalogue = kafka, catalogue
         self._tmp = None if path is not None else Path(tempfile.mkdtemp(prefix="parcours-edge-"))
         self.path = path if path is not None else self._tmp / "store.sqlite3"  # type: ignore[operator]
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Condition()
-        self._routes: dict[str, tuple[str, str]] = {catalogue.per_structure("views", s).name: ("items", s) for s in slugs}
-        if inbox:
-            self._routes |= {catalogue.per_structure("inbox", s).name: ("inbox", s) for s in slugs}
-        for name, table, on in (("observatory", "observatory", observatory), ("webhooks", "webhooks", webhooks),
-                                ("audit", "audit", audit), ("directory", "directory", territory),
-                                ("followups", "followups", territory), ("identity-keys", "datakeys", True),
-                                ("person-activity", "activity", territory)):
-            if on:
-                self._routes[catalogue.topic(name).name] = (table, "")
-        self._authors = frozenset(slugs)
+        #: the shared topics it reads: (logical name, table, read or not)
+        self._reads = [("observatory", "observatory", observatory), ("webhooks", "webhooks", webhooks),
+                       ("audit", "audit", audit), ("directory", "directory", territory),
+                       ("followups", "followups", territory), ("identity-keys", "datakeys", True),
+                       ("person-activity", "activity", territory)]
+        self._inboxes = inbox
+        self._routes: dict[str, tuple[str, str]] = {}
+        self._follow(slugs)
+        self._moved = False  # the structures followed changed: the tail starts again on the new topics
         #: told the reason (`lineage.REASONS`) each time the file is discarded because it does not
         #: describe the cluster it reads (the service's `parcours_cache_discarded_total`)
         self.on_discard: Callable[[str], None] | None = None
@@ -94,6 +93,22 @@ class EdgeStore:
         self.records_at_start = 0
         #: slug -> (notifications held, last sequence): kept up to date by the tail
         self._inbox: dict[str, tuple[int, int]] = {}
+
+    def _follow(self, slugs: list[str]) -> None:
+        self.slugs = list(slugs)
+        routes = {self.catalogue.per_structure("views", s).name: ("items", s) for s in slugs}
+        if self._inboxes:
+            routes |= {self.catalogue.per_structure("inbox", s).name: ("inbox", s) for s in slugs}
+        routes |= {self.catalogue.topic(name).name: (table, "") for name, table, on in self._reads if on}
+        self._routes = routes
+        self._authors = frozenset(slugs)
+
+    def follow(self, slugs: list[str]) -> None:
+        """Serve these structures from now on (the registry changed): the tail starts again on
+        their topics, resuming those it had read; what a structure that left had is kept."""
+        if sorted(slugs) != sorted(self.slugs):
+            self._follow(slugs)
+            self._moved = True
 
     # --- queries (on the event loop: indexed reads of committed batches) ----------------
     @property
@@ -249,6 +264,10 @@ class EdgeStore:
             pending = {tp for tp in parts if end[tp] > stored.get((tp.topic, tp.partition), 0)}
             synced = await self._synced(consumer, parts) if not pending else 0.0
             while True:
+                if self._moved:
+                    self._moved = False
+                    log.info("read model follows other structures", extra={"structures": len(self.slugs)})
+                    return
                 changed = await self._watch.due_change() if self._watch else None
                 if changed:  # the next tail checks the lineage again: a new incarnation is read from scratch
                     log.warning("read model: the topics it reads changed; reading them again", extra={"reason": changed})
@@ -319,6 +338,8 @@ class EdgeStore:
         ones (None: it does not), and the lineage it holds once it is resumed or read again."""
         live = await live_lineage(self.kafka, list(self._routes))
         recorded = Lineage.loads(await self._write(lambda w: w.lineage()))
+        if recorded is not None:  # the topics of a structure it follows no more are not its concern
+            recorded = Lineage(recorded.cluster_id, {t: i for t, i in recorded.topics.items() if t in self._routes})
         foreign, lineage = adopt(recorded, live, has_data=has_data)
         if foreign is None:
             return None, lineage

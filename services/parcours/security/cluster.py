@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
 
@@ -146,6 +147,18 @@ class SecurityAdmin:
                 raise ClusterError(f"the cluster still lacks {len(pending)} principal/ACL changes after {timeout:.0f}s: {pending[0]}")
             time.sleep(0.1)  # polled: the broker offers no signal for its metadata cache
 
+    def delete_users(self, users: list[str]) -> None:
+        """Delete the SCRAM credentials of `users` (a structure that left): it cannot sign in again."""
+        present = self.users()
+        gone = [UserScramCredentialDeletion(u, ScramMechanism.SCRAM_SHA_512) for u in users if u in present]
+        if gone:
+            self._wait(self.admin.alter_user_scram_credentials(gone), "delete SCRAM users")
+        deadline = time.monotonic() + 30
+        while set(users) & self.users():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the cluster still knows {sorted(set(users) & self.users())} after 30s")
+            time.sleep(0.1)  # polled: the broker offers no signal for its metadata cache
+
     @staticmethod
     def _wait(futures: dict[Any, Any], what: str) -> None:
         for f in futures.values():
@@ -161,3 +174,7 @@ async def plan(catalogue: Catalogue, kafka: KafkaAccess, credentials: Credential
 
 async def apply(catalogue: Catalogue, kafka: KafkaAccess, credentials: CredentialStore | None) -> list[SecurityChange]:
     return await asyncio.to_thread(SecurityAdmin(kafka).apply, catalogue, credentials)
+
+
+async def delete_users(kafka: KafkaAccess, users: list[str]) -> None:
+    await asyncio.to_thread(SecurityAdmin(kafka).delete_users, users)

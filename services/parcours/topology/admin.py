@@ -100,13 +100,14 @@ async def _plan(admin: AIOKafkaAdminClient, catalogue: Catalogue) -> list[Change
 async def apply(catalogue: Catalogue, kafka: KafkaAccess, credentials: CredentialStore | None = None) -> list[Planned]:
     """Make the cluster match the catalogue, topics first, then principals (secrets generated into
     `credentials`) and ACLs; return what was done (empty when nothing was needed)."""
-    done: list[Planned] = list(await _apply_topics(catalogue, kafka))
+    done: list[Planned] = list(await apply_topics(catalogue, kafka))
     if kafka.sasl:
         done += await security.apply(catalogue, kafka, credentials)
     return [c for c in done if c.action not in DRIFT] + [c for c in done if c.action in DRIFT]
 
 
-async def _apply_topics(catalogue: Catalogue, kafka: KafkaAccess) -> list[Change]:
+async def apply_topics(catalogue: Catalogue, kafka: KafkaAccess) -> list[Change]:
+    """The catalogue's topics only (created, grown, configured)."""
     async with _admin(kafka) as admin:
         changes = await _plan(admin, catalogue)
         creates = [c.spec for c in changes if c.action == "create"]

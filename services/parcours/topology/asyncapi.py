@@ -143,7 +143,7 @@ def _messages(catalogue: Catalogue, schemas: SchemaSet, t: TopicSpec, into: dict
         }
         return ["DirectoryOffer"]
     elif t.role == "ingress":
-        kind = catalogue.registry.structures[t.owner].kind if t.owner else None
+        kind = catalogue.registry.kind_of(t.owner) if t.owner else None
         types = sorted(et for et in catalogue.event_topic if kind is None or catalogue.may_publish(kind, et))
     else:
         name = "".join(part.capitalize() for part in logical_name(catalogue, t).replace("-", " ").split()) + "Record"

@@ -20,7 +20,7 @@ from parcours.topology.errors import CatalogueError
 from parcours.topology.registry import Registry, default_registry
 from parcours.topology.yamlfile import fields, line, load
 
-ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress", "directory"}
+ROLES = {"canonical", "internal", "deadletter", "views", "inbox", "ingress", "directory", "registry"}
 SERVICES = {"processor", "validator", "adapter", "ops", "owner"}
 KINDS = frozenset(CONTRACT_KINDS)  # the structure kinds, from the contract
 
@@ -107,6 +107,17 @@ class Catalogue:
     logical: dict[str, TopicSpec]
     event_topic: dict[str, TopicSpec]
     services: dict[str, ServiceSpec] = field(default_factory=dict)
+    #: the file it was read from
+    source: Path | None = None
+
+    def with_registry(self, registry: Registry) -> Catalogue:
+        """The same catalogue for another registry (structures joined or left)."""
+        return Catalogue.load(self.source, prefix=self.prefix, profile=self.profile, registry=registry)
+
+    def adopt(self, other: Catalogue) -> None:
+        """Become `other` in place: every part of a running service holding this catalogue sees
+        the registry's change at once (one assignment per field, on one thread)."""
+        self.__dict__.update(other.__dict__)
 
     @classmethod
     def load(  # noqa: C901, PLR0912, PLR0915 - checks every key of the catalogue, each with its own message
@@ -188,7 +199,7 @@ class Catalogue:
             if not readers <= KINDS:
                 raise CatalogueError(path, ln, f"topic {lname}: readers must be structure kinds {sorted(KINDS)}")
             value = spec.get("value") or "avro: " + ", ".join(events)
-            owners = list(registry.structures) if spec.get("per_structure") else [None]
+            owners = registry.known() if spec.get("per_structure") else [None]
             for owner in owners:
                 name = f"{prefix}.{lname}" + (f".{owner}" if owner else "")
                 t = TopicSpec(name, role, partitions, rf, dict(config), str(spec["key"]), value,
@@ -201,7 +212,7 @@ class Catalogue:
         missing = set(schemas.versions) - set(event_topic)
         if missing:
             raise CatalogueError(path, line(raw_topics), f"no topic carries {sorted(missing)}")
-        return cls(prefix, profile, topics, registry, logical, event_topic, _services(path, data.get("services")))
+        return cls(prefix, profile, topics, registry, logical, event_topic, _services(path, data.get("services")), path)
 
     # --- questions the services ask -----------------------------------------------------
     def topic(self, logical_name: str) -> TopicSpec:
@@ -251,7 +262,10 @@ class Catalogue:
         return f"{self.prefix}-{(spec.groups or spec.transactional_ids)[0]}{f'-{kind}' if spec.per_kind else ''}{suffix}"
 
     def _who(self, who: str, t: TopicSpec, writing: bool) -> list[str]:
-        """The principals behind a producer/consumer entry of topic `t`."""
+        """The principals behind a producer/consumer entry of topic `t` (of a structure that left:
+        the processor's only, which keeps its views as they stand)."""
+        if t.owner and t.owner not in self.registry.structures and who != "processor":
+            return []
         if who == "owner":
             return [t.owner] if t.owner else []
         if who in KINDS:  # a structure kind: each structure of that kind
@@ -262,7 +276,7 @@ class Catalogue:
         if not spec.per_kind:
             return [self.service_principal(who)]
         if t.owner:  # a structure's own topic: the adapter of its kind
-            kinds = {self.registry.structures[t.owner].kind}
+            kinds = {self.registry.kind_of(t.owner)}
         elif writing and t.events:  # a canonical topic: the kinds that may publish one of its events
             kinds = set().union(*t.events.values())
         elif t.readers:

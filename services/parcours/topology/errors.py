@@ -18,3 +18,7 @@ class CatalogueError(TopologyError):
 
 class DriftError(TopologyError):
     """The live cluster differs in a way `apply` cannot fix (fewer partitions, replication)."""
+
+
+class RegistryError(TopologyError):
+    """A change of the structure registry that cannot be made (unknown slug, bad record, keys)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from parcours.adapters.auth import EdgeAuth
 from parcours.adapters.errors import Invalid, Unauthorized
 from parcours.adapters.guard import TokenBucket
 from parcours.adapters.http.metrics import AdapterMetrics
@@ -24,6 +25,7 @@ from parcours.readmodel.store import EdgeStore
 from parcours.security.identity import IdentityVault
 from parcours.security.sealing import Sealer
 from parcours.topology.catalogue import Catalogue
+from parcours.topology.live import RegistryFollower
 from parcours.topology.registry import Structure
 
 #: how long a write waits for the caller's view of its case before answering 404
@@ -45,6 +47,10 @@ class Adapter:
     limiter: TokenBucket
     claims: IdempotencyClaims
     acceptance: Acceptance
+    #: who is calling: access tokens (SMART Backend Services), static tokens in development
+    auth: EdgeAuth
+    #: follows the structure registry while the adapter runs
+    registry: RegistryFollower
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: webhook endpoints: https only (production), or also in private networks (dev)
     webhook_https_only: bool = False

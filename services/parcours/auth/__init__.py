@@ -1,0 +1,1 @@
+"""Partner authentication: SMART Backend Services (client assertions, access tokens, scopes)."""
