@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     b2.add_argument("--long-per-case", type=int, default=1000)
     b2.add_argument("--rss-cases", type=int, default=100000, help="cases when the processor's memory is read again")
     b2.add_argument("--rebuild-events", type=int, default=1000000, help="0 skips the rebuild figure")
-    b2.add_argument("--only", choices=["processor", "rebuild", "edge", "restart"], help="run one part only (default: all)")
+    b2.add_argument("--only", choices=["processor", "nodes", "rebuild", "edge", "restart"],
+                    help="run one part only (default: all); nodes: the processor on one node and on a three-node cluster")
     b2.add_argument("--wrk-seconds", type=float, default=15.0, help="edge, closed loop: seconds of wrk per endpoint")
     b2.add_argument("--wrk-connections", type=int, default=32, help="edge, closed loop: wrk's connections (1 thread)")
     b2.add_argument("--rate", type=float, default=500.0, help="edge, open loop: POSTs per second, sent on schedule")

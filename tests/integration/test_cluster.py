@@ -14,12 +14,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,12 +32,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from parcours.bootstrap import Cluster
-from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess, consumer_lag
 from parcours.devbroker.broker import EmbeddedBroker
 from parcours.devbroker.health import await_in_sync
 from parcours.processors import rebuild as rb
+from parcours.processors.app import group_id
 from parcours.settings import Settings
-from tests.api import Api
+from parcours.topology.catalogue import Catalogue
+from tests.api import Api, referral_body
 from tests.integration.test_processor_recovery import Load, random_history
 from tests.stack import Stack, cluster_of, eventually
 
@@ -54,9 +59,15 @@ class Cluster3:
         return self.stack.kafka
 
     async def healthy(self) -> None:
-        """Every node up and every partition in sync (what a test begins with, whatever ran before)."""
+        """Every node up and every partition in sync, every adapter ready (what a test begins
+        with, whatever ran before)."""
         await asyncio.to_thread(self.broker.start)
         await await_in_sync(self.kafka)
+        async with httpx.AsyncClient() as client:
+            for kind in ("dac", "cpts", "crt"):
+                async def ready(kind: str = kind) -> bool:
+                    return (await client.get(f"{self.stack.url(kind)}/readyz")).status_code == 200
+                await eventually(ready, 60, f"adapter {kind} ready")
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +81,36 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster3]:
         stack = Stack(where, f"c{uuid.uuid4().hex[:8]}", tmp_path_factory.mktemp("stack3"))
         try:
             stack.start(validator=False)
-            yield Cluster3(broker, where, stack)
+            with supervised(stack):
+                yield Cluster3(broker, where, stack)
         finally:
             stack.stop()
     finally:
         broker.stop()
 
 
-@asynccontextmanager
-async def supervised(stack: Stack, name: str = "processor") -> AsyncIterator[None]:
-    """As `parcours up` does: a processor that exits (its transaction failed with a broker) is
-    started again; it resumes from its last committed transaction."""
-    async def watch() -> None:
-        while True:
-            if stack.procs[name].poll() is not None:
-                stack.procs.pop(name)
+@contextmanager
+def supervised(stack: Stack, name: str = "processor") -> Iterator[None]:
+    """As `parcours up` does: a processor that exits (a transaction or an assignment failed with a
+    broker, a commit stalled: processors/watchdog.py) is started again; it resumes from its last
+    committed checkpoint."""
+    stop = threading.Event()
+    restarts = []
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            proc = stack.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                restarts.append(proc.returncode)
                 stack.start_processor(name)
-            await asyncio.sleep(0.5)
-    task = asyncio.create_task(watch())
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
     try:
         yield
     finally:
-        task.cancel()
+        stop.set()
+        thread.join()
+        print(f"{name} exited {len(restarts)} times (statuses {restarts}), started again each time")
 
 
 @dataclass
@@ -135,7 +154,10 @@ class PostLoop:
         async def complete() -> dict | None:
             v = await self.api.view("dac-31", self.case)
             return v if v and items <= set(v["items"]) else None
-        view = await eventually(complete, timeout, f"the {len(items)} accepted messages in the DAC's view")
+        try:
+            view = await eventually(complete, timeout, f"the {len(items)} accepted messages in the DAC's view")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await diagnosis(self.api.stack)}") from None
         bodies = {m["message_id"]: m["body"] for m in view["messages"]}
         unacknowledged = {m: b for m, b in bodies.items() if m not in self.accepted}
         assert set(unacknowledged.values()) <= self.refused, f"in the view, neither 202 nor 503: {unacknowledged}"
@@ -156,6 +178,58 @@ class PostLoop:
         assert set(seen) == {f"message:{m}" for m in bodies}, "the inbox and the view disagree"
 
 
+async def caught_up(stack: Stack, load: Load, timeout: float = 120) -> None:
+    """Until the processor has no lag (a processor restarted meanwhile is not a failure here)."""
+    parts = [(t.name, p) for t in load.cat.canonical() for p in range(t.partitions)]
+
+    async def done() -> bool:
+        return sum((await consumer_lag(load.kafka, group_id(load.cat), parts)).values()) == 0
+    try:
+        await eventually(done, timeout, "the processor to catch up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await diagnosis(stack)}") from None
+
+
+async def diagnosis(stack: Stack) -> str:
+    """Where the pipeline stands: the processor's figures, its lag, the views topic's ends
+    (committed and not: a transaction left open holds read_committed readers at the first), and
+    the processor's threads (SIGABRT: faulthandler writes their stacks to its log, then it ends)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    cat = Catalogue.load(prefix=stack.prefix)
+    out = []
+    async with httpx.AsyncClient(timeout=5) as client:
+        try:
+            text = (await client.get(f"http://127.0.0.1:{stack.ports['processor']}/metrics")).text
+            out += [line for line in text.splitlines() if line.startswith(("parcours_processor_events_total", "parcours_view_writes_total"))]
+        except httpx.HTTPError as exc:
+            out.append(f"processor metrics: {exc!r}")
+    parts = [(t.name, p) for t in cat.canonical() for p in range(t.partitions)]
+    out.append(f"lag: {sum((await consumer_lag(stack.kafka, group_id(cat), parts)).values())}")
+    views = cat.per_structure("views", "dac-31").name
+    tps = [TopicPartition(views, p) for p in range(3)]
+    for level in ("read_committed", "read_uncommitted"):
+        consumer = AIOKafkaConsumer(**stack.kafka.aiokafka(), isolation_level=level)
+        await consumer.start()
+        try:
+            out.append(f"{views} ends ({level}): {sorted((tp.partition, n) for tp, n in (await consumer.end_offsets(tps)).items())}")
+        finally:
+            await consumer.stop()
+    proc = stack.procs.get("processor")
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGABRT)
+        await asyncio.to_thread(proc.wait, 10)
+        out.append((stack.logdir / "processor.log").read_text()[-8000:])
+    return "\n".join(out)
+
+
+async def _open_case(api: Api) -> tuple[str, str] | None:
+    """(case, referral) of a referral by the DAC once written (None while refused with 503)."""
+    resp = await api.post("dac-31", "/v1/referrals", referral_body("crt-31-muret"), expect=None)
+    assert resp.status_code in (202, 503), resp.text
+    return (resp.json()["case_id"], resp.json()["referral_id"]) if resp.status_code == 202 else None
+
+
 async def _leader(kafka: KafkaAccess, topic: str, partition: int) -> int:
     admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
@@ -163,7 +237,9 @@ async def _leader(kafka: KafkaAccess, topic: str, partition: int) -> int:
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return int(next(p["leader"] for p in described[0]["partitions"] if p["partition"] == partition))
+    leaders = [p["leader"] for p in described[0]["partitions"] if p["partition"] == partition]
+    assert leaders, f"no partition {partition} of {topic}: {described}"
+    return int(leaders[0])
 
 
 def _java_hash(text: str) -> int:
@@ -182,8 +258,7 @@ def transaction_partition(transactional_id: str, partitions: int) -> int:
 async def test_leader_of_the_written_partition_sigkilled_mid_post_loop(cluster3: Cluster3) -> None:
     c = cluster3
     await c.healthy()
-    await c.stack.ready()
-    async with httpx.AsyncClient(timeout=30) as client, supervised(c.stack):
+    async with httpx.AsyncClient(timeout=30) as client:
         api = Api(c.stack, client)
         case, _ = await api.open_case("dac-31", "crt-31-muret", timeout=60)
         topic = f"{c.stack.prefix}.messages"
@@ -212,20 +287,20 @@ async def test_coordinator_sigkilled_while_the_processor_commits_views_equal_reb
     try:
         load = Load(stack)
         transactional_id = load.cat.group_id("processor", "-p1")
-        coordinator = await _leader(c.kafka, "__transaction_state", transaction_partition(transactional_id, 2))
         history = random_history(random.Random(5), cases=50, per_case=20)
         stack.start_processor()
-        async with supervised(stack):
+        with supervised(stack):
             sending = asyncio.create_task(load.send(history, pause_every=20))
 
             async def some_views() -> bool:
                 return len(await rb.live_views(load.cat, load.kafka)) > 50
             await eventually(some_views, 60, "the processor to commit views")
+            coordinator = await _leader(c.kafka, "__transaction_state", transaction_partition(transactional_id, 2))
             assert await asyncio.to_thread(c.broker.crash, coordinator)
             await asyncio.sleep(1)  # the stream goes on meanwhile, with the coordinator moved (no condition to await: the instant of a crash)
             await asyncio.to_thread(c.broker.start)
             await sending
-            await load.caught_up()
+            await caught_up(stack, load)
         await load.check(cases=50)
     finally:
         stack.stop()
@@ -234,7 +309,6 @@ async def test_coordinator_sigkilled_while_the_processor_commits_views_equal_reb
 async def test_active_controller_sigkilled_another_is_elected_and_the_stack_goes_on(cluster3: Cluster3) -> None:
     c = cluster3
     await c.healthy()
-    await c.stack.ready()
     before = c.broker.active_controller()
     assert before is not None
     assert await asyncio.to_thread(c.broker.crash, before[0])
@@ -244,9 +318,14 @@ async def test_active_controller_sigkilled_another_is_elected_and_the_stack_goes
         return now if now is not None and now[0] != before[0] and now[1] > before[1] else None
     leader, epoch = await eventually(elected, 30, "another controller elected")
     print(f"controller {before[0]} (epoch {before[1]}) killed; node {leader} elected (epoch {epoch})")
-    async with httpx.AsyncClient(timeout=30) as client, supervised(c.stack):
+    async with httpx.AsyncClient(timeout=30) as client:
         api = Api(c.stack, client)
-        case, _ = await api.open_case("dac-31", "crt-31-muret", timeout=60)  # written, processed, served: the stack goes on
+        # the killed controller was a broker too: its partitions refuse writes (503) until it is fenced
+        case, referral = await eventually(lambda: _open_case(api), 60, "a case opened")
+        try:
+            await api.view_with("dac-31", case, f"referral:{referral}", timeout=90)  # processed and served
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await diagnosis(c.stack)}") from None
         loop = PostLoop(api, case)
         done = asyncio.Event()
         done.set()
@@ -258,8 +337,7 @@ async def test_active_controller_sigkilled_another_is_elected_and_the_stack_goes
 async def test_rolling_restart_under_a_post_loop_loses_nothing(cluster3: Cluster3) -> None:
     c = cluster3
     await c.healthy()
-    await c.stack.ready()
-    async with httpx.AsyncClient(timeout=30) as client, supervised(c.stack):
+    async with httpx.AsyncClient(timeout=30) as client:
         api = Api(c.stack, client)
         case, _ = await api.open_case("dac-31", "crt-31-muret", timeout=60)
         loop, restarted = PostLoop(api, case), asyncio.Event()

@@ -198,8 +198,12 @@ class EmbeddedBroker:
                           sec.protocol, sec.cafile, [NodeInfo(n.node_id, pids[n.node_id], n.port, n.controller_port) for n in ports])
         self.state_file.write_text(json.dumps(asdict(info)))
         started = [p for n, p in self._procs.items() if n not in up]
+        # ready: the started nodes answer themselves (a node serves clients once it is unfenced),
+        # and the cluster lists every node (a node just killed is listed until its session expires)
+        own = KafkaAccess(",".join(f"127.0.0.1:{n.port}" for n in ports if n.node_id not in up), sec.protocol, cafile=sec.cafile)
         try:
-            asyncio.run(wait_ready(self.access(info), timeout, alive=lambda: all(p.poll() is None for p in started), brokers=count))
+            asyncio.run(wait_ready(own.as_user(ADMIN, sec.admin_secret), timeout, alive=lambda: all(p.poll() is None for p in started),
+                                   brokers=count))
         except BaseException as exc:  # noqa: BLE001 - whatever ended the wait (Ctrl-C too), the half-started nodes go
             for p in started:
                 self._kill(p.pid)
@@ -284,10 +288,14 @@ class EmbeddedBroker:
         info = self.status()
         if info is None:
             return False
-        for node_id, pid in info.pids.items():
-            if node in (None, node_id):
-                self._kill(pid, timeout)
-                self._reap(node_id)
+        stopping = {node_id: pid for node_id, pid in info.pids.items() if node in (None, node_id)}
+        for pid in stopping.values():  # all at once: a node stopping alone waits for a quorum the others would take away
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for node_id, pid in stopping.items():
+            self._kill(pid, max(0.0, deadline - time.monotonic()))
+            self._reap(node_id)
         return True
 
     def crash(self, node: int | None = None) -> bool:
