@@ -146,6 +146,12 @@ class PostLoop:
         raise AssertionError(f"the POST loop did not see {AFTER} more accepted after the fault within {timeout}s "
                              f"({len(self.accepted)} accepted, {len(self.refused)} refused)")
 
+    async def start(self, fault: asyncio.Event, first: int, timeout: float = 120) -> asyncio.Task[None]:
+        """The loop as a task, once `first` POSTs were accepted (the fault then lands mid-loop)."""
+        task = asyncio.create_task(self.run(fault, timeout))
+        await eventually(lambda: asyncio.sleep(0, result=len(self.accepted) >= first or task.done()), 60, f"{first} messages accepted")
+        return task
+
     async def verify(self, timeout: float = 90) -> None:
         """Every 202 in the DAC's view; its inbox says each once; whatever else is there was a 503."""
         assert not self.others, f"answers other than 202 and 503: {self.others[:5]}"
@@ -265,8 +271,7 @@ async def test_leader_of_the_written_partition_sigkilled_mid_post_loop(cluster3:
         partition = (murmur2(case.encode()) & 0x7FFFFFFF) % 6
         leader = await _leader(c.kafka, topic, partition)
         loop, killed = PostLoop(api, case), asyncio.Event()
-        posting = asyncio.create_task(loop.run(killed))
-        await eventually(lambda: asyncio.sleep(0, result=len(loop.accepted) >= 20 or posting.done()), 60, "20 messages accepted")
+        posting = await loop.start(killed, first=20)
         t0 = time.monotonic()
         assert await asyncio.to_thread(c.broker.crash, leader)
         killed.set()
@@ -341,8 +346,7 @@ async def test_rolling_restart_under_a_post_loop_loses_nothing(cluster3: Cluster
         api = Api(c.stack, client)
         case, _ = await api.open_case("dac-31", "crt-31-muret", timeout=60)
         loop, restarted = PostLoop(api, case), asyncio.Event()
-        posting = asyncio.create_task(loop.run(restarted, timeout=240))
-        await eventually(lambda: asyncio.sleep(0, result=len(loop.accepted) >= 10 or posting.done()), 60, "10 messages accepted")
+        posting = await loop.start(restarted, first=10, timeout=240)
         t0 = time.monotonic()
         nodes = await asyncio.to_thread(c.broker.rolling_restart)
         restarted.set()
