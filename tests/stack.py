@@ -59,12 +59,15 @@ async def delete_topics(kafka: KafkaAccess, names: list[str], timeout: float = 6
 
 
 def cluster_of(broker: EmbeddedBroker, info: BrokerInfo) -> Cluster:
-    """An embedded broker as services see it: its address, protocol and credential store."""
+    """An embedded broker as services see it: its address (every node's), protocol and credential
+    store; a cluster of three nodes replicates the topics as production does."""
     from parcours.bootstrap import cluster
+    from parcours.devbroker.config import REPLICAS
     from parcours.settings import Settings
 
     return cluster(Settings(kafka_bootstrap=info.bootstrap, kafka_security_protocol=info.security_protocol, kafka_ca_file=info.cafile or "",
-                            credentials_file=broker.credentials.path))
+                            credentials_file=broker.credentials.path,
+                            topic_replication="production" if len(info.pids) >= REPLICAS else ""))
 
 
 @dataclass

@@ -23,14 +23,15 @@ from pydantic import SecretStr
 
 from parcours.auth.keys import DEV_ISSUER_ENTRY
 from parcours.bus.kafkaio import KafkaAccess
-from parcours.devbroker.broker import EmbeddedBroker
+from parcours.devbroker.broker import BrokerInfo, EmbeddedBroker
+from parcours.devbroker.config import REPLICAS
 from parcours.devbroker.errors import BrokerError
 from parcours.security.credentials import CredentialStore
 from parcours.security.errors import CredentialError
 from parcours.security.identity import DEV_INDEX_KEY_ENTRY, DEV_KEK_ENTRY, IdentitySecrets
 from parcours.security.sealing import DEV_KEY_ENTRY, Sealer
 from parcours.settings import Settings, get_settings, inherited_environment
-from parcours.topology.catalogue import Catalogue, default_catalogue
+from parcours.topology.catalogue import Catalogue, catalogue_for, default_catalogue
 from parcours.topology.registry import Registry, hash_token
 
 #: the operators' token of the development profile (operator API), when PARCOURS_ADMIN_TOKEN_SHA256 is unset
@@ -104,7 +105,14 @@ class Cluster:
             out["PARCOURS_CREDENTIALS_FILE"] = str(self.credentials.path)
         if self.base.cafile:
             out["PARCOURS_KAFKA_CA_FILE"] = self.base.cafile
+        if self.settings.topic_replication:
+            out["PARCOURS_TOPIC_REPLICATION"] = self.settings.topic_replication
         return out
+
+    def catalogue(self, prefix: str | None = None) -> Catalogue:
+        """The catalogue as this cluster replicates it (of another topic `prefix` if given)."""
+        s = self.settings if prefix is None else self.settings.model_copy(update={"topic_prefix": prefix})
+        return catalogue_for(s)
 
 
 def live_catalogue(kafka: KafkaAccess) -> Catalogue:
@@ -137,6 +145,15 @@ def cluster(settings: Settings | None = None) -> Cluster:
     info = broker.status()
     if info is None:
         raise BrokerError(f"no Kafka: set PARCOURS_KAFKA_BOOTSTRAP or run `parcours broker start` (folder {s.broker_dir})")
+    return embedded_cluster(broker, info, s)
+
+
+def embedded_cluster(broker: EmbeddedBroker, info: BrokerInfo, settings: Settings) -> Cluster:
+    """The embedded broker as its clients see it: every node's address, its protocol and credential
+    store, and a cluster of 3 nodes or more replicating the topics as production does."""
+    s = settings
+    if len(info.pids) >= REPLICAS and not s.topic_replication:
+        s = s.model_copy(update={"topic_replication": "production"})
     return Cluster(KafkaAccess(info.bootstrap, info.security_protocol, cafile=info.cafile), _store(s, broker.credentials), s)
 
 
@@ -151,10 +168,15 @@ def cluster_or_start(settings: Settings | None = None) -> tuple[Cluster, Embedde
     if s.kafka_bootstrap:
         return cluster(s), None
     broker = embedded_broker(s)
-    if broker.status() is not None:
+    if (running := broker.status()) is not None:
+        if s.broker_nodes and s.broker_nodes != len(running.pids):
+            raise BrokerError(f"a {len(running.pids)}-node broker already runs in {broker.folder}, not {s.broker_nodes}: "
+                              "`parcours broker stop` it first, or use another PARCOURS_BROKER_DIR")
         return cluster(s), None
-    print(f"starting the embedded Apache Kafka broker in {broker.folder} ...", flush=True)
-    broker.start(tls=s.broker_tls)
+    nodes = s.broker_nodes or broker.formatted_nodes() or 1
+    print(f"starting the embedded Apache Kafka {'broker' if nodes == 1 else f'cluster of {nodes} nodes'} in {broker.folder} ...",
+          flush=True)
+    broker.start(tls=s.broker_tls, nodes=nodes)
     return cluster(s), broker
 
 

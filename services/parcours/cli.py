@@ -137,16 +137,26 @@ def _state_parser(sub: Any) -> None:
     st.set_defaults(func=commands.state)
 
 
+NODES_HELP = ("the embedded broker's nodes: 1, or 3 for a replicated cluster (replication factor 3, min ISR 2) "
+              "(PARCOURS_BROKER_NODES; default: as its folder was formatted, else 1)")
+
+
+def _broker_parser(sub: Any) -> None:
+    b = sub.add_parser("broker", help="the embedded Apache Kafka broker")
+    b.add_argument("action", choices=["start", "stop", "status", "fetch", "repair", "restart"],
+                   help="repair: abort the transactions an unclean broker restart left hanging (any configured cluster); "
+                        "restart: a rolling restart of the nodes, each back in sync before the next")
+    b.add_argument("--tls", action="store_true", help="client listener SASL_SSL, with a CA made on first start (PARCOURS_BROKER_TLS)")
+    b.add_argument("--nodes", type=int, help=NODES_HELP)
+    b.add_argument("--dry-run", action="store_true", help="repair: list the hanging transactions, abort nothing")
+    b.set_defaults(func=commands.broker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parcours", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("broker", help="the embedded Apache Kafka broker")
-    b.add_argument("action", choices=["start", "stop", "status", "fetch", "repair"],
-                   help="repair: abort the transactions an unclean broker restart left hanging (any configured cluster)")
-    b.add_argument("--tls", action="store_true", help="client listener SASL_SSL, with a CA made on first start (PARCOURS_BROKER_TLS)")
-    b.add_argument("--dry-run", action="store_true", help="repair: list the hanging transactions, abort nothing")
-    b.set_defaults(func=commands.broker)
+    _broker_parser(sub)
 
     _admin_parsers(sub)
 
@@ -157,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("up", "the whole backbone on the embedded broker, seeded with the demo (Ctrl-C stops)"),
                        ("demo", "run the demo scenario, print each structure's view of each case, exit")):
         u = sub.add_parser(name, help=text)
+        u.add_argument("--nodes", type=int, help=NODES_HELP)
         u.set_defaults(func=up.up)
 
     rec = sub.add_parser("record", help="capture topics into an Avro container file")
@@ -175,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     b2.add_argument("--long-per-case", type=int, default=1000)
     b2.add_argument("--rss-cases", type=int, default=100000, help="cases when the processor's memory is read again")
     b2.add_argument("--rebuild-events", type=int, default=1000000, help="0 skips the rebuild figure")
-    b2.add_argument("--only", choices=["processor", "rebuild", "edge", "restart"], help="run one part only (default: all)")
+    b2.add_argument("--only", choices=["processor", "nodes", "rebuild", "edge", "restart"],
+                    help="run one part only (default: all); nodes: the processor on one node and on a three-node cluster")
     b2.add_argument("--wrk-seconds", type=float, default=15.0, help="edge, closed loop: seconds of wrk per endpoint")
     b2.add_argument("--wrk-connections", type=int, default=32, help="edge, closed loop: wrk's connections (1 thread)")
     b2.add_argument("--rate", type=float, default=500.0, help="edge, open loop: POSTs per second, sent on schedule")

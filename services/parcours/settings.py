@@ -37,8 +37,15 @@ class Settings(BaseSettings):
     #: the development credential store (JSON, 0600); default: the embedded broker's
     credentials_file: Path | None = None
     profile: Literal["dev", "production"] = "dev"
+    #: the catalogue profile whose replication factor and min.insync.replicas the topics get
+    #: (default: the profile's own); the embedded broker started with 3 nodes sets `production`
+    #: for every command and service it serves
+    topic_replication: Literal["", "dev", "production"] = ""
     #: folder of the embedded broker (data, logs, state file)
     broker_dir: Path = Path(".parcours/broker")
+    #: how many nodes the embedded broker is started with: 1, or 3 (and more) for a replicated
+    #: cluster (default: as many as its folder was formatted for, else 1)
+    broker_nodes: int | None = None
     #: the embedded broker's client listener speaks SASL_SSL (a CA is made on first start)
     broker_tls: bool = False
     #: local state of the processors (RocksDB); a cache: Kafka's changelog topics are the truth

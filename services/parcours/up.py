@@ -27,6 +27,8 @@ def up(args: argparse.Namespace) -> int:
     from parcours.settings import get_settings
 
     s = get_settings()
+    if args.nodes:
+        s = s.model_copy(update={"broker_nodes": args.nodes})
     for port in SERVICE_PORTS.values():
         check_port("127.0.0.1", port)
     where, broker = cluster_or_start(s)
@@ -69,11 +71,11 @@ def up(args: argparse.Namespace) -> int:
 def _apply_catalogue(where: Cluster) -> None:
     from parcours.security.credentials import ADMIN
     from parcours.topology import live
-    from parcours.topology.catalogue import default_catalogue
 
     kafka = where.access(ADMIN)
-    cat, changes = asyncio.run(live.apply(default_catalogue(), kafka, where.credentials))
-    print(f"Kafka at {kafka}; {len(cat.topics)} topics, {len(cat.principals())} principals, {len(cat.acls())} ACLs "
+    cat, changes = asyncio.run(live.apply(where.catalogue(), kafka, where.credentials))
+    rf = next(iter(cat.topics.values())).replication_factor
+    print(f"Kafka at {kafka}; {len(cat.topics)} topics (replication factor {rf}), {len(cat.principals())} principals, {len(cat.acls())} ACLs "
           f"in the catalogue; {len(changes)} changed", flush=True)
 
 

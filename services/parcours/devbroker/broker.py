@@ -1,22 +1,26 @@
-"""A real single-node Apache Kafka (KRaft) for development and tests, run from Maven Central jars.
+"""A real Apache Kafka (KRaft) for development and tests, run from Maven Central jars: one node, or
+a cluster of three or more on loopback.
 
 `fetch_jars` copies the broker's runtime closure (see pom.xml beside this file) into a cache
-outside the repository; `EmbeddedBroker` formats a data folder, starts `kafka.Kafka` on free
-loopback ports as a detached process, awaits readiness on the broker itself (a metadata
-round trip, not a sleep) and records where it runs in `<folder>/broker.json`.
+outside the repository; `EmbeddedBroker` formats each node's data folder, starts `kafka.Kafka` for
+each node on free loopback ports as a detached process, awaits readiness on the cluster itself (a
+metadata round trip listing every node, not a sleep) and records where it runs in
+`<folder>/broker.json`. One node lives in `<folder>` itself; a cluster's node N in
+`<folder>/node-N` (its properties, data, `server.log`), its clients given every node's address.
 
 The broker authenticates and authorizes, in development too: clients speak SASL/SCRAM-SHA-512 on
 its one client listener, the `StandardAuthorizer` refuses whatever no ACL allows, and the only
 super user is `admin`, whose secret is generated when the data folder is formatted and kept in
 `<folder>/credentials.json` (mode 0600, beside the data it protects, never in the repository).
 The controller listener is PLAINTEXT on loopback (SCRAM cannot be used there, KAFKA-15513).
+A cluster replicates every topic three times with min ISR 2 (`config.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -24,73 +28,52 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from parcours.bus.kafkaio import KafkaAccess
-from parcours.devbroker.errors import BrokerError, ToolMissingError
+from parcours.devbroker.config import REPLICAS, NodePorts, Security, server_properties
+from parcours.devbroker.errors import BrokerError
+from parcours.devbroker.health import await_in_sync, quorum_leader, wait_ready
+from parcours.devbroker.jars import fetch_jars, require_tool
 from parcours.security.credentials import ADMIN, CredentialStore
 
-KAFKA_VERSION = "4.3.1"
 JVM_OPTS = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
 
 
 @dataclass(frozen=True)
-class BrokerInfo:
+class NodeInfo:
+    node_id: int
     pid: int
-    bootstrap: str
+    port: int
+    controller_port: int
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int  # the first node's
+    bootstrap: str  # every node's client address
     controller: str
     folder: str
     started_at: float
     security_protocol: str = "SASL_PLAINTEXT"
     #: the CA clients trust (SASL_SSL)
     cafile: str | None = None
+    nodes: list[NodeInfo] = field(default_factory=list)
 
+    @classmethod
+    def read(cls, text: str) -> BrokerInfo:
+        raw: dict[str, Any] = json.loads(text)
+        nodes = [NodeInfo(**n) for n in raw.pop("nodes", [])]
+        return cls(**raw, nodes=nodes)
 
-def _require(tool: str, why: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissingError(f"{tool} not found on PATH: {why} (Debian: apt-get install {'openjdk-17-jre-headless' if tool == 'java' else 'maven'})")
-    return path
-
-
-def jars_dir(cache_dir: Path) -> Path:
-    """The jars of this pom: a changed pom gets a folder of its own, so the jars a running broker
-    was started from are never replaced under it."""
-    return cache_dir / f"kafka-{KAFKA_VERSION}-{_pom_digest()[:12]}" / "lib"
-
-
-def _pom_digest() -> str:
-    return hashlib.sha256(resources.files("parcours.devbroker").joinpath("pom.xml").read_bytes()).hexdigest()
-
-
-def fetch_jars(cache_dir: Path, *, quiet: bool = True) -> tuple[Path, int, float]:
-    """Make sure the broker jars are cached; return (folder, total bytes, seconds spent)."""
-    lib = jars_dir(cache_dir)
-    marker = lib / ".complete"
-    t0 = time.monotonic()
-    if not marker.exists():
-        mvn = _require("mvn", "the embedded broker's jars come from Maven Central")
-        _require("java", "the embedded broker is Apache Kafka, a JVM program")
-        tmp = lib.with_name("lib.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pom = resources.files("parcours.devbroker").joinpath("pom.xml")
-        with resources.as_file(pom) as pom_path:
-            cmd = [
-                mvn, "-B", *(["-q"] if quiet else []), "-f", str(pom_path),
-                "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise BrokerError(f"maven could not fetch Kafka {KAFKA_VERSION}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
-        shutil.rmtree(lib, ignore_errors=True)
-        tmp.rename(lib)
-        marker.write_text(_pom_digest())
-    size = sum(p.stat().st_size for p in lib.glob("*.jar"))
-    return lib, size, time.monotonic() - t0
+    @property
+    def pids(self) -> dict[int, int]:
+        """node id -> process id (one node formatted before clusters existed: node 1)."""
+        return {n.node_id: n.pid for n in self.nodes} or {1: self.pid}
 
 
 def free_port() -> int:
@@ -123,40 +106,12 @@ def _alive(pid: int) -> bool:
         return True
 
 
-async def wait_ready(kafka: KafkaAccess, timeout: float, alive: Callable[[], bool] | None = None) -> None:
-    """Return once the broker answers a metadata request; raise BrokerError after `timeout`."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise BrokerError("the broker process exited during start-up")
-        if not _listening(kafka.bootstrap):
-            await asyncio.sleep(0.1)
-            continue
-        admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=3000)
-        try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            if cluster.get("brokers"):
-                return
-        except (KafkaError, OSError) as exc:
-            last = exc
-        finally:
-            await admin.close()
-        await asyncio.sleep(0.2)
-    raise BrokerError(f"broker at {kafka.bootstrap} not ready after {timeout:.0f}s ({last})")
-
-
-def _listening(bootstrap: str) -> bool:
-    host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
+def _cluster_id() -> str:
+    """A KRaft cluster id, as `StorageTool random-uuid` makes one (16 random bytes, base64url)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 class EmbeddedBroker:
@@ -165,11 +120,27 @@ class EmbeddedBroker:
         self.cache_dir = cache_dir
         self.state_file = self.folder / "broker.json"
         self.credentials = CredentialStore(self.folder / "credentials.json")
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # --- where each node lives ----------------------------------------------------------------
+    def formatted_nodes(self) -> int | None:
+        """How many nodes this folder was formatted for (None: not yet)."""
+        if (self.folder / "data" / "meta.properties").exists():
+            return 1
+        found = [d for d in self.folder.glob("node-*") if (d / "data" / "meta.properties").exists()]
+        return len(list(self.folder.glob("node-*"))) if found else None
+
+    def node_folder(self, node_id: int, nodes: int) -> Path:
+        return self.folder if nodes == 1 else self.folder / f"node-{node_id}"
 
     @property
     def log_file(self) -> Path:
-        return self.folder / "server.log"
+        """The (first) node's log."""
+        return self.node_folder(1, self.formatted_nodes() or 1) / "server.log"
+
+    def data_dirs(self) -> list[Path]:
+        nodes = self.formatted_nodes() or 1
+        return [self.node_folder(i, nodes) / "data" for i in range(1, nodes + 1)]
 
     def access(self, info: BrokerInfo, principal: str = ADMIN) -> KafkaAccess:
         """How `principal` reaches this broker, with its secret from the credential store."""
@@ -177,98 +148,200 @@ class EmbeddedBroker:
             principal, self.credentials.secret(principal))
 
     def status(self) -> BrokerInfo | None:
-        """The running broker of this folder, or None."""
+        """The running broker (or cluster: any node of it alive) of this folder, or None."""
         try:
-            info = BrokerInfo(**json.loads(self.state_file.read_text()))
+            info = BrokerInfo.read(self.state_file.read_text())
         except (OSError, ValueError, TypeError):
             return None
-        return info if _alive(info.pid) else None
+        return info if any(_alive(pid) for pid in info.pids.values()) else None
 
-    def start(self, timeout: float = 90.0, *, tls: bool = False) -> BrokerInfo:
-        """Start the broker (or return the running one). `tls`: its client listener is SASL_SSL,
-        with a CA made on first use (the production shape); else SASL_PLAINTEXT on loopback."""
-        running = self.status()
-        if running:
-            return running
-        java = _require("java", "the embedded broker is Apache Kafka, a JVM program")
+    def running_nodes(self) -> list[int]:
+        info = self.status()
+        return [] if info is None else [n for n, pid in info.pids.items() if _alive(pid)]
+
+    # --- start ----------------------------------------------------------------------------------
+    def start(self, timeout: float = 90.0, *, tls: bool = False, nodes: int | None = None) -> BrokerInfo:
+        """Start every node not running (all, or the ones that died), or return the running
+        broker. `nodes`: 1, or 3 and more for a replicated cluster (default: the count the folder
+        was formatted for, else 1). `tls`: the client listener is SASL_SSL, with a CA made on first
+        use (the production shape); else SASL_PLAINTEXT on loopback."""
+        count = self._count(nodes)
+        previous = self.status()
+        up = self.running_nodes()
+        if previous is not None and len(up) == count:
+            return previous
+        java = require_tool("java", "the embedded broker is Apache Kafka, a JVM program")
         lib, _, _ = fetch_jars(self.cache_dir)
         self.folder.mkdir(parents=True, exist_ok=True)
-        data = self.folder / "data"
-        ports = self._previous_ports()
-        if ports is None or not all(_port_free(p) for p in ports):
-            ports = (free_port(), free_port())
-        port, cport = ports
-        props = self.folder / "server.properties"
-        if (data / "meta.properties").exists() and not self.credentials.has(ADMIN):
+        if (self.folder / "data" / "meta.properties").exists() and not self.credentials.has(ADMIN):
             # formatted by a version without authentication: development data, formatted again
-            print(f"{data} was formatted without credentials: formatting it again (development data)", flush=True)
-            shutil.rmtree(data)
-        admin_secret = self.credentials.ensure(ADMIN).get_secret_value()
-        protocol, cafile, broker_pem = "SASL_PLAINTEXT", None, None
-        if tls:
-            from parcours.devbroker.tls import ensure_certificates
-
-            ca, pem = ensure_certificates(self.folder / "tls")
-            protocol, cafile, broker_pem = "SASL_SSL", str(ca), pem
-        props.write_text(_server_properties(data, port, cport, admin_secret, protocol, broker_pem, cafile))
-        props.chmod(0o600)  # it holds the admin's secret (the broker's own SCRAM login)
+            print(f"{self.folder / 'data'} was formatted without credentials: formatting it again (development data)", flush=True)
+            shutil.rmtree(self.folder / "data")
+        sec = self._security(tls, previous)
+        ports = self._ports(count, bool(up))
         cp = ["-cp", f"{lib}/*"]
-        log_opts = [
-            f"-Dlog4j2.configurationFile={resources.files('parcours.devbroker').joinpath('log4j2.properties')}",
-            f"-Dparcours.broker.log={self.log_file}",
-            f"-Dkafka.logs.dir={self.folder / 'logs'}",
-        ]
-        if not (data / "meta.properties").exists():
-            cluster_id = subprocess.run(
-                [java, *cp, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-            fmt = subprocess.run(
-                [java, *cp, *log_opts, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                 "--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={admin_secret}]"],
-                capture_output=True, text=True, check=False,
-            )
-            if fmt.returncode != 0:
-                raise BrokerError(f"formatting {data} failed: {fmt.stdout}{fmt.stderr}")
-        with (self.folder / "stdout.log").open("ab") as out:
-            proc = subprocess.Popen(
-                [java, *JVM_OPTS, *log_opts, *cp, "kafka.Kafka", str(props)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        self._proc = proc  # keep the handle: it reaps the child on stop
-        info = BrokerInfo(proc.pid, f"127.0.0.1:{port}", f"127.0.0.1:{cport}", str(self.folder), time.time(), protocol, cafile)
+        self._format(java, cp, ports, up, sec)
+        pids = dict(previous.pids) if previous is not None else {}
+        for node in ports:
+            if node.node_id in up:
+                continue
+            folder = self.node_folder(node.node_id, count)
+            with (folder / "stdout.log").open("ab") as out:
+                proc = subprocess.Popen(
+                    [java, *JVM_OPTS, *self._log_opts(folder), *cp, "kafka.Kafka", str(folder / "server.properties")],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                )
+            self._procs[node.node_id] = proc  # keep the handle: it reaps the child on stop
+            pids[node.node_id] = proc.pid
+        info = BrokerInfo(pids[1], ",".join(f"127.0.0.1:{n.port}" for n in ports),
+                          ",".join(f"127.0.0.1:{n.controller_port}" for n in ports), str(self.folder), time.time(),
+                          sec.protocol, sec.cafile, [NodeInfo(n.node_id, pids[n.node_id], n.port, n.controller_port) for n in ports])
         self.state_file.write_text(json.dumps(asdict(info)))
+        started = [p for n, p in self._procs.items() if n not in up]
+        # ready: the started nodes answer themselves (a node serves clients once it is unfenced),
+        # and the cluster lists every node (a node just killed is listed until its session expires)
+        own = KafkaAccess(",".join(f"127.0.0.1:{n.port}" for n in ports if n.node_id not in up), sec.protocol, cafile=sec.cafile)
         try:
-            asyncio.run(wait_ready(self.access(info), timeout, alive=lambda: proc.poll() is None))
-        except BaseException as exc:  # noqa: BLE001 - whatever ended the wait (Ctrl-C too), the half-started broker goes
-            self._kill(proc.pid)
-            tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise BrokerError(f"{exc}\n--- {self.log_file} ---\n{tail}") from None
+            asyncio.run(wait_ready(own.as_user(ADMIN, sec.admin_secret), timeout, alive=lambda: all(p.poll() is None for p in started),
+                                   brokers=count))
+        except BaseException as exc:  # noqa: BLE001 - whatever ended the wait (Ctrl-C too), the half-started nodes go
+            for p in started:
+                self._kill(p.pid)
+            tails = "".join(f"\n--- {f} ---\n{f.read_text()[-2000:]}" for f in self._logs(count) if f.exists())
+            raise BrokerError(f"{exc}{tails}") from None
         return info
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the broker cleanly (SIGTERM, then SIGKILL after `timeout`). False if none ran."""
+    def _count(self, nodes: int | None) -> int:
+        """The node count to start: `nodes`, which must agree with the folder's, else the folder's, else 1."""
+        formatted = self.formatted_nodes()
+        count = nodes or formatted or 1
+        if count == 2 or count < 1:  # noqa: PLR2004 - two voters lose their quorum with either node
+            raise BrokerError(f"--nodes {count}: 1, or {REPLICAS} and more (a quorum survives one node lost)")
+        if formatted is not None and formatted != count:
+            raise BrokerError(f"{self.folder} holds a {formatted}-node broker, not {count}: stop it and remove the folder "
+                              "(`make clean`), or use another PARCOURS_BROKER_DIR")
+        return count
+
+    def _format(self, java: str, cp: list[str], ports: list[NodePorts], up: list[int], sec: Security) -> None:
+        """Write the properties of every node not running, and format those never formatted (side by side)."""
+        count = len(ports)
+        cluster_id = self._cluster_id(count) or _cluster_id()
+        formats: list[tuple[int, subprocess.Popen[str]]] = []
+        for node in ports:
+            folder = self.node_folder(node.node_id, count)
+            folder.mkdir(parents=True, exist_ok=True)
+            props = folder / "server.properties"
+            if node.node_id not in up:
+                props.write_text(server_properties(node, ports, folder / "data", sec))
+                props.chmod(0o600)  # it holds the admin's secret (the broker's own SCRAM login)
+            if not (folder / "data" / "meta.properties").exists():
+                formats.append((node.node_id, subprocess.Popen(
+                    [java, *JVM_OPTS, *self._log_opts(folder), *cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                     "-c", str(props), "--add-scram", f"SCRAM-SHA-512=[name={ADMIN},password={sec.admin_secret}]"],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+        for node_id, fmt in formats:
+            out, _ = fmt.communicate()
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting node {node_id} failed: {out}")
+
+    def _security(self, tls: bool, running: BrokerInfo | None) -> Security:
+        admin_secret = self.credentials.ensure(ADMIN).get_secret_value()
+        if not (tls or (running is not None and running.security_protocol == "SASL_SSL")):
+            return Security(admin_secret)
+        from parcours.devbroker.tls import ensure_certificates
+
+        ca, pem = ensure_certificates(self.folder / "tls")
+        return Security(admin_secret, "SASL_SSL", pem, str(ca))
+
+    def _ports(self, count: int, keep: bool) -> list[NodePorts]:
+        """Each node's ports: those it had (all of them while a node runs: they are its quorum's),
+        else new free ones."""
+        previous = [self._previous_ports(i, count) for i in range(1, count + 1)]
+        known = [p for p in previous if p is not None]
+        if len(known) == count and (keep or all(_port_free(q) for p in known for q in (p.port, p.controller_port))):
+            return known
+        if keep:
+            raise BrokerError(f"{self.folder}: the running nodes' quorum needs the ports the others had")
+        return [NodePorts(i, free_port(), free_port()) for i in range(1, count + 1)]
+
+    def _cluster_id(self, count: int) -> str | None:
+        """The cluster id an already formatted node holds (a new node joins the same cluster)."""
+        for i in range(1, count + 1):
+            meta = self.node_folder(i, count) / "data" / "meta.properties"
+            if meta.exists():
+                for line in meta.read_text().splitlines():
+                    if line.startswith("cluster.id="):
+                        return line.split("=", 1)[1].strip()
+        return None
+
+    def _log_opts(self, folder: Path) -> list[str]:
+        return [f"-Dlog4j2.configurationFile={resources.files('parcours.devbroker').joinpath('log4j2.properties')}",
+                f"-Dparcours.broker.log={folder / 'server.log'}", f"-Dkafka.logs.dir={folder / 'logs'}"]
+
+    def _logs(self, count: int) -> list[Path]:
+        return [self.node_folder(i, count) / "server.log" for i in range(1, count + 1)]
+
+    # --- stop, crash, restart -----------------------------------------------------------------
+    def stop(self, timeout: float = 30.0, node: int | None = None) -> bool:
+        """Stop the broker's nodes (or one `node`) cleanly: SIGTERM, then SIGKILL after `timeout`.
+        False if none ran."""
         info = self.status()
         if info is None:
             return False
-        self._kill(info.pid, timeout)
-        if self._proc is not None:
-            self._proc.wait()
-            self._proc = None
+        stopping = {node_id: pid for node_id, pid in info.pids.items() if node in (None, node_id)}
+        for pid in stopping.values():  # all at once: a node stopping alone waits for a quorum the others would take away
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for node_id, pid in stopping.items():
+            self._kill(pid, max(0.0, deadline - time.monotonic()))
+            self._reap(node_id)
         return True
 
-    def crash(self) -> bool:
-        """SIGKILL the broker, as a crash would, and reap it (tests of what survives a crash)."""
+    def crash(self, node: int | None = None) -> bool:
+        """SIGKILL the broker's nodes (or one `node`), as a crash would, and reap them (tests of
+        what survives a crash)."""
         info = self.status()
         if info is None:
             return False
-        os.kill(info.pid, signal.SIGKILL)
-        if self._proc is not None:
-            self._proc.wait()
-            self._proc = None
+        killed = [pid for node_id, pid in info.pids.items() if node in (None, node_id) and _alive(pid)]
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        for node_id in info.pids:
+            if node in (None, node_id):
+                self._reap(node_id)
         deadline = time.monotonic() + 30
-        while _alive(info.pid) and time.monotonic() < deadline:
+        while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return True
+        return bool(killed)
+
+    def rolling_restart(self, timeout: float = 120.0) -> list[int]:
+        """Restart the nodes one at a time, each stopped cleanly (its leaderships handed over) and
+        started again, the next only once every partition is back in sync: the cluster stays
+        writable throughout (min ISR 2 of 3). Returns the nodes restarted."""
+        info = self.status()
+        if info is None:
+            raise BrokerError(f"no broker running in {self.folder}")
+        kafka = self.access(info)
+        done = []
+        for node_id in sorted(info.pids):
+            asyncio.run(await_in_sync(kafka, timeout))
+            self.stop(node=node_id)
+            self.start(timeout)
+            done.append(node_id)
+        asyncio.run(await_in_sync(kafka, timeout))
+        return done
+
+    def active_controller(self) -> tuple[int, int] | None:
+        """(node id, epoch) of the KRaft quorum's leader, as the running nodes last recorded it."""
+        nodes = self.formatted_nodes() or 1
+        up = set(self.running_nodes())
+        return quorum_leader([self.node_folder(i, nodes) / "data" for i in range(1, nodes + 1) if i in up])
+
+    def _reap(self, node_id: int) -> None:
+        proc = self._procs.pop(node_id, None)
+        if proc is not None:
+            proc.wait()
 
     @staticmethod
     def _kill(pid: int, timeout: float = 30.0) -> None:
@@ -289,8 +362,8 @@ class EmbeddedBroker:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
-    def _previous_ports(self) -> tuple[int, int] | None:
-        props = self.folder / "server.properties"
+    def _previous_ports(self, node_id: int, count: int) -> NodePorts | None:
+        props = self.node_folder(node_id, count) / "server.properties"
         if not props.exists():
             return None
         found: dict[str, int] = {}
@@ -301,50 +374,5 @@ class EmbeddedBroker:
                     found[name.split(":")[0]] = int(port)
         client = found.get("SASL_PLAINTEXT") or found.get("SASL_SSL")
         if client and "CONTROLLER" in found:
-            return client, found["CONTROLLER"]
+            return NodePorts(node_id, client, found["CONTROLLER"])
         return None
-
-
-def _server_properties(data: Path, port: int, cport: int, admin_secret: str, protocol: str = "SASL_PLAINTEXT",
-                       broker_pem: Path | None = None, cafile: str | None = None) -> str:
-    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
-    tls = "" if broker_pem is None else f"""ssl.keystore.type=PEM
-ssl.keystore.location={broker_pem}
-ssl.truststore.type=PEM
-ssl.truststore.location={cafile}
-ssl.endpoint.identification.algorithm=https
-"""
-    return f"""# written by parcours; single-node KRaft broker for development and tests
-process.roles=broker,controller
-node.id=1
-listeners={protocol}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
-advertised.listeners={protocol}://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map={protocol}:{protocol},CONTROLLER:PLAINTEXT
-inter.broker.listener.name={protocol}
-sasl.enabled.mechanisms=SCRAM-SHA-512
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.{protocol.lower()}.scram-sha-512.sasl.jaas.config={scram} required username="{ADMIN}" password="{admin_secret}";
-{tls}authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-# User:ANONYMOUS is the controller listener's (loopback, internal); no client listener is anonymous
-super.users=User:{ADMIN};User:ANONYMOUS
-allow.everyone.if.no.acl.found=false
-controller.quorum.voters=1@127.0.0.1:{cport}
-log.dirs={data}
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=2
-# how often the coordinator looks for transactions past their timeout (Kafka's default: 10 s);
-# a dead processor's transaction is aborted at most this long after the timeout
-transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-share.coordinator.state.topic.num.partitions=1
-group.initial.rebalance.delay.ms=0
-log.cleaner.backoff.ms=1000
-log.retention.check.interval.ms=60000
-"""

@@ -10,6 +10,7 @@ On topics of its own (prefix `bench<random>`), from one run (`--only processor|r
    after 10,000 and after 100,000 cases, and a restart after SIGKILL (to its first event, and a
    new case's way to a view once it has caught up); where its time goes per event (the case-file
    step, the rest, its CPU) and the rate a free step would reach; two instances in one group;
+   the same burst on one node and on an embedded three-node cluster (`benchnodes`);
 4. `views rebuild` over `--rebuild-events` events (default 1,000,000);
 5. the HTTP edge (`benchload`), with the processor running: accepted message POSTs/s of one DAC
    adapter and of a bare FastAPI endpoint that does nothing, served the same way, both driven by
@@ -38,7 +39,7 @@ import httpx
 import uvloop
 from confluent_kafka import Producer
 
-from parcours.bootstrap import Cluster, child_env
+from parcours.bootstrap import Cluster
 from parcours.bus.kafkaio import KafkaAccess, produce_waiting
 from parcours.devbroker.broker import free_port
 from parcours.devtools.benchkit import (
@@ -53,19 +54,10 @@ from parcours.devtools.benchkit import (
     spawn,
     until_in_view,
 )
+from parcours.devtools.benchnodes import fresh, one_and_three_nodes
 from parcours.security.credentials import ADMIN
-from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
 from parcours.topology.registry import default_policy, dev_token
-
-
-def _fresh(where: Cluster) -> tuple[Catalogue, dict[str, str]]:
-    """Topics, principals and ACLs of a prefix of its own; the environment of its services."""
-    prefix = f"bench{uuid.uuid4().hex[:6]}"
-    cat = Catalogue.load(prefix=prefix)
-    asyncio.run(admin.apply(cat, where.access(ADMIN), where.credentials))
-    # the load generator posts as one partner, far above the per-token rate a partner gets
-    return cat, child_env(where, PARCOURS_TOPIC_PREFIX=prefix, PARCOURS_RATE_LIMIT_PER_S="1000000")
 
 
 class _Figures(dict[str, Any]):
@@ -92,7 +84,7 @@ class EdgeLoad:
     cases: int = 500
 
 
-PARTS = ("processor", "rebuild", "edge", "restart")
+PARTS = ("processor", "nodes", "rebuild", "edge", "restart")
 #: views in the adapter's read model when its restart is timed
 RESTART_VIEWS = (10_000, 100_000)
 
@@ -107,11 +99,14 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
         out.update(cases=cases, per_case=per_case)
         _processor(where, kafka, out, cases=cases, per_case=per_case, long_cases=long_cases, long_per_case=long_per_case,
                    rss_cases=rss_cases, logdir=logdir)
+    # 3d. the same burst on one node and on a three-node cluster (replication factor 3, min ISR 2)
+    if only in (None, "nodes"):
+        one_and_three_nodes(where, out, cases=cases, per_case=per_case, logdir=logdir)
     # 4. rebuild at scale
     if only in (None, "rebuild") and rebuild_events:
         from parcours.processors import rebuild as rb
 
-        cat3, _ = _fresh(where)
+        cat3, _ = fresh(where)
         rcases = max(1, rebuild_events // 100)
         produce(kafka, cat3, case_events(rcases, rebuild_events // rcases, "r"))
         result = asyncio.run(rb.rebuild(cat3, kafka, default_policy(), progress=rb.print_progress()))
@@ -121,12 +116,12 @@ def run(where: Cluster, *, cases: int, per_case: int, long_cases: int, long_per_
     # 5. the HTTP edge on fresh, small topics: the adapter's start-up read of every view it serves
     #    (issue 13) must not be what this figure measures
     if only in (None, "edge"):
-        cat4, env4 = _fresh(where)
+        cat4, env4 = fresh(where)
         produce(kafka, cat4, case_events(edge.cases, 2, "a"))
         _edge(kafka, cat4, env4, logdir, edge, out, broker=broker_pid(where))
     # 6. the adapter's restart with its read model holding many views
     if only in (None, "restart"):
-        cat5, env5 = _fresh(where)
+        cat5, env5 = fresh(where)
         _restart(kafka, cat5, env5, logdir, out)
     return out
 
@@ -192,7 +187,7 @@ def _timed_start(env: dict[str, str], logdir: Path) -> tuple[float, float, int]:
 def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases: int, per_case: int, long_cases: int,
                long_per_case: int, rss_cases: int, logdir: Path) -> None:
     # 1. the burst on fresh topics, produced before anything reads it
-    cat, env = _fresh(where)
+    cat, env = fresh(where)
     n, secs = produce(kafka, cat, case_events(cases, per_case, "a"))
     out["events"] = n
     out["produce_events_per_s"] = n / secs
@@ -222,7 +217,7 @@ def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases
     finally:
         proc.stop()
     # 3b. long cases on fresh topics
-    cat2, env2 = _fresh(where)
+    cat2, env2 = fresh(where)
     n2, _ = produce(kafka, cat2, case_events(long_cases, long_per_case, "l"))
     proc = ProcessorRun(kafka, cat2, env2, logdir)
     try:
@@ -232,7 +227,7 @@ def _processor(where: Cluster, kafka: KafkaAccess, out: dict[str, Any], *, cases
     finally:
         proc.stop()
     # 3c. scale-out: two instances in one group on fresh topics (the same burst), on the same cores
-    cat3, env3 = _fresh(where)
+    cat3, env3 = fresh(where)
     n3, _ = produce(kafka, cat3, case_events(cases, per_case, "s"))
     runs = [ProcessorRun(kafka, cat3, env3, logdir, instance=suffix) for suffix in ("", "-2")]
     try:

@@ -13,6 +13,11 @@ def report(f: dict[str, Any]) -> str:
     lines = [f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}"]
     if "processor_events_per_s" in f:
         lines += _processor_report(f)
+    if "processor_three_nodes_events_per_s" in f:
+        one, three = f["processor_one_node_events_per_s"], f["processor_three_nodes_events_per_s"]
+        lines += [f"processor, one node:              {one:>10,.0f} events/s",
+                  (f"processor, three nodes:           {three:>10,.0f} events/s = {three / one:.2f}x one node "
+                   "(replication factor 3, min ISR 2; the same burst, the same 2 cores)")]
     if "rebuild_seconds" in f:
         lines.append(f"views rebuild:                    {f['rebuild_events']:,} events in {f['rebuild_seconds']:.0f} s "
                      f"({f['rebuild_events'] / f['rebuild_seconds']:,.0f} events/s)")

@@ -16,7 +16,7 @@ from parcours.errors import ParcoursError
 
 def broker(args: argparse.Namespace) -> int:
     from parcours.bootstrap import embedded_broker
-    from parcours.devbroker.broker import fetch_jars
+    from parcours.devbroker.jars import fetch_jars
     from parcours.settings import get_settings
 
     s = get_settings()
@@ -26,9 +26,13 @@ def broker(args: argparse.Namespace) -> int:
         print(f"Kafka jars in {lib}: {size / 1e6:.1f} MB ({secs:.1f}s)")
     elif args.action == "start":
         t0 = time.monotonic()
-        started = broker.start(tls=args.tls or s.broker_tls)
-        print(f"Kafka broker running: bootstrap {started.bootstrap} ({started.security_protocol}), pid {started.pid}, "
-              f"data in {started.folder} ({time.monotonic() - t0:.1f}s)")
+        started = broker.start(tls=args.tls or s.broker_tls, nodes=args.nodes or s.broker_nodes)
+        print(f"Kafka {_shape(started.pids)} running: bootstrap {started.bootstrap} ({started.security_protocol}), "
+              f"pids {_pids(started.pids)}, data in {started.folder} ({time.monotonic() - t0:.1f}s)")
+    elif args.action == "restart":
+        t0 = time.monotonic()
+        done = broker.rolling_restart()
+        print(f"nodes {', '.join(map(str, done))} restarted one at a time, each back in sync ({time.monotonic() - t0:.1f}s)")
     elif args.action == "stop":
         print("Kafka broker stopped" if broker.stop() else f"no Kafka broker running in {broker.folder}")
     elif args.action == "repair":
@@ -38,14 +42,27 @@ def broker(args: argparse.Namespace) -> int:
         if info is None:
             print(f"no Kafka broker running in {broker.folder}")
             return 3
-        print(f"Kafka broker running: bootstrap {info.bootstrap}, pid {info.pid}, data in {info.folder}")
+        up = broker.running_nodes()
+        down = sorted(set(info.pids) - set(up))
+        print(f"Kafka {_shape(info.pids)} running: bootstrap {info.bootstrap}, pids {_pids(info.pids)}, data in {info.folder}"
+              + (f"; nodes down: {', '.join(map(str, down))}" if down else ""))
+        if len(info.pids) > 1 and (leader := broker.active_controller()) is not None:
+            print(f"active controller: node {leader[0]} (epoch {leader[1]})")
     return 0
+
+
+def _shape(pids: dict[int, int]) -> str:
+    return "broker" if len(pids) == 1 else f"cluster of {len(pids)} nodes"
+
+
+def _pids(pids: dict[int, int]) -> str:
+    return ", ".join(f"{pid} (node {node})" for node, pid in sorted(pids.items())) if len(pids) > 1 else str(next(iter(pids.values())))
 
 
 def repair(dry_run: bool) -> int:
     """Abort the hanging transactions an unclean broker restart left (ops/transactions.py)."""
     from parcours.bootstrap import cluster
-    from parcours.devbroker.broker import fetch_jars
+    from parcours.devbroker.jars import fetch_jars
     from parcours.ops.transactions import Transactions
     from parcours.security.credentials import ADMIN
     from parcours.settings import get_settings
@@ -65,13 +82,12 @@ def topics(args: argparse.Namespace) -> int:
     from parcours.topology import admin, live
     from parcours.topology.catalogue import default_catalogue
 
-    cat = default_catalogue()
     if args.action == "acls":
-        for acl in cat.acls():
+        for acl in default_catalogue().acls():
             print(acl)
         return 0
     where = cluster()
-    kafka = where.access(ADMIN)
+    cat, kafka = where.catalogue(), where.access(ADMIN)
     if args.action == "plan":
         cat = asyncio.run(live.live_catalogue(kafka, cat))
         changes = asyncio.run(admin.plan(cat, kafka, where.credentials))

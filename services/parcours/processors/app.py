@@ -40,6 +40,7 @@ from parcours.processors.clock import ConsentClock
 from parcours.processors.core import RecordProcessor, Step
 from parcours.processors.errors import EngineError
 from parcours.processors.quixstate import CaseState
+from parcours.processors.watchdog import COMMIT_GUARD
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor")
@@ -369,7 +370,8 @@ class _Cadence:
                 checkpoint = context.checkpoint
                 age = time.monotonic() - getattr(checkpoint, "_created_at", time.monotonic())
                 force = age >= LIVE_COMMIT_S and not checkpoint.empty()
-            commit_checkpoint(force=force, revoking=revoking)
+            with COMMIT_GUARD:  # a commit blocked for ever in librdkafka ends the process (watchdog.py)
+                commit_checkpoint(force=force, revoking=revoking)
 
         context.commit_checkpoint = commit
         return True

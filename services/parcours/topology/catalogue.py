@@ -15,7 +15,7 @@ from typing import Any
 from parcours.contract.models import KINDS as CONTRACT_KINDS
 from parcours.contract.schemas import SchemaSet, default_schema_set
 from parcours.paths import topics_dir
-from parcours.settings import get_settings
+from parcours.settings import Settings, get_settings
 from parcours.topology.errors import CatalogueError
 from parcours.topology.registry import Registry, default_registry
 from parcours.topology.yamlfile import fields, line, load
@@ -128,15 +128,18 @@ class Catalogue:
         profile: str = "dev",
         registry: Registry | None = None,
         schemas: SchemaSet | None = None,
+        replication: str | None = None,
     ) -> Catalogue:
+        """`replication`: the profile whose replication factor and min ISR the topics get (default: `profile`)."""
         path = path or topics_dir() / "catalogue.yaml"
         registry = registry or default_registry()
         schemas = schemas or default_schema_set()
         data = load(path)
         profiles = data.get("profiles") or {}
-        if profile not in profiles:
-            raise CatalogueError(path, line(profiles), f"unknown profile {profile!r}; defined: {sorted(fields(profiles))}")
-        prof = profiles[profile]
+        for name in (profile, replication or profile):
+            if name not in profiles:
+                raise CatalogueError(path, line(profiles), f"unknown profile {name!r}; defined: {sorted(fields(profiles))}")
+        prof = profiles[replication or profile]
         rf, min_isr = prof.get("replication_factor"), prof.get("min_insync_replicas")
         if not (isinstance(rf, int) and rf >= 1 and isinstance(min_isr, int) and 1 <= min_isr <= rf):
             raise CatalogueError(path, line(prof), "replication_factor >= 1 and 1 <= min_insync_replicas <= replication_factor")
@@ -358,11 +361,15 @@ def _config(path: Path, lname: str, raw: dict[str, Any], ln: int | None) -> dict
 
 
 @lru_cache(maxsize=8)
-def _cached(prefix: str, profile: str) -> Catalogue:
-    return Catalogue.load(prefix=prefix, profile=profile)
+def _cached(prefix: str, profile: str, replication: str) -> Catalogue:
+    return Catalogue.load(prefix=prefix, profile=profile, replication=replication)
+
+
+def catalogue_for(settings: Settings) -> Catalogue:
+    """The catalogue for these settings (prefix, profile, replication), loaded once."""
+    return _cached(settings.topic_prefix, settings.profile, settings.topic_replication or settings.profile)
 
 
 def default_catalogue() -> Catalogue:
-    """The catalogue for this process's settings (prefix and profile), loaded once."""
-    s = get_settings()
-    return _cached(s.topic_prefix, s.profile)
+    """The catalogue for this process's settings, loaded once."""
+    return catalogue_for(get_settings())
