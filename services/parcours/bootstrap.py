@@ -361,6 +361,7 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
     from parcours.processors.app import claim_state_dir, create_app
     from parcours.processors.core import RecordProcessor
     from parcours.processors.statelineage import processor_topics
+    from parcours.topology import live
     from parcours.topology.registry import default_policy
 
     s = settings or get_settings()
@@ -369,7 +370,7 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
     kafka = resolve_kafka(default_catalogue().service_principal("processor"), s)
     cat = live_catalogue(kafka)
     core = RecordProcessor(cat, default_policy())
-    follow_registry(kafka, cat, core.learn)
+    live.follow_on_a_thread(kafka, cat, core.learn)
     started: list[threading.Thread] = []
 
     def build() -> Application:
@@ -383,26 +384,6 @@ def processor(metrics: ProcessorMetrics, *, state_dir: Path | None = None, commi
 
     return ProcessorService(build, folder, kafka, processor_topics(cat),
                             lambda reason: metrics.cache_discarded.labels("state", reason).inc(), lock)
-
-
-def follow_registry(kafka: KafkaAccess, catalogue: Catalogue, learn: Callable[[Catalogue], None]) -> threading.Thread:
-    """For a service whose engine runs threads (the processor): the registry followed on a thread
-    of its own; `learn` gets the catalogue of each new registry."""
-    import asyncio
-
-    from parcours.topology.live import RegistryFollower
-
-    def joined_or_left(registry: Registry) -> None:
-        catalogue.adopt(catalogue.with_registry(registry))
-        learn(catalogue)
-
-    async def run() -> None:
-        RegistryFollower(kafka, catalogue, joined_or_left).start()
-        await asyncio.Event().wait()  # as long as the process
-
-    thread = threading.Thread(target=asyncio.run, args=(run(),), name="registry", daemon=True)
-    thread.start()
-    return thread
 
 
 async def redeliver_webhooks(structure: str | None = None) -> tuple[int, int]:

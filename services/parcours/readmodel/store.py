@@ -35,10 +35,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
-from parcours.bus.errors import ClusterError
-from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.bus.kafkaio import TAIL_STALL_CHECK_S, KafkaAccess, keep_tailing, partition_counts, reader, tail_stalled
 from parcours.bus.lineage import Lineage, Watch, adopt, live_lineage
 from parcours.casefile.records import assemble
 from parcours.contract.directory import DirectoryOffer
@@ -280,8 +278,8 @@ class EdgeStore:
                     progress, suspect = time.monotonic(), {}
                     await self._apply(batch, {(tp.topic, tp.partition): records[-1].offset + 1
                                               for tp, records in batch.items() if records})
-                elif time.monotonic() - progress > STALL_CHECK_S:
-                    suspect = await _stalled(consumer, parts, suspect)
+                elif time.monotonic() - progress > TAIL_STALL_CHECK_S:
+                    suspect = await tail_stalled(consumer, parts, suspect)
                     progress = time.monotonic()
                 if pending:
                     for tp in list(pending):
@@ -384,23 +382,3 @@ class EdgeStore:
         async with self.changed:
             self.changed.notify_all()
 
-
-#: a tail that read nothing for this long checks it is not stuck behind the end offsets
-STALL_CHECK_S = 10.0
-
-
-async def _stalled(consumer: Any, parts: list[TopicPartition], suspect: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-    """The partitions with records past this consumer's position, and that position; raise (the
-    tail is then started again with a new consumer) when one of them did not move since the last
-    check (`suspect`): aiokafka's fetcher was seen to stop for good, silently, after the broker
-    leading some of its partitions was SIGKILLed (three-node cluster,
-    tests/integration/test_cluster.py), while the new leaders served them."""
-    try:
-        ends = await asyncio.wait_for(consumer.end_offsets(parts), STALL_CHECK_S)
-    except (TimeoutError, KafkaError) as exc:
-        raise ClusterError(f"read model: end offsets unreadable ({type(exc).__name__})") from exc
-    behind = {tp: pos for tp in parts if (pos := await consumer.position(tp)) < ends[tp]}
-    stuck = [tp for tp, pos in behind.items() if suspect.get(tp) == pos]
-    if stuck:
-        raise ClusterError(f"read model tail stalled behind the end of {len(stuck)} partitions for {2 * STALL_CHECK_S:.0f} s")
-    return behind

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -183,3 +184,19 @@ class RegistryFollower:
             await result
         async with self.applied:
             self.applied.notify_all()
+
+
+def follow_on_a_thread(kafka: KafkaAccess, catalogue: Catalogue, learn: Callable[[Catalogue], None]) -> threading.Thread:
+    """For a service whose engine runs threads (the processor): the registry followed on a thread
+    of its own; `catalogue` adopts each new registry and `learn` gets it."""
+    def joined_or_left(registry: Registry) -> None:
+        catalogue.adopt(catalogue.with_registry(registry))
+        learn(catalogue)
+
+    async def run() -> None:
+        RegistryFollower(kafka, catalogue, joined_or_left).start()
+        await asyncio.Event().wait()  # as long as the process
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="registry", daemon=True)
+    thread.start()
+    return thread
