@@ -158,7 +158,7 @@ class WebhookDelivery:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(keep_tailing(self._run, "webhooks"), name="webhooks")
+        self._task = asyncio.create_task(keep_tailing(lambda _: self._run(), "webhooks", silence_s=None), name="webhooks")
 
     async def follow(self) -> None:
         """Deliver to the structures the store follows now (the registry changed)."""

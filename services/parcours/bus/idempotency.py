@@ -29,7 +29,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from parcours.bus.errors import KeyReused, NotCaughtUp
-from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, reader
+from parcours.bus.kafkaio import KafkaAccess, Pulse, keep_tailing, partition_counts, reader, release
 from parcours.bus.lineage import Watch, live_lineage
 from parcours.bus.publisher import Publisher
 
@@ -128,7 +128,8 @@ class IdempotencyClaims:
     async def _run(self) -> None:
         await keep_tailing(self._tail, "idempotency")
 
-    async def _tail(self) -> None:
+    async def _tail(self, pulse: Pulse) -> None:
+        pulse.at("metadata")
         count = (await partition_counts(self.kafka, [self.topic])).get(self.topic, 0)
         if not count:  # the topic does not exist (yet, or again, being created anew): the next tail looks again
             self.caught_up.clear()
@@ -136,6 +137,7 @@ class IdempotencyClaims:
             return
         parts = [TopicPartition(self.topic, p) for p in range(count)]
         consumer = reader(self.kafka)
+        pulse.at("connect")
         await consumer.start()
         try:
             consumer.assign(parts)
@@ -148,9 +150,11 @@ class IdempotencyClaims:
             self._until.clear()
             watch = Watch(self.kafka, [self.topic], await live_lineage(self.kafka, [self.topic]))
             while True:
+                pulse.at("lineage")
                 if changed := await watch.due_change():
                     log.warning("idempotency claims read again", extra={"reason": changed})
                     return
+                pulse.at("fetch")
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 async with self._progress:
                     for records in batch.values():
@@ -170,4 +174,4 @@ class IdempotencyClaims:
                         self.caught_up.set()
                     self._progress.notify_all()
         finally:
-            await consumer.stop()
+            await release(consumer)

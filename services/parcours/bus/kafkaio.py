@@ -121,18 +121,61 @@ def reader(kafka: KafkaAccess, **overrides: Any) -> AIOKafkaConsumer:
                             isolation_level="read_committed", **overrides)
 
 
-async def keep_tailing(tail: Callable[[], Awaitable[None]], what: str) -> None:
+#: a tail that gave no sign of life (`Pulse.at`) for this long is stuck in a call that will not
+#: return: it is cancelled and started again
+TAIL_SILENCE_S = 60.0
+#: how long a cancelled tail may take to let go of its consumer
+_TAIL_RELEASE_S = 10.0
+
+
+class Pulse:
+    """A tail's sign of life: `at(step)` before each step that waits on Kafka or the disk."""
+
+    def __init__(self) -> None:
+        self.step, self.since = "start", time.monotonic()
+
+    def at(self, step: str) -> None:
+        self.step, self.since = step, time.monotonic()
+
+
+async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, silence_s: float | None = TAIL_SILENCE_S) -> None:
     """Run `tail` (a reader that follows topics) again whenever anything interrupts it: Kafka
-    (also wrapped, as `ClusterError`: a broker unreachable at start), the disk of a read model.
-    A tail that ended for good would leave its service serving stale data while it looks alive."""
+    (also wrapped, as `ClusterError`: a broker unreachable at start), the disk of a read model,
+    or a call that never returns (no `Pulse.at` for `silence_s`: aiokafka was seen to hang for
+    good after a broker's SIGKILL). A tail that ended for good would leave its service serving
+    stale data while it looks alive."""
     while True:
+        pulse = Pulse()
+        task = asyncio.ensure_future(tail(pulse))
         try:
-            await tail()
+            while not task.done():
+                await asyncio.wait({task}, timeout=5.0 if silence_s is None else min(5.0, silence_s))
+                if silence_s is not None and not task.done() and time.monotonic() - pulse.since > silence_s:
+                    log.warning(f"{what} tail silent; started again", extra={"step": pulse.step, "silent_s": round(time.monotonic() - pulse.since)})
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=_TAIL_RELEASE_S)
+                    break
+            else:
+                task.result()
+                continue  # it ended by itself (its topics changed): at once again
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait({task}, timeout=_TAIL_RELEASE_S)
+            raise
         except Exception as exc:  # noqa: BLE001 - whatever stopped it, the tail must go on
             expected = isinstance(exc, (KafkaError, OSError, ClusterError))
+            # the reason of Kafka's and the disk's errors only: another error's text may quote a record
             log.log(logging.WARNING if expected else logging.ERROR, f"{what} tail interrupted; retrying",
-                    extra={"error": type(exc).__name__})
-            await asyncio.sleep(1)
+                    extra={"error": type(exc).__name__, **({"reason": str(exc)[:200]} if expected else {})})
+        await asyncio.sleep(1)
+
+
+async def release(consumer: AIOKafkaConsumer) -> None:
+    """Stop a tail's consumer, giving up after a while (its stop was seen to hang after a broker's SIGKILL)."""
+    try:
+        await asyncio.wait_for(consumer.stop(), _TAIL_RELEASE_S)
+    except TimeoutError:
+        log.warning("consumer did not stop in time; left to the garbage collector")
 
 
 async def _partitions(kafka: KafkaAccess, topics: list[str], only: Collection[int] | None) -> list[TopicPartition]:

@@ -104,18 +104,21 @@ def describe(kafka: KafkaAccess, topics: list[str], timeout_s: float = 15.0) -> 
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({**kafka.librdkafka(), "log_level": 3})
+    wait = timeout_s + 5  # librdkafka's futures were seen never to complete (confluent-kafka-python #833)
     try:
-        cluster: Any = admin.describe_cluster(request_timeout=timeout_s).result()
+        cluster: Any = admin.describe_cluster(request_timeout=timeout_s).result(timeout=wait)
         found: dict[str, str] = {}
         if topics:
             for name, future in admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout_s).items():
                 try:
-                    found[name] = str(future.result().topic_id)
+                    found[name] = str(future.result(timeout=wait).topic_id)
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                         raise
     except KafkaException as exc:
         raise ClusterError(f"describing the cluster and {len(topics)} topics: {exc.args[0].str()}") from exc
+    except TimeoutError as exc:
+        raise ClusterError(f"describing the cluster and {len(topics)} topics: no answer in {wait:.0f} s") from exc
     return Lineage(str(cluster.cluster_id), found)
 
 

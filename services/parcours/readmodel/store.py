@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 
-from parcours.bus.kafkaio import TAIL_STALL_CHECK_S, KafkaAccess, keep_tailing, partition_counts, reader, tail_stalled
+from parcours.bus.kafkaio import TAIL_STALL_CHECK_S, KafkaAccess, Pulse, keep_tailing, partition_counts, reader, release, tail_stalled
 from parcours.bus.lineage import Lineage, Watch, adopt, live_lineage
 from parcours.casefile.records import assemble
 from parcours.contract.directory import DirectoryOffer
@@ -243,9 +243,10 @@ class EdgeStore:
         # each batch is one transaction with its positions: after any failure it resumes where the file stands
         await keep_tailing(self._tail, "read model")
 
-    async def _tail(self) -> None:
+    async def _tail(self, pulse: Pulse) -> None:
         self.caught_up.clear()  # not ready until this tail has read up to the end offsets again
         topics = list(self._routes)
+        pulse.at("metadata")
         counts = await partition_counts(self.kafka, topics)
         if len(counts) < len(topics):  # a topic not there (yet, or again, being created anew): look again
             log.log(logging.INFO if self._waited else logging.WARNING, "read model waiting for its topics",
@@ -256,10 +257,13 @@ class EdgeStore:
         self._waited = False
         parts = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
         consumer = reader(self.kafka, max_partition_fetch_bytes=16 * 1024 * 1024)
+        pulse.at("connect")
         await consumer.start()
         try:
             consumer.assign(parts)
+            pulse.at("end offsets")
             end = await consumer.end_offsets(parts)
+            pulse.at("positions")
             stored = await self._position(consumer, parts, end)
             pending = {tp for tp in parts if end[tp] > stored.get((tp.topic, tp.partition), 0)}
             synced = await self._synced(consumer, parts) if not pending else 0.0
@@ -269,18 +273,23 @@ class EdgeStore:
                     self._moved = False
                     log.info("read model follows other structures", extra={"structures": len(self.slugs)})
                     return
+                pulse.at("lineage")
                 changed = await self._watch.due_change() if self._watch else None
                 if changed:  # the next tail checks the lineage again: a new incarnation is read from scratch
                     log.warning("read model: the topics it reads changed; reading them again", extra={"reason": changed})
                     return
+                pulse.at("fetch")
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
                 if batch:
                     progress, suspect = time.monotonic(), {}
+                    pulse.at("apply")
                     await self._apply(batch, {(tp.topic, tp.partition): records[-1].offset + 1
                                               for tp, records in batch.items() if records})
                 elif time.monotonic() - progress > TAIL_STALL_CHECK_S:
+                    pulse.at("stall check")
                     suspect = await tail_stalled(consumer, parts, suspect)
                     progress = time.monotonic()
+                pulse.at("sync")
                 if pending:
                     for tp in list(pending):
                         if await consumer.position(tp) >= end[tp]:
@@ -290,7 +299,7 @@ class EdgeStore:
                 elif time.monotonic() - synced > SYNC_STAMP_S:
                     synced = await self._synced(consumer, parts)
         finally:
-            await consumer.stop()
+            await release(consumer)
 
     async def _position(self, consumer: Any, parts: list[TopicPartition], end: dict[TopicPartition, int]) -> dict[tuple[str, int], int]:
         """Seek each partition to the position stored with the data (a partition never read: its

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from parcours.bus.kafkaio import KafkaAccess, keep_tailing, partition_counts, read_compacted, reader
+from parcours.bus.kafkaio import KafkaAccess, Pulse, keep_tailing, partition_counts, read_compacted, reader, release
 from parcours.security.credentials import CredentialStore
 from parcours.topology import admin
 from parcours.topology.catalogue import Catalogue
@@ -148,7 +148,8 @@ class RegistryFollower:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _tail(self) -> None:
+    async def _tail(self, pulse: Pulse) -> None:
+        pulse.at("metadata")
         if not (await partition_counts(self.kafka, [self.topic])).get(self.topic):
             await asyncio.sleep(1)  # not there yet: `topics apply` creates it
             return
@@ -161,6 +162,7 @@ class RegistryFollower:
             records: dict[str, dict[str, Any]] = {}
             end = (await consumer.end_offsets([part]))[part]
             while True:
+                pulse.at("fetch")
                 batch = await consumer.getmany(timeout_ms=500, max_records=1000)
                 for r in batch.get(part, []):
                     if r.key is not None and r.value is not None:
@@ -169,7 +171,7 @@ class RegistryFollower:
                     await self._changed(dict(records))
 
         finally:
-            await consumer.stop()
+            await release(consumer)
 
     async def _changed(self, records: dict[str, dict[str, Any]]) -> None:
         try:

@@ -1,0 +1,80 @@
+"""A tail goes on whatever stops it: an error, or a call that never returns (no sign of life)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from parcours.bus.errors import ClusterError
+from parcours.bus.kafkaio import Pulse, keep_tailing
+
+
+async def test_a_tail_silent_past_the_limit_is_cancelled_and_started_again(caplog: pytest.LogCaptureFixture) -> None:
+    starts: list[int] = []
+    released: list[int] = []
+    third = asyncio.Event()
+
+    async def tail(pulse: Pulse) -> None:
+        starts.append(len(starts))
+        if len(starts) == 3:
+            third.set()
+        pulse.at("fetch")
+        try:
+            await asyncio.Event().wait()  # a call that never returns, as aiokafka's after a broker's SIGKILL
+        finally:
+            released.append(len(starts))
+
+    caplog.set_level(logging.WARNING, "parcours.kafka")
+    runner = asyncio.create_task(keep_tailing(tail, "test", silence_s=0.2))
+    await asyncio.wait_for(third.wait(), 10)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    assert released == [1, 2, 3]  # each start's consumer let go, the last one's when the service stops
+    silent = [r for r in caplog.records if r.getMessage() == "test tail silent; started again"]
+    assert len(silent) >= 2
+    assert {r.__dict__["step"] for r in silent} == {"fetch"}  # the step it hung in, named
+
+
+async def test_a_tail_that_beats_is_left_alone_and_one_that_fails_is_retried(caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[str] = []
+    done = asyncio.Event()
+
+    async def tail(pulse: Pulse) -> None:
+        runs.append("run")
+        if len(runs) == 1:
+            for _ in range(6):  # 0.3 s in all, twice the silence allowed, with a beat every 0.05 s
+                pulse.at("fetch")
+                await asyncio.sleep(0.05)
+            raise ClusterError("broker away")
+        done.set()
+        await asyncio.Event().wait()
+
+    caplog.set_level(logging.WARNING, "parcours.kafka")
+    runner = asyncio.create_task(keep_tailing(tail, "test", silence_s=0.15))
+    await asyncio.wait_for(done.wait(), 10)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    messages = [(r.getMessage(), r.__dict__.get("reason")) for r in caplog.records]
+    assert ("test tail interrupted; retrying", "broker away") in messages
+    assert not any(m == "test tail silent; started again" for m, _ in messages)
+
+
+async def test_a_tail_that_ends_by_itself_starts_again_at_once() -> None:
+    runs = 0
+    third = asyncio.Event()
+
+    async def tail(pulse: Pulse) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 3:
+            third.set()
+            await asyncio.Event().wait()
+
+    runner = asyncio.create_task(keep_tailing(tail, "test"))
+    try:
+        await asyncio.wait_for(third.wait(), 0.9)  # within the 1 s pause taken after a failure: none was taken
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
