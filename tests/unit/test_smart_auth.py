@@ -202,6 +202,9 @@ async def test_the_token_endpoint_over_http_answers_oauth_errors_and_names_itsel
         assert (r.status_code, r.json()["error"]) == (400, "unsupported_grant_type")
         r = await c.post("/v1/cases/c1/messages", content=b"{", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 403  # a read-only token
+        documented = (await c.get("/openapi.json")).json()["paths"]["/auth/token"]["post"]["responses"]
+    for status in ("400", "401"):  # OAuth's error shape, as answered (the API fuzz checks answers against it)
+        assert documented[status]["content"]["application/json"]["schema"]["$ref"].endswith("/OAuthErrorBody")
 
 
 async def test_an_external_issuers_tokens_are_checked_with_the_keys_its_discovery_names() -> None:

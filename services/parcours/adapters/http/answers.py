@@ -40,6 +40,21 @@ class ErrorBody(BaseModel):
     fields: list[FieldError] | None = None
 
 
+class OAuthErrorBody(BaseModel):
+    """A token request refused, as OAuth 2.0 answers it (RFC 6749 section 5.2)."""
+
+    error: str
+    error_description: str
+
+
+#: the token endpoint's refusals, in the OpenAPI document (OAuth's shape, not ErrorBody)
+OAUTH_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": OAuthErrorBody, "description": "the request is not a valid client_credentials grant (`error`: invalid_request, "
+                                                   "unsupported_grant_type, invalid_scope, ...)"},
+    401: {"model": OAuthErrorBody, "description": "the client assertion is refused (`error`: invalid_client)"},
+}
+
+
 #: the refusals any route may answer, in the OpenAPI document
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

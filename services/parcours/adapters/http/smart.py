@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from parcours.adapters.auth import JWKS_PATH, SMART_PATHS, TOKEN_PATH
 from parcours.adapters.errors import NotFound, PayloadTooLarge
+from parcours.adapters.http.answers import OAUTH_ERROR_RESPONSES
 from parcours.adapters.http.deps import Adapter
 from parcours.auth.errors import InvalidRequest
 
@@ -27,7 +28,7 @@ def smart_routes(app: FastAPI, adapter: Adapter) -> None:
         app.add_api_route(path, auth.smart_configuration, methods=["GET"], tags=["auth"], name=f"smart_configuration{path.count('/')}",
                           summary="SMART App Launch discovery: the token endpoint, its methods, the scopes")
 
-    @app.post(TOKEN_PATH, tags=["auth"], name="token")
+    @app.post(TOKEN_PATH, tags=["auth"], name="token", responses=OAUTH_ERROR_RESPONSES)
     async def token(request: Request) -> JSONResponse:
         """SMART Backend Services: a `client_credentials` grant authenticated by a signed
         `client_assertion` (`private_key_jwt`, ES384 or RS384), form-encoded; answers an access
