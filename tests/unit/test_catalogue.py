@@ -165,3 +165,13 @@ def test_retention_comes_from_named_policies_and_production_keeps_no_event_forev
     unknown = CATALOGUE.replace("retention: clock\n", "retention: forever_and_ever\n")
     with pytest.raises(CatalogueError, match="unknown retention policy 'forever_and_ever'"):
         _load_with(tmp_path, unknown)
+
+
+def test_a_registry_change_keeps_the_replication_the_catalogue_was_loaded_with() -> None:
+    """A three-node cluster replicates as production does while its profile stays dev: a structure
+    joining must not make every topic look drifted (replication 1) to `topics apply`."""
+    cat = Catalogue.load(prefix="t", replication="production")
+    again = cat.with_registry(cat.registry)
+    assert {t.replication_factor for t in cat.topics.values()} == {3}
+    assert {t.replication_factor for t in again.topics.values()} == {3}
+    assert again.profile == "dev"

@@ -109,10 +109,13 @@ class Catalogue:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     #: the file it was read from
     source: Path | None = None
+    #: the profile whose replication factor and min ISR its topics get ("": `profile`'s)
+    replication: str = ""
 
     def with_registry(self, registry: Registry) -> Catalogue:
         """The same catalogue for another registry (structures joined or left)."""
-        return Catalogue.load(self.source, prefix=self.prefix, profile=self.profile, registry=registry)
+        return Catalogue.load(self.source, prefix=self.prefix, profile=self.profile, registry=registry,
+                              replication=self.replication or None)
 
     def adopt(self, other: Catalogue) -> None:
         """Become `other` in place: every part of a running service holding this catalogue sees
@@ -215,7 +218,8 @@ class Catalogue:
         missing = set(schemas.versions) - set(event_topic)
         if missing:
             raise CatalogueError(path, line(raw_topics), f"no topic carries {sorted(missing)}")
-        return cls(prefix, profile, topics, registry, logical, event_topic, _services(path, data.get("services")), path)
+        return cls(prefix, profile, topics, registry, logical, event_topic, _services(path, data.get("services")), path,
+                   replication or "")
 
     # --- questions the services ask -----------------------------------------------------
     def topic(self, logical_name: str) -> TopicSpec:
