@@ -242,12 +242,20 @@ async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int =
         await consumer.stop()
 
 
-async def partition_counts(kafka: KafkaAccess, topics: list[str]) -> dict[str, int]:
-    """Partitions per existing topic (missing topics are left out)."""
+async def partition_counts(kafka: KafkaAccess, topics: list[str], attempts: int = 6) -> dict[str, int]:
+    """Partitions per existing topic (missing topics are left out). aiokafka asks a node drawn at
+    random: one that is down (a node of a cluster restarting) is drawn again, a few times."""
     admin = AIOKafkaAdminClient(**kafka.aiokafka())
     try:
         await admin.start()
-        described = await admin.describe_topics(topics)
+        for attempt in range(1, attempts + 1):
+            try:
+                described = await admin.describe_topics(topics)
+                break
+            except KafkaError as exc:
+                if not exc.retriable or attempt == attempts:
+                    raise
+                await asyncio.sleep(0.25 * attempt)
     except KafkaError as exc:
         raise ClusterError(f"describing {topics}: {exc}") from exc
     finally:
