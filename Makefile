@@ -72,7 +72,7 @@ demo: $(STAMP) broker-jars ## run the demo scenario, print every structure's vie
 	$(BIN)/parcours demo
 
 test: system-deps $(STAMP) broker-jars fhir-validator asyncapi-tools lint ## lint, then every test tier (unit, integration on a real broker, e2e, FHIR conformance)
-	$(BIN)/pytest -q --durations=25 tests
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25 tests
 
 test-unit: $(STAMP) ## the fast pure tests only
 	$(BIN)/pytest -q tests/unit
