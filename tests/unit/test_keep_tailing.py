@@ -78,3 +78,29 @@ async def test_a_tail_that_ends_by_itself_starts_again_at_once() -> None:
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_cancellation_from_inside_the_tail_does_not_end_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A library raising CancelledError out of a call (not a stop of the service) must not end
+    the tail for good: it is started again, and said."""
+    runs = 0
+    second = asyncio.Event()
+
+    async def tail(pulse: Pulse) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            pulse.at("fetch")
+            raise asyncio.CancelledError  # as from inside a client's call
+        second.set()
+        await asyncio.Event().wait()
+
+    caplog.set_level(logging.WARNING, "parcours.kafka")
+    runner = asyncio.create_task(keep_tailing(tail, "test"))
+    try:
+        await asyncio.wait_for(second.wait(), 10)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert any(r.getMessage() == "test tail cancelled from within; started again" for r in caplog.records)
+    assert runner.cancelled()  # a stop of the service still ends it

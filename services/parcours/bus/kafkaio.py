@@ -141,8 +141,9 @@ class Pulse:
 async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, silence_s: float | None = TAIL_SILENCE_S) -> None:
     """Run `tail` (a reader that follows topics) again whenever anything interrupts it: Kafka
     (also wrapped, as `ClusterError`: a broker unreachable at start), the disk of a read model,
-    or a call that never returns (no `Pulse.at` for `silence_s`: aiokafka was seen to hang for
-    good after a broker's SIGKILL). A tail that ended for good would leave its service serving
+    a call that never returns (no `Pulse.at` for `silence_s`: aiokafka was seen to hang for good
+    after a broker's SIGKILL), or a `CancelledError` raised inside it that was not aimed at this
+    loop (it would otherwise end the tail, silently, as a cancellation). A tail that ended for good would leave its service serving
     stale data while it looks alive."""
     while True:
         pulse = Pulse()
@@ -156,8 +157,11 @@ async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, sile
                     await asyncio.wait({task}, timeout=_TAIL_RELEASE_S)
                     break
             else:
-                task.result()
-                continue  # it ended by itself (its topics changed): at once again
+                if task.cancelled():  # a CancelledError from inside (not this loop's): it would end the tail for good
+                    log.warning(f"{what} tail cancelled from within; started again", extra={"step": pulse.step})
+                else:
+                    task.result()
+                    continue  # it ended by itself (its topics changed): at once again
         except asyncio.CancelledError:
             task.cancel()
             await asyncio.wait({task}, timeout=_TAIL_RELEASE_S)
