@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from parcours.bus.errors import ClusterError
 from parcours.bus.kafkaio import Pulse, keep_tailing
+
+
+async def _tail_until(tail: Callable[[Pulse], Awaitable[None]], event: asyncio.Event, timeout: float,
+                      **options: float) -> asyncio.Task[None]:
+    """`keep_tailing(tail)` until `event` is set (failing after `timeout` s), then stopped as a
+    service stops it; returns the stopped task."""
+    runner = asyncio.create_task(keep_tailing(tail, "test", **options))
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    return runner
 
 
 async def test_a_tail_silent_past_the_limit_is_cancelled_and_started_again(caplog: pytest.LogCaptureFixture) -> None:
@@ -27,10 +41,7 @@ async def test_a_tail_silent_past_the_limit_is_cancelled_and_started_again(caplo
             released.append(len(starts))
 
     caplog.set_level(logging.WARNING, "parcours.kafka")
-    runner = asyncio.create_task(keep_tailing(tail, "test", silence_s=0.2))
-    await asyncio.wait_for(third.wait(), 10)
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    await _tail_until(tail, third, 10, silence_s=0.2)
     assert released == [1, 2, 3]  # each start's consumer let go, the last one's when the service stops
     silent = [r for r in caplog.records if r.getMessage() == "test tail silent; started again"]
     assert len(silent) >= 2
@@ -52,10 +63,7 @@ async def test_a_tail_that_beats_is_left_alone_and_one_that_fails_is_retried(cap
         await asyncio.Event().wait()
 
     caplog.set_level(logging.WARNING, "parcours.kafka")
-    runner = asyncio.create_task(keep_tailing(tail, "test", silence_s=0.15))
-    await asyncio.wait_for(done.wait(), 10)
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    await _tail_until(tail, done, 10, silence_s=0.15)
     messages = [(r.getMessage(), r.__dict__.get("reason")) for r in caplog.records]
     assert ("test tail interrupted; retrying", "broker away") in messages
     assert not any(m == "test tail silent; started again" for m, _ in messages)
@@ -72,12 +80,7 @@ async def test_a_tail_that_ends_by_itself_starts_again_at_once() -> None:
             third.set()
             await asyncio.Event().wait()
 
-    runner = asyncio.create_task(keep_tailing(tail, "test"))
-    try:
-        await asyncio.wait_for(third.wait(), 0.9)  # within the 1 s pause taken after a failure: none was taken
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    await _tail_until(tail, third, 0.9)  # within the 1 s pause taken after a failure: none was taken
 
 
 async def test_a_cancellation_from_inside_the_tail_does_not_end_it(caplog: pytest.LogCaptureFixture) -> None:
@@ -96,11 +99,6 @@ async def test_a_cancellation_from_inside_the_tail_does_not_end_it(caplog: pytes
         await asyncio.Event().wait()
 
     caplog.set_level(logging.WARNING, "parcours.kafka")
-    runner = asyncio.create_task(keep_tailing(tail, "test"))
-    try:
-        await asyncio.wait_for(second.wait(), 10)
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+    runner = await _tail_until(tail, second, 10)
     assert any(r.getMessage() == "test tail cancelled from within; started again" for r in caplog.records)
     assert runner.cancelled()  # a stop of the service still ends it
