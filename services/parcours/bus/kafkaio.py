@@ -131,28 +131,33 @@ _TAIL_RELEASE_S = 10.0
 class Pulse:
     """A tail's sign of life: `at(step)` before each step that waits on Kafka or the disk."""
 
-    def __init__(self) -> None:
-        self.step, self.since = "start", time.monotonic()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.step, self.since = "start", clock()
 
     def at(self, step: str) -> None:
-        self.step, self.since = step, time.monotonic()
+        self.step, self.since = step, self.clock()
+
+    def silent_for(self) -> float:
+        return self.clock() - self.since
 
 
-async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, silence_s: float | None = TAIL_SILENCE_S) -> None:
+async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, silence_s: float | None = TAIL_SILENCE_S,
+                       clock: Callable[[], float] = time.monotonic) -> None:
     """Run `tail` (a reader that follows topics) again whenever anything interrupts it: Kafka
     (also wrapped, as `ClusterError`: a broker unreachable at start), the disk of a read model,
     a call that never returns (no `Pulse.at` for `silence_s`: aiokafka was seen to hang for good
     after a broker's SIGKILL), or a `CancelledError` raised inside it that was not aimed at this
     loop (it would otherwise end the tail, silently, as a cancellation). A tail that ended for good would leave its service serving
-    stale data while it looks alive."""
+    stale data while it looks alive. Silence is measured on `clock`."""
     while True:
-        pulse = Pulse()
+        pulse = Pulse(clock)
         task = asyncio.ensure_future(tail(pulse))
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=5.0 if silence_s is None else min(5.0, silence_s))
-                if silence_s is not None and not task.done() and time.monotonic() - pulse.since > silence_s:
-                    log.warning(f"{what} tail silent; started again", extra={"step": pulse.step, "silent_s": round(time.monotonic() - pulse.since)})
+                if silence_s is not None and not task.done() and pulse.silent_for() > silence_s:
+                    log.warning(f"{what} tail silent; started again", extra={"step": pulse.step, "silent_s": round(pulse.silent_for())})
                     task.cancel()
                     await asyncio.wait({task}, timeout=_TAIL_RELEASE_S)
                     break
