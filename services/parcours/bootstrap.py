@@ -194,6 +194,8 @@ class AuthConfig:
 
     issuer_secret: SecretStr
     public_url: str = "http://127.0.0.1:0"
+    #: other issuer secrets whose tokens are accepted (a key being rotated in or out), never used to sign
+    accepted_secrets: tuple[SecretStr, ...] = ()
     static_tokens: bool = True
     oidc_issuer: str = ""
     audience: str = "urn:parcours:{prefix}:adapter-{kind}"
@@ -219,9 +221,10 @@ def build_edge_auth(kind: str, catalogue: Catalogue, claims: JtiLedger, config: 
         return EdgeAuth(kind, catalogue, external, None, config.static_tokens, config.public_url, discovery=discovery,
                         admin_token_sha256=config.admin_token_sha256)
     key = IssuerKey(config.issuer_secret)
-    keys, issuer = KeySet([key.key]), f"urn:parcours:{catalogue.prefix}"
+    accepted = tuple(IssuerKey(s) for s in config.accepted_secrets if s.get_secret_value() != config.issuer_secret.get_secret_value())
+    keys, issuer = KeySet([key.key, *(k.key for k in accepted)]), f"urn:parcours:{catalogue.prefix}"
     tokens = AccessTokens(lambda: keys, issuer=issuer, audience=audience)
-    service = TokenService(catalogue, key, issuer, audience, config.public_url + TOKEN_PATH, claims, config.ttl_s)
+    service = TokenService(catalogue, key, issuer, audience, config.public_url + TOKEN_PATH, claims, config.ttl_s, accepted=accepted)
     return EdgeAuth(kind, catalogue, tokens, service, config.static_tokens, config.public_url,
                     admin_token_sha256=config.admin_token_sha256)
 
@@ -297,7 +300,7 @@ def adapter(kind: str, instance: int = 0, settings: Settings | None = None, port
     cat = live_catalogue(where.access(default_catalogue().service_principal("adapter", kind)))
     production = s.profile == "production"
     secret = SecretStr("") if s.oidc_issuer else where.issuer_secret()
-    auth = AuthConfig(secret, s.public_url.format(kind=kind, port=port).rstrip("/"), static_tokens=not production,
+    auth = AuthConfig(secret, s.public_url.format(kind=kind, port=port).rstrip("/"), tuple(s.token_keys_accepted), static_tokens=not production,
                       oidc_issuer=s.oidc_issuer, audience=s.token_audience, ttl_s=s.access_token_ttl_s,
                       admin_token_sha256=s.admin_token_sha256 or ("" if production else hash_token(DEV_ADMIN_TOKEN)))
     return build_adapter(kind, cat, where.access(cat.service_principal("adapter", kind)), where.sealer(),

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     #: the embedded token issuer's signing secret (any long random string, shared by every adapter
     #: instance); in the development profile one is generated into the credential store when unset
     token_key: SecretStr | None = None
+    #: other issuer secrets whose tokens are still (or already) accepted, never used to sign: a
+    #: rotation of `token_key` without a refused token (a JSON list; see docs/security.md)
+    token_keys_accepted: list[SecretStr] = []
     #: an external OpenID issuer whose access tokens the edge accepts instead of the embedded
     #: issuer's (its keys found by discovery); its tokens name the structure in client_id/azp/sub
     oidc_issuer: str = ""

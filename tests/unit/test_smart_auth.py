@@ -130,6 +130,28 @@ async def test_the_edge_refuses_an_expired_a_foreign_or_a_tampered_token() -> No
         auth.tokens.check(token)
 
 
+async def test_the_issuers_key_is_rotated_in_three_steps_without_a_refused_token() -> None:
+    """Every instance first accepts the new key, then signs with it while accepting the old one,
+    then (a token's lifetime later) forgets the old one: at each step, a token any instance
+    issued is accepted by every instance of that step or the next."""
+    old, new = SecretStr("o" * 32), SecretStr("n" * 32)
+
+    def edge(sign: SecretStr, *accepted: SecretStr) -> Any:
+        return build_edge_auth("cpts", CAT, Ledger(), AuthConfig(sign, URL, accepted))
+
+    steps = [[edge(old)], [edge(old), edge(old, new)], [edge(old, new), edge(new, old)], [edge(new, old), edge(new)], [edge(new)]]
+    for step in steps:  # a rolling restart: two configurations live side by side
+        for issuer in step:
+            token = (await issuer.service.exchange(token_form(assertion("cpts-31-nord", ES, TOKEN_URL), "system/*.rs")))["access_token"]
+            for checker in step:
+                assert checker.tokens.check(token).slug == "cpts-31-nord"
+    signing, accepting = edge(new, old), edge(old)
+    assert [k["kid"] for k in signing.service.jwks()["keys"]] == [signing.service.key.kid, accepting.service.key.kid]
+    leftover = (await accepting.service.exchange(token_form(assertion("cpts-31-nord", ES, TOKEN_URL), "system/*.rs")))["access_token"]
+    with pytest.raises(TokenRefused, match="does not verify"):  # the old key forgotten: its tokens refused
+        edge(new).tokens.check(leftover)
+
+
 def _guarded(auth: Any) -> FastAPI:
     app = FastAPI()
 

@@ -70,7 +70,7 @@ def key_of(jwks: Iterable[Mapping[str, Any]], kid: str | None, alg: str | None) 
 
 
 class IssuerKey:
-    """The embedded issuer's signing key, derived from a secret; `public` is its JWKS."""
+    """The embedded issuer's signing key, derived from a secret."""
 
     def __init__(self, secret: SecretStr) -> None:
         seed = int.from_bytes(hashlib.sha256(b"parcours-issuer\n" + secret.get_secret_value().encode()).digest())
@@ -79,7 +79,3 @@ class IssuerKey:
         kid = self.key.thumbprint()
         self.key = jwk.ECKey.import_key(private, {"kid": kid, "alg": ACCESS_TOKEN_ALGORITHM, "use": "sig"})
         self.kid = kid
-
-    @property
-    def public(self) -> dict[str, Any]:
-        return {"keys": [self.key.as_dict(private=False)]}

@@ -73,6 +73,12 @@ class TokenService:
     jtis: JtiLedger
     ttl_s: int = 300
     now: Callable[[], float] = time.time
+    #: keys whose tokens are accepted too (a rotation in or out), never used to sign
+    accepted: tuple[IssuerKey, ...] = ()
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys that check this issuer's tokens: the signing key first."""
+        return {"keys": [k.key.as_dict(private=False) for k in (self.key, *self.accepted)]}
 
     async def exchange(self, form: Mapping[str, str]) -> dict[str, Any]:
         """The token response (RFC 6749 section 5.1) for a token request's form."""

@@ -53,4 +53,4 @@ def smart_routes(app: FastAPI, adapter: Adapter) -> None:
         """The embedded issuer's public keys: what checks the access tokens it signs."""
         if auth.service is None:
             raise NotFound(f"tokens come from {auth.tokens.issuer}")
-        return auth.service.key.public
+        return auth.service.jwks()
