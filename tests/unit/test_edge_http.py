@@ -115,3 +115,12 @@ async def test_each_adapter_serves_its_kinds_asyncapi_document_without_a_token()
     assert one.json()["channels"]["inbox"]["parameters"]["structure"]["enum"] == ["crt-31-nord"]
     assert other.status_code == 404
     assert _shape(other)["error"] == "not_found"
+
+
+async def test_not_ready_while_its_read_model_does_not_follow_kafka() -> None:
+    """Without its lifespan the read model's tail never started: the adapter is not ready, and says
+    why before it even asks Kafka (a tail that ended would serve stale views while looking alive)."""
+    async with _client("dac") as c:
+        r = await c.get("/readyz")
+    assert r.status_code == 503
+    assert "not following Kafka" in _shape(r)["message"]

@@ -63,6 +63,11 @@ class IdempotencyClaims:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="idempotency-claims")
 
+    @property
+    def following(self) -> bool:
+        """Is its tail running (it ends only when the service stops)?"""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

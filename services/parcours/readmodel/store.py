@@ -194,6 +194,11 @@ class EdgeStore:
         self._open()
         self._task = asyncio.create_task(self._run(), name="edge-store")
 
+    @property
+    def following(self) -> bool:
+        """Is its tail running (it ends only when the service stops)?"""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()

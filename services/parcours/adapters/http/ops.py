@@ -21,6 +21,8 @@ def ops_routes(app: FastAPI, adapter: Adapter) -> None:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> dict[str, Any]:
+        if not (store.following and adapter.claims.following):
+            raise NotReady("the read model or the idempotency ledger is not following Kafka")
         if not await adapter.publisher.ping():
             raise NotReady("Kafka is unreachable")
         if not store.caught_up.is_set():
