@@ -98,9 +98,10 @@ class Stack:
     def url(self, kind: str) -> str:
         return f"http://127.0.0.1:{self.ports[kind]}"
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """`parcours <args>` as the service `name`, with the stack's environment (and `env` over it)."""
         with (self.logdir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env=self.env,
+            proc = subprocess.Popen([sys.executable, "-m", "parcours.cli", *args], env={**self.env, **(env or {})},
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
@@ -110,11 +111,11 @@ class Stack:
         self.spawn(name, "processor", "--metrics-port", str(self.ports[name]),
                    "--state-dir", str(self.logdir / f"state-{name}"))
 
-    def start_adapter(self, kind: str, instance: int = 0) -> str:
+    def start_adapter(self, kind: str, instance: int = 0, env: dict[str, str] | None = None) -> str:
         """An adapter of `kind` (instance 0: named after its kind; others `<kind>-<instance>`)."""
         name = kind if instance == 0 else f"{kind}-{instance}"
         self.ports[name] = free_port()
-        self.spawn(f"adapter-{name}", "adapter", kind, "--port", str(self.ports[name]), "--instance", str(instance))
+        self.spawn(f"adapter-{name}", "adapter", kind, "--port", str(self.ports[name]), "--instance", str(instance), env=env)
         return name
 
     def start(self, validator: bool = True) -> None:

@@ -1,7 +1,7 @@
 """Partners sign in as the FHIR ecosystem expects and join or leave while the stack runs (one
 stack for the module): a structure onboarded with `parcours structures add` gets an access token
 for a signed assertion and posts a referral its recipient sees; a replayed assertion is refused by
-the shared jti ledger; its key is rotated without a failed request; once removed, its token gets
+the shared jti ledger, also when sent to two instances at once; its key is rotated without a failed request; once removed, its token gets
 401 and its Kafka client is refused, while its case stays with the recipient."""
 
 from __future__ import annotations
@@ -96,6 +96,30 @@ async def test_a_structure_onboarded_while_running_posts_a_referral_its_recipien
     assert first.status_code == 200, first.text
     assert (again.status_code, again.json()["error"]) == (401, "invalid_client")
     assert "jti" in again.json()["error_description"]
+
+
+async def test_two_instances_behind_one_url_share_the_issuer_and_the_jti_ledger(
+        stack: Stack, client: httpx.AsyncClient, keyfile: tuple[Any, Path]) -> None:
+    """Two CPTS instances behind one public URL (a load balancer's): a token issued by one is
+    honoured by the other, and one assertion sent to both at once is exchanged by one only."""
+    key, _ = keyfile
+    partner = Partner(stack, client, key)
+    second = stack.url(stack.start_adapter("cpts", instance=1, env={"PARCOURS_PUBLIC_URL": partner.url}))
+    try:
+        async def ready() -> bool:
+            return (await client.get(second + "/readyz")).status_code == 200
+        await eventually(ready, 60, "the second CPTS instance ready")
+        access = {"Authorization": f"Bearer {await partner.token('system/EpisodeOfCare.rs')}"}
+        assert (await client.get(second + "/v1/cases", headers=access)).status_code == 200
+        for _ in range(5):
+            signed = assertion(SLUG, key, partner.url + "/auth/token")
+            answers = await asyncio.gather(*(client.post(url + "/auth/token", data=token_form(signed, "system/*.rs"))
+                                             for url in (partner.url, second)))
+            assert sorted(r.status_code for r in answers) == [200, 401], [r.text for r in answers]
+            refused = next(r for r in answers if r.status_code == 401)
+            assert "jti" in refused.json()["error_description"]
+    finally:
+        stack.kill("adapter-cpts-1")
 
 
 async def test_its_key_is_rotated_without_a_failed_request(stack: Stack, client: httpx.AsyncClient,
