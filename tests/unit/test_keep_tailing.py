@@ -106,5 +106,8 @@ async def test_a_cancellation_from_inside_the_tail_does_not_end_it(caplog: pytes
 
     caplog.set_level(logging.WARNING, "parcours.kafka")
     runner = await _tail_until(tail, second, 10)
-    assert any(r.getMessage() == "test tail cancelled from within; started again" for r in caplog.records)
+    said = [r for r in caplog.records if r.getMessage() == "test tail cancelled from within; started again"]
+    assert len(said) == 1
+    assert said[0].__dict__["where"].startswith("test_keep_tailing.py:")  # the frame it was raised in
+    assert " tail" in said[0].__dict__["where"]
     assert runner.cancelled()  # a stop of the service still ends it

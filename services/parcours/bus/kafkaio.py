@@ -7,6 +7,7 @@ import asyncio
 import logging
 import ssl
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -163,7 +164,7 @@ async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, sile
                     break
             else:
                 if task.cancelled():  # a CancelledError from inside (not this loop's): it would end the tail for good
-                    log.warning(f"{what} tail cancelled from within; started again", extra={"step": pulse.step})
+                    log.warning(f"{what} tail cancelled from within; started again", extra={"step": pulse.step, "where": _where(task)})
                 else:
                     task.result()
                     continue  # it ended by itself (its topics changed): at once again
@@ -177,6 +178,17 @@ async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, sile
             log.log(logging.WARNING if expected else logging.ERROR, f"{what} tail interrupted; retrying",
                     extra={"error": type(exc).__name__, **({"reason": str(exc)[:200]} if expected else {})})
         await asyncio.sleep(1)
+
+
+def _where(task: asyncio.Future[None]) -> str:
+    """Where a task ended by a CancelledError raised inside it stopped: its innermost frames
+    (file, line, function: never a value)."""
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        frames = traceback.extract_tb(exc.__traceback__)[-3:]
+        return " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+    return ""
 
 
 async def release(consumer: AIOKafkaConsumer) -> None:

@@ -94,8 +94,19 @@ def change(recorded: Lineage, live: Lineage) -> str | None:
 
 
 async def live_lineage(kafka: KafkaAccess, topics: list[str]) -> Lineage:
-    """The cluster's id and the ids of those of `topics` that exist, now."""
-    return await asyncio.to_thread(describe, kafka, topics)
+    """The cluster's id and the ids of those of `topics` that exist, now.
+
+    A `CancelledError` out of the call that nobody asked for (the task is not being cancelled)
+    is a failed call, raised as ClusterError: seen after a broker's SIGKILL, when the thread's
+    call ended in `concurrent.futures.CancelledError`, which asyncio turns into its own
+    `CancelledError` in the awaiting task; left as it is, it would end the reader that asked."""
+    try:
+        return await asyncio.to_thread(describe, kafka, topics)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        raise ClusterError(f"describing the cluster and {len(topics)} topics: the call was cancelled from within") from None
 
 
 def describe(kafka: KafkaAccess, topics: list[str], timeout_s: float = 15.0) -> Lineage:
