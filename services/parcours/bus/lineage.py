@@ -97,9 +97,9 @@ async def live_lineage(kafka: KafkaAccess, topics: list[str]) -> Lineage:
     """The cluster's id and the ids of those of `topics` that exist, now.
 
     A `CancelledError` out of the call that nobody asked for (the task is not being cancelled)
-    is a failed call, raised as ClusterError: seen after a broker's SIGKILL, when the thread's
-    call ended in `concurrent.futures.CancelledError`, which asyncio turns into its own
-    `CancelledError` in the awaiting task; left as it is, it would end the reader that asked."""
+    is a failed call, raised as ClusterError: one was seen here when the call timed out after a
+    broker's SIGKILL (asyncio turns a thread's `concurrent.futures.CancelledError` into a
+    cancellation of the awaiting task); left as it is, it would end the reader that asked."""
     try:
         return await asyncio.to_thread(describe, kafka, topics)
     except asyncio.CancelledError:
