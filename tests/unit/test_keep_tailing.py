@@ -75,9 +75,15 @@ async def test_a_tail_that_beats_is_left_alone_and_one_that_fails_is_retried(cap
     assert not any(m == "test tail silent; started again" for m, _ in messages)
 
 
-async def test_a_tail_that_ends_by_itself_starts_again_at_once() -> None:
+async def test_a_tail_that_ends_by_itself_starts_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     runs = 0
     third = asyncio.Event()
+    pauses: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recorded(delay: float, *args: Any) -> Any:
+        pauses.append(delay)
+        return await sleep(delay, *args)
 
     async def tail(pulse: Pulse) -> None:
         nonlocal runs
@@ -86,7 +92,9 @@ async def test_a_tail_that_ends_by_itself_starts_again_at_once() -> None:
             third.set()
             await asyncio.Event().wait()
 
-    await _tail_until(tail, third, 0.9)  # within the 1 s pause taken after a failure: none was taken
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+    await _tail_until(tail, third, 10)
+    assert pauses == []  # no pause between the runs, as after a failure
 
 
 async def test_a_cancellation_from_inside_the_tail_does_not_end_it(caplog: pytest.LogCaptureFixture) -> None:
