@@ -110,7 +110,7 @@ async def test_the_open_loop_sends_on_schedule_whatever_the_answers() -> None:
     f = bl.open_loop_figures(samples, {}, 200)
     assert f["open_requests"] == 100
     assert f["open_accepted"] == 100
-    assert f["open_sent_per_s"] > 150
+    assert f["open_sent_per_s"] > 60  # three times a closed loop's 20/s (not 200: a loaded machine's event loop stalls)
     assert f["open_post_p50_ms"] >= delay * 1000
     assert elapsed < 5.0  # concurrent: not 100 x 200 ms = 20 s over a few connections (wide: a loaded CI machine stalls)
     assert load.connections_opened > 4  # 2 warm, then more as they are all busy
