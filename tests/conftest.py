@@ -8,11 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from parcours.bootstrap import Cluster
 from parcours.bus.kafkaio import KafkaAccess
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# no per-example time limit: the suite runs on two workers beside brokers, and a property test's
+# verdict must not depend on how loaded the machine is (speed is the benchmarks' business)
+settings.register_profile("parcours", deadline=None)
+settings.load_profile("parcours")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
