@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from parcours.bus.errors import ClusterError
-from parcours.bus.kafkaio import Pulse, keep_tailing
+from parcours.bus.kafkaio import Pulse, keep_tailing, release
 
 
 async def _tail_until(tail: Callable[[Pulse], Awaitable[None]], event: asyncio.Event, timeout: float,
@@ -119,3 +119,52 @@ async def test_a_cancellation_from_inside_the_tail_does_not_end_it(caplog: pytes
     assert said[0].__dict__["where"].startswith("test_keep_tailing.py:")  # the frame it was raised in
     assert " tail" in said[0].__dict__["where"]
     assert runner.cancelled()  # a stop of the service still ends it
+
+
+class _Consumer:
+    """An aiokafka consumer as far as `release` sees it; its stop passes on a cancellation of its
+    own, as aiokafka's `Fetcher.close` does when a fetch sleeps in its retry backoff (#647)."""
+
+    def __init__(self, stop: Callable[[], Awaitable[None]]) -> None:
+        self.stop = stop
+        self.closed = False
+        self._fetcher = type("Fetcher", (), {"_pending_tasks": []})()
+        self._client = self
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_consumer_whose_stop_raises_its_own_cancellation_is_released_and_the_error_kept(caplog: pytest.LogCaptureFixture) -> None:
+    async def leaks_a_cancellation() -> None:
+        raise asyncio.CancelledError
+
+    consumer = _Consumer(leaks_a_cancellation)
+
+    async def tail_step() -> None:  # a tail's `finally`: the error that ended it must come out
+        try:
+            raise ClusterError("broker away")
+        finally:
+            await release(consumer)
+
+    caplog.set_level(logging.WARNING, "parcours.kafka")
+    with pytest.raises(ClusterError, match="broker away"):
+        await tail_step()
+    assert consumer.closed  # what the interrupted stop left open, closed
+    assert any("aiokafka #647" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_real_cancellation_during_release_goes_through() -> None:
+    entered = asyncio.Event()
+
+    async def slow_stop() -> None:
+        entered.set()
+        await asyncio.sleep(5)
+
+    consumer = _Consumer(slow_stop)
+    task = asyncio.ensure_future(release(consumer))
+    await entered.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert not consumer.closed

@@ -26,7 +26,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from parcours.adapters.errors import Invalid
-from parcours.bus.kafkaio import KafkaAccess, keep_tailing
+from parcours.bus.kafkaio import KafkaAccess, keep_tailing, release
 from parcours.bus.publisher import Publisher
 from parcours.fhir.outbound import MEDIA_TYPE, notification
 from parcours.readmodel.store import EdgeStore
@@ -188,7 +188,7 @@ class WebhookDelivery:
                 await consumer.getmany(timeout_ms=1000)
         finally:
             await self._release(list(self._workers))
-            await consumer.stop()
+            await release(consumer)
 
     async def _take(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         consumer.pause(*tps)

@@ -192,11 +192,30 @@ def _where(task: asyncio.Future[None]) -> str:
 
 
 async def release(consumer: AIOKafkaConsumer) -> None:
-    """Stop a tail's consumer, giving up after a while (its stop was seen to hang after a broker's SIGKILL)."""
+    """Stop a consumer whatever aiokafka does on the way. Its stop was seen to hang after a
+    broker's SIGKILL (given up after a while), and to raise a CancelledError of its own
+    (aio-libs/aiokafka#647: `Fetcher.close` awaits the fetch tasks it has just cancelled, and one
+    sleeping in its retry backoff, the broker being away, passes the cancellation on), which would
+    end the caller as if it were being stopped, and hide the error that made it stop the
+    consumer. Then what the interrupted stop left open is closed here; a real cancellation of the
+    caller still goes through."""
     try:
         await asyncio.wait_for(consumer.stop(), _TAIL_RELEASE_S)
     except TimeoutError:
         log.warning("consumer did not stop in time; left to the garbage collector")
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        log.warning("consumer stop interrupted by its own fetcher (aiokafka #647); closing its connections")
+        for pending in list(getattr(getattr(consumer, "_fetcher", None), "_pending_tasks", ())):
+            pending.cancel()
+        client = getattr(consumer, "_client", None)
+        if client is not None:
+            try:
+                await asyncio.wait_for(client.close(), _TAIL_RELEASE_S)
+            except (TimeoutError, KafkaError, OSError):
+                log.warning("consumer's connections did not close; left to the garbage collector")
 
 
 async def _partitions(kafka: KafkaAccess, topics: list[str], only: Collection[int] | None) -> list[TopicPartition]:
@@ -218,7 +237,7 @@ async def end_offsets(kafka: KafkaAccess, topics: Iterable[str],
     except KafkaError as exc:
         raise ClusterError(f"end offsets of {list(topics)}: {exc}") from exc
     finally:
-        await consumer.stop()
+        await release(consumer)
     return {(tp.topic, tp.partition): n for tp, n in ends.items()}
 
 
@@ -260,7 +279,7 @@ async def read_to_end(kafka: KafkaAccess, topics: Iterable[str], *, batch: int =
     except KafkaError as exc:
         raise ClusterError(f"reading {list(topics)}: {exc}") from exc
     finally:
-        await consumer.stop()
+        await release(consumer)
 
 
 async def partition_counts(kafka: KafkaAccess, topics: list[str], attempts: int = 6) -> dict[str, int]:
@@ -319,7 +338,7 @@ async def consumer_lag(kafka: KafkaAccess, group: str, partitions: Iterable[tupl
     except KafkaError as exc:
         raise ClusterError(f"lag of {group}: {exc}") from exc
     finally:
-        await consumer.stop()
+        await release(consumer)
     return {(tp.topic, tp.partition): max(0, n - max(committed[(tp.topic, tp.partition)], 0)) for tp, n in ends.items()}
 
 
