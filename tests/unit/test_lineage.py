@@ -3,17 +3,8 @@ it unusable (`lineage.mismatch`), and the processor's state folder discarded for
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from parcours.bus import lineage
-from parcours.bus.errors import ClusterError
-from parcours.bus.kafkaio import KafkaAccess
 from parcours.bus.lineage import Lineage, adopt, change, mismatch
 from parcours.processors.statelineage import LINEAGE_FILE, discard_state
 
@@ -86,28 +77,3 @@ def test_a_running_reader_starts_again_on_a_mismatch_or_a_topic_that_appeared() 
     assert change(BUILT, Lineage("cluster-A", dict(BUILT.topics))) is None
     assert change(BUILT, Lineage("cluster-A", {**BUILT.topics, "audit": "id-3"})) == "topic audit appeared"
     assert change(BUILT, Lineage("cluster-B", dict(BUILT.topics))) is not None
-
-
-async def test_a_call_cancelled_inside_its_thread_is_a_cluster_error_and_a_real_cancel_stays_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """asyncio turns the thread's `concurrent.futures.CancelledError` into a cancellation of the
-    awaiting task: the reader asking would end as if stopped. It is a failed call instead."""
-    def cancelled(kafka: KafkaAccess, topics: list[str]) -> Lineage:
-        raise concurrent.futures.CancelledError
-
-    monkeypatch.setattr(lineage, "describe", cancelled)
-    with pytest.raises(ClusterError, match="cancelled from within"):
-        await lineage.live_lineage(KafkaAccess("127.0.0.1:9"), ["t"])
-
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(kafka: KafkaAccess, topics: list[str]) -> Any:
-        entered.set()
-        release.wait(10)
-
-    monkeypatch.setattr(lineage, "describe", slow)
-    task = asyncio.ensure_future(lineage.live_lineage(KafkaAccess("127.0.0.1:9"), ["t"]))
-    await asyncio.to_thread(entered.wait, 10)
-    task.cancel()  # the reader stopped: that cancellation goes through
-    release.set()
-    await asyncio.gather(task, return_exceptions=True)
-    assert task.cancelled()

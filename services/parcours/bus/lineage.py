@@ -94,19 +94,8 @@ def change(recorded: Lineage, live: Lineage) -> str | None:
 
 
 async def live_lineage(kafka: KafkaAccess, topics: list[str]) -> Lineage:
-    """The cluster's id and the ids of those of `topics` that exist, now.
-
-    A `CancelledError` out of the call that nobody asked for (the task is not being cancelled)
-    is a failed call, raised as ClusterError: one was seen here when the call timed out after a
-    broker's SIGKILL (asyncio turns a thread's `concurrent.futures.CancelledError` into a
-    cancellation of the awaiting task); left as it is, it would end the reader that asked."""
-    try:
-        return await asyncio.to_thread(describe, kafka, topics)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
-        raise ClusterError(f"describing the cluster and {len(topics)} topics: the call was cancelled from within") from None
+    """The cluster's id and the ids of those of `topics` that exist, now."""
+    return await asyncio.to_thread(describe, kafka, topics)
 
 
 def describe(kafka: KafkaAccess, topics: list[str], timeout_s: float = 15.0) -> Lineage:
