@@ -72,7 +72,10 @@ async def test_later_referrals_of_a_followed_person_join_the_existing_follow_ups
     assert "referral_id" not in own  # no referral added: the DAC follows that case already
     closed = await _referral(api, "cpts-31-sud", case_c, ref_c, lambda r: r["status"] == "declined", "the third referral declined")
     assert closed["status_history"][-1]["reason"] == "joined the follow-up of dac-31"
-    twice = await api.post("dac-31", f"/v1/referrals/{ref_c}/join", {"followed_by": "dac-31"}, expect=409)  # declined now
+    # once the DAC's own view has the referral declined (each adapter's read model follows the views
+    # on its own: the CPTS's seeing it says nothing of the DAC's), a second join is refused
+    await _referral(api, "dac-31", case_c, ref_c, lambda r: r["status"] == "declined", "the DAC sees its referral declined")
+    twice = await api.post("dac-31", f"/v1/referrals/{ref_c}/join", {"followed_by": "dac-31"}, expect=409)
     assert twice.json()["rule"] == "join: an open referral (submitted or acknowledged)"
 
     # case D: the DAC asks a CPTS; the CPTS joins the CRT's follow-up: its referral goes into case B
