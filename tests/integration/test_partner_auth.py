@@ -1,8 +1,9 @@
 """Partners sign in as the FHIR ecosystem expects and join or leave while the stack runs (one
 stack for the module): a structure onboarded with `parcours structures add` gets an access token
 for a signed assertion and posts a referral its recipient sees; a replayed assertion is refused by
-the shared jti ledger, also when sent to two instances at once; its key is rotated without a failed request; once removed, its token gets
-401 and its Kafka client is refused, while its case stays with the recipient."""
+the shared jti ledger, also when sent to two instances at once; its key is rotated without a
+failed request; once removed, its token gets 401 and its Kafka client is refused, while its case
+stays with the recipient."""
 
 from __future__ import annotations
 

@@ -149,8 +149,9 @@ async def keep_tailing(tail: Callable[[Pulse], Awaitable[None]], what: str, sile
     (also wrapped, as `ClusterError`: a broker unreachable at start), the disk of a read model,
     a call that never returns (no `Pulse.at` for `silence_s`: aiokafka was seen to hang for good
     after a broker's SIGKILL), or a `CancelledError` raised inside it that was not aimed at this
-    loop (it would otherwise end the tail, silently, as a cancellation). A tail that ended for good would leave its service serving
-    stale data while it looks alive. Silence is measured on `clock`."""
+    loop (it would otherwise end the tail, silently, as a cancellation). A tail that ended for
+    good would leave its service serving stale data while it looks alive. Silence is measured on
+    `clock`."""
     while True:
         pulse = Pulse(clock)
         task = asyncio.ensure_future(tail(pulse))
