@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from parcours.auth.keys import DEV_ISSUER_ENTRY
-from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess, until_reachable
 from parcours.devbroker.broker import BrokerInfo, EmbeddedBroker
 from parcours.devbroker.config import REPLICAS
 from parcours.devbroker.errors import BrokerError
@@ -123,7 +123,8 @@ def live_catalogue(kafka: KafkaAccess) -> Catalogue:
     from parcours.topology import live
 
     cat = default_catalogue()
-    cat.adopt(asyncio.run(live.live_catalogue(kafka, cat)))
+    # a service starting while the cluster is away or overloaded waits for it rather than dying
+    cat.adopt(until_reachable(lambda: asyncio.run(live.live_catalogue(kafka, cat)), "reading the structure registry"))
     return cat
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from parcours.bus.errors import ClusterError
-from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.kafkaio import KafkaAccess, until_reachable
 from parcours.bus.lineage import WATCH_INTERVAL_S, Lineage, adopt, change, describe
 from parcours.topology.catalogue import Catalogue
 
@@ -125,12 +125,14 @@ class LineageWatch:
 
 
 def run_engine(build: Callable[[], Any], state_dir: Path, kafka: KafkaAccess, topics: list[str],
-               on_discard: Callable[[str], None]) -> None:
+               on_discard: Callable[[str], None], sleep: Callable[[float], None] = time.sleep) -> None:
     """Run the engine `build()` makes (a Quix `Application`) on a state that matches the cluster,
     until it stops; when its topics changed under it, discard the state and run a new one."""
     while True:
-        lineage = prepare_state(state_dir, kafka, topics, on_discard)
-        app = build()
+        # the engine asks the cluster about its topics as it is made: a broker away or overloaded
+        # at that moment is waited for, not a reason to stop the processor
+        lineage, app = until_reachable(lambda: (prepare_state(state_dir, kafka, topics, on_discard), build()),
+                                       "starting the engine", sleep=sleep)
         watch = LineageWatch(kafka, topics, lineage, app.stop)
         watch.start()
         try:
