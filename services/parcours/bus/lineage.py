@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
-from parcours.bus.errors import ClusterError
 from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.topicids import topic_ids
 
 #: how often a running service compares its cache's lineage with the cluster's
 WATCH_INTERVAL_S = 5.0
@@ -94,32 +93,15 @@ def change(recorded: Lineage, live: Lineage) -> str | None:
 
 
 async def live_lineage(kafka: KafkaAccess, topics: list[str]) -> Lineage:
-    """The cluster's id and the ids of those of `topics` that exist, now."""
-    return await asyncio.to_thread(describe, kafka, topics)
+    """The cluster's id and the ids of those of `topics` that exist, now (a ClusterError when the
+    cluster cannot tell)."""
+    ids = await topic_ids(kafka, topics)
+    return Lineage(ids.cluster_id, ids.topics)
 
 
-def describe(kafka: KafkaAccess, topics: list[str], timeout_s: float = 15.0) -> Lineage:
-    """`live_lineage`, blocking (librdkafka's admin client: aiokafka's metadata request predates topic ids)."""
-    from confluent_kafka import KafkaError, KafkaException, TopicCollection
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({**kafka.librdkafka(), "log_level": 3})
-    wait = timeout_s + 5  # librdkafka's futures were seen never to complete (confluent-kafka-python #833)
-    try:
-        cluster: Any = admin.describe_cluster(request_timeout=timeout_s).result(timeout=wait)
-        found: dict[str, str] = {}
-        if topics:
-            for name, future in admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout_s).items():
-                try:
-                    found[name] = str(future.result(timeout=wait).topic_id)
-                except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                        raise
-    except KafkaException as exc:
-        raise ClusterError(f"describing the cluster and {len(topics)} topics: {exc.args[0].str()}") from exc
-    except TimeoutError as exc:
-        raise ClusterError(f"describing the cluster and {len(topics)} topics: no answer in {wait:.0f} s") from exc
-    return Lineage(str(cluster.cluster_id), found)
+def describe(kafka: KafkaAccess, topics: list[str]) -> Lineage:
+    """`live_lineage`, for a thread without an event loop (the processor's)."""
+    return asyncio.run(live_lineage(kafka, topics))
 
 
 class Watch:
