@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from parcours.auth.keys import DEV_ISSUER_ENTRY
-from parcours.bus.kafkaio import KafkaAccess, until_reachable
+from parcours.bus.kafkaio import KafkaAccess
+from parcours.bus.reachability import until_reachable
 from parcours.devbroker.broker import BrokerInfo, EmbeddedBroker
 from parcours.devbroker.config import REPLICAS
 from parcours.devbroker.errors import BrokerError

@@ -11,8 +11,9 @@ from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from confluent_kafka import KafkaError, KafkaException
 
 from parcours.bus.errors import ClusterError
-from parcours.bus.kafkaio import KafkaAccess, unreachable, until_reachable
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.bus.lineage import Lineage
+from parcours.bus.reachability import unreachable, until_reachable
 from parcours.processors import statelineage
 
 #: librdkafka's local errors (underscored in confluent-kafka)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from parcours.bus.errors import ClusterError
-from parcours.bus.kafkaio import KafkaAccess, until_reachable
+from parcours.bus.kafkaio import KafkaAccess
 from parcours.bus.lineage import WATCH_INTERVAL_S, Lineage, adopt, change, describe
+from parcours.bus.reachability import until_reachable
 from parcours.topology.catalogue import Catalogue
 
 log = logging.getLogger("parcours.processor")
