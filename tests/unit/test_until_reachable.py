@@ -128,3 +128,19 @@ def test_the_processor_stops_on_a_refusal_while_its_engine_is_made(monkeypatch: 
     with pytest.raises(KafkaException):
         statelineage.run_engine(build, tmp_path, KafkaAccess("127.0.0.1:1"), [], lambda _: None, sleep=pauses.append)
     assert pauses == []
+
+
+def test_a_topic_error_in_a_metadata_answer_is_waited_for_only_when_kafka_says_it_may_pass() -> None:
+    from types import SimpleNamespace
+
+    from parcours.bus.topicids import read_answer, uuid_text
+
+    def answer(*topics: tuple[int, str]) -> SimpleNamespace:
+        return SimpleNamespace(cluster_id="c1", topics=[(code, name, bytes(range(16)), False, [], 0, {}) for code, name in topics])
+
+    ids = read_answer(answer((0, "a"), (3, "gone")), ["a", "gone"])
+    assert (ids.cluster_id, ids.topics) == ("c1", {"a": uuid_text(bytes(range(16)))})
+    for code, waited in ((5, True), (29, False)):  # LEADER_NOT_AVAILABLE, TOPIC_AUTHORIZATION_FAILED
+        with pytest.raises(ClusterError) as caught:
+            read_answer(answer((0, "a"), (code, "b")), ["a", "b"])
+        assert unreachable(caught.value) is waited

@@ -107,13 +107,13 @@ class TopicIds:
 
 def read_answer(answer: Any, asked: list[str]) -> TopicIds:
     """The ids in a Metadata v12 answer; a topic that does not exist is left out, any other error
-    of a topic (not authorized, say) is a ClusterError."""
+    of a topic (not authorized, its leader moving) is a ClusterError caused by Kafka's error."""
     found: dict[str, str] = {}
     for error_code, name, topic_id, *_ in answer.topics:
         if error_code == UNKNOWN_TOPIC_OR_PARTITION:
             continue
-        if error_code:
-            raise ClusterError(f"describing topic {name}: {for_code(error_code).__name__}")
+        if error_code:  # its cause says whether to ask again (a leader moving) or not (not authorized)
+            raise ClusterError(f"describing topic {name}: {for_code(error_code).__name__}") from for_code(error_code)()
         if name in asked:
             found[name] = uuid_text(topic_id)
     if not answer.cluster_id:
