@@ -14,6 +14,7 @@ from parcours.bus.errors import ClusterError
 from parcours.bus.kafkaio import KafkaAccess
 from parcours.bus.lineage import describe, live_lineage
 from parcours.bus.topicids import topic_ids
+from parcours.security.cluster import SCRAM_ITERATIONS
 from tests.stack import delete_topics, eventually
 
 
@@ -36,12 +37,12 @@ def _librdkafka_ids(kafka: KafkaAccess, names: list[str]) -> tuple[str, dict[str
 async def test_topic_ids_are_those_librdkafka_reads_and_change_when_a_topic_is_created_again(kafka: KafkaAccess, prefix: str) -> None:
     names = [f"{prefix}.ids-a", f"{prefix}.ids-b"]
     await _create(kafka, names)
-    ids = await topic_ids(kafka, [*names, f"{prefix}.never-created"])
-    assert (ids.cluster_id, ids.topics) == await asyncio.to_thread(_librdkafka_ids, kafka, names)
+    cluster_id, ids = await topic_ids(kafka, [*names, f"{prefix}.never-created"])
+    assert (cluster_id, ids) == await asyncio.to_thread(_librdkafka_ids, kafka, names)
     assert await asyncio.to_thread(describe, kafka, names) == await live_lineage(kafka, names)
 
     await delete_topics(kafka, names[:1])
-    assert set((await topic_ids(kafka, names)).topics) == {names[1]}
+    assert set((await topic_ids(kafka, names))[1]) == {names[1]}
 
     async def created_again() -> bool:
         try:
@@ -50,9 +51,9 @@ async def test_topic_ids_are_those_librdkafka_reads_and_change_when_a_topic_is_c
             return False
         return True
     await eventually(created_again, 30, "topic created again")
-    again = await topic_ids(kafka, names)
-    assert again.topics[names[1]] == ids.topics[names[1]]
-    assert again.topics[names[0]] not in ("", ids.topics[names[0]])
+    _, again = await topic_ids(kafka, names)
+    assert again[names[1]] == ids[names[1]]
+    assert again[names[0]] not in ("", ids[names[0]])
 
 
 def _user_without_acls(kafka: KafkaAccess, name: str, secret: str) -> KafkaAccess:
@@ -60,7 +61,7 @@ def _user_without_acls(kafka: KafkaAccess, name: str, secret: str) -> KafkaAcces
     from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
     admin = AdminClient(kafka.librdkafka())
-    upsert = UserScramCredentialUpsertion(name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), secret.encode())
+    upsert = UserScramCredentialUpsertion(name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), secret.encode())
     for future in admin.alter_user_scram_credentials([upsert]).values():
         future.result(timeout=20)
     return kafka.as_user(name, secret)

@@ -95,8 +95,7 @@ def change(recorded: Lineage, live: Lineage) -> str | None:
 async def live_lineage(kafka: KafkaAccess, topics: list[str]) -> Lineage:
     """The cluster's id and the ids of those of `topics` that exist, now (a ClusterError when the
     cluster cannot tell)."""
-    ids = await topic_ids(kafka, topics)
-    return Lineage(ids.cluster_id, ids.topics)
+    return Lineage(*await topic_ids(kafka, topics))
 
 
 def describe(kafka: KafkaAccess, topics: list[str]) -> Lineage:

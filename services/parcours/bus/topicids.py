@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import random
-from dataclasses import dataclass
 from io import BytesIO
 from typing import Any
 
@@ -97,17 +96,10 @@ class TopicIdsRequest(Request[MetadataRequest_v12]):  # type: ignore[misc]
         return request_struct_class([(ZERO_UUID, name, {}) for name in self.topics], False, False, {})
 
 
-@dataclass(frozen=True)
-class TopicIds:
-    """What the cluster answered: its id, and the id of each asked topic that exists."""
-
-    cluster_id: str
-    topics: dict[str, str]
-
-
-def read_answer(answer: Any, asked: list[str]) -> TopicIds:
-    """The ids in a Metadata v12 answer; a topic that does not exist is left out, any other error
-    of a topic (not authorized, its leader moving) is a ClusterError caused by Kafka's error."""
+def read_answer(answer: Any, asked: list[str]) -> tuple[str, dict[str, str]]:
+    """The cluster's id and the id of each asked topic that exists, in a Metadata v12 answer; any
+    other error of a topic (not authorized, its leader moving) is a ClusterError caused by
+    Kafka's error."""
     found: dict[str, str] = {}
     for error_code, name, topic_id, *_ in answer.topics:
         if error_code == UNKNOWN_TOPIC_OR_PARTITION:
@@ -118,10 +110,10 @@ def read_answer(answer: Any, asked: list[str]) -> TopicIds:
             found[name] = uuid_text(topic_id)
     if not answer.cluster_id:
         raise ClusterError("the cluster did not say its id")
-    return TopicIds(answer.cluster_id, found)
+    return answer.cluster_id, found
 
 
-async def topic_ids(kafka: KafkaAccess, topics: list[str], timeout_s: float = 15.0) -> TopicIds:
+async def topic_ids(kafka: KafkaAccess, topics: list[str], timeout_s: float = 15.0) -> tuple[str, dict[str, str]]:
     """The cluster's id and the ids of those of `topics` that exist, asked of one node that
     answers (nodes are tried in random order: one of a cluster may be down)."""
     client = AIOKafkaClient(**kafka.aiokafka(), request_timeout_ms=int(timeout_s * 1000), metadata_max_age_ms=60_000)
